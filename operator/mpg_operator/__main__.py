@@ -1,0 +1,3 @@
+from mpg_operator.cli import main
+
+raise SystemExit(main())
