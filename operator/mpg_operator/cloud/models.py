@@ -44,8 +44,26 @@ ConfigValue = str | int | float
 """pgConfig values may be sent as numbers or strings; the API returns strings."""
 
 
+_SENSITIVE_NAME_PARTS = ("password", "connection", "secret")
+
+
+def _mask_sensitive(name: str, value: Any) -> Any:
+    """Mask an unknown field's value when its name looks like a credential."""
+    if isinstance(value, dict):
+        return {k: _mask_sensitive(str(k), v) for k, v in value.items()}
+    if value is not None and not isinstance(value, SecretStr):
+        if any(part in name.lower() for part in _SENSITIVE_NAME_PARTS):
+            return "**********"
+    return value
+
+
 class WireModel(BaseModel):
-    """Base of all wire models: camelCase aliases, unknown fields kept, inputs hidden in errors."""
+    """Base of all wire models: camelCase aliases, unknown fields kept, inputs hidden in errors.
+
+    Unknown fields whose names contain ``password``, ``connection`` or ``secret`` (e.g. a
+    future ``superuserPassword``) are masked in ``repr``/``str`` too
+    (not in ``model_dump``: do not log dumps of response models).
+    """
 
     model_config = ConfigDict(
         extra="allow",
@@ -53,6 +71,13 @@ class WireModel(BaseModel):
         alias_generator=to_camel,
         hide_input_in_errors=True,
     )
+
+    def __repr_args__(self):  # type: ignore[no-untyped-def]
+        extra = self.__pydantic_extra__ or {}
+        for name, value in super().__repr_args__():
+            if name is not None and name in extra:
+                value = _mask_sensitive(name, value)
+            yield name, value
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON body for the wire: camelCase, ``None`` omitted, secrets revealed."""
@@ -230,6 +255,52 @@ class PostgresMetrics(WireModel):
     metrics: list[Metric] = Field(default_factory=list)
 
 
+class SlowQueryPattern(WireModel):
+    """``PostgresSlowQueryPattern`` (durations in microseconds). ``query_id`` is opaque: pass it back verbatim."""
+
+    query_id: str | None = None
+    query_text: str | None = None
+    db_name: str | None = None
+    db_user: str | None = None
+    db_operation: str | None = None
+    app: str | None = None
+    call_count: int | None = None
+    error_count: int | None = None
+    total_duration_us: int | None = None
+    avg_duration_us: int | None = None
+    max_duration_us: int | None = None
+    p50_duration_us: int | None = None
+    p95_duration_us: int | None = None
+    p99_duration_us: int | None = None
+    total_rows: int | None = None
+    total_shared_blks_read: int | None = None
+    total_shared_blks_hit: int | None = None
+    total_cpu_time_us: int | None = None
+    total_wal_bytes: int | None = None
+
+
+class QueryExecution(WireModel):
+    """``PostgresQueryExecution``: one recent execution (many counters, kept as extra fields)."""
+
+    timestamp: str | None = None
+    query_id: str | None = None
+    query_text: str | None = None
+    db_name: str | None = None
+    db_user: str | None = None
+    db_operation: str | None = None
+    duration_us: int | None = None
+    rows: int | None = None
+    err_message: str | None = None
+    err_sqlstate: str | None = None
+
+
+class SlowQueryPatternDetail(WireModel):
+    """``PostgresSlowQueryPatternDetail``."""
+
+    aggregate: SlowQueryPattern | None = None
+    recent_executions: list[QueryExecution] = Field(default_factory=list)
+
+
 # --- envelopes -----------------------------------------------------------------------
 
 
@@ -262,8 +333,11 @@ __all__ = [
     "PostgresSetPasswordRequest",
     "PostgresSetStateRequest",
     "Provider",
+    "QueryExecution",
     "Secret",
     "ServiceState",
+    "SlowQueryPattern",
+    "SlowQueryPatternDetail",
     "StateCommand",
     "Tag",
     "WireModel",
