@@ -1,0 +1,1 @@
+"""Reconcile core: pure planning from desired and observed state (no I/O)."""

@@ -1,0 +1,117 @@
+"""The connection Secret: its keys, its bookkeeping annotations, and password generation."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+ANNOTATION_PREFIX = "mpg-operator.clickhouse.cloud"
+ANN_SERVICE_ID = f"{ANNOTATION_PREFIX}/service-id"
+ANN_SERVICE_NAME = f"{ANNOTATION_PREFIX}/service-name"
+ANN_PASSWORD_DIGEST = f"{ANNOTATION_PREFIX}/password-digest"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "mpg-operator"
+LABEL_INSTANCE_OF = f"{ANNOTATION_PREFIX}/managedpostgres"
+
+DATABASE = "postgres"
+SSLMODE = "require"
+PORT = 5432
+REQUIRED_KEYS = ("host", "port", "username", "password", "database", "sslmode", "uri", "jdbcUrl", "ca.crt")
+PASSWORD_KEY = "password"
+
+
+def generate_password(length: int = 32) -> str:
+    """A strong password that meets the API's rules (>= 12 chars, lower, upper, digit)."""
+    alphabet = string.ascii_letters + string.digits + "-_"
+    while True:
+        candidate = "".join(secrets.choice(alphabet) for _ in range(length))
+        if (
+            any(c.islower() for c in candidate)
+            and any(c.isupper() for c in candidate)
+            and any(c.isdigit() for c in candidate)
+        ):
+            return candidate
+
+
+def password_acceptable(password: str | None) -> bool:
+    """True when ``password`` meets the API's password rules."""
+    return bool(
+        password
+        and 12 <= len(password) <= 1024
+        and any(c.islower() for c in password)
+        and any(c.isupper() for c in password)
+        and any(c.isdigit() for c in password)
+    )
+
+
+def password_digest(service_id: str, password: str) -> str:
+    """Digest recording that ``password`` was accepted by the API for ``service_id``."""
+    return hashlib.sha256(f"{service_id}\0{password}".encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the service is reached (from the API; port is always 5432)."""
+
+    hostname: str
+    username: str
+    ca_pem: str
+    port: int = PORT
+
+
+@dataclass(frozen=True)
+class ObservedSecret:
+    """The connection Secret as read from Kubernetes (decoded)."""
+
+    data: dict[str, str] = field(default_factory=dict, repr=False)
+    annotations: dict[str, str] = field(default_factory=dict)
+    owner_uids: tuple[str, ...] = ()
+
+    @property
+    def password(self) -> str | None:
+        return self.data.get(PASSWORD_KEY) or None
+
+    def password_confirmed(self, service_id: str) -> bool:
+        """True when the stored password is the one the API accepted for this service."""
+        pw = self.password
+        return bool(pw) and self.annotations.get(ANN_PASSWORD_DIGEST) == password_digest(service_id, pw)
+
+    def endpoint_current(self, service_id: str, service_name: str | None) -> bool:
+        """True when host, CA and URIs were written for this service id and its current name."""
+        return (
+            all(self.data.get(k) for k in REQUIRED_KEYS if k != PASSWORD_KEY)
+            and self.annotations.get(ANN_SERVICE_ID) == service_id
+            and (service_name is None or self.annotations.get(ANN_SERVICE_NAME) == service_name)
+        )
+
+
+def secret_data(endpoint: Endpoint, password: str) -> dict[str, str]:
+    """All keys of the connection Secret."""
+    user = quote(endpoint.username, safe="")
+    pw = quote(password, safe="")
+    host = endpoint.hostname
+    uri = f"postgresql://{user}:{pw}@{host}:{endpoint.port}/{DATABASE}?sslmode={SSLMODE}"
+    jdbc = f"jdbc:postgresql://{host}:{endpoint.port}/{DATABASE}?sslmode={SSLMODE}"
+    return {
+        "host": host,
+        "port": str(endpoint.port),
+        "username": endpoint.username,
+        "password": password,
+        "database": DATABASE,
+        "sslmode": SSLMODE,
+        "uri": uri,
+        "jdbcUrl": jdbc,
+        "ca.crt": endpoint.ca_pem,
+    }
+
+
+def secret_annotations(service_id: str, service_name: str, password: str, confirmed: bool) -> dict[str, str | None]:
+    """Bookkeeping annotations; ``None`` removes the digest (password not yet confirmed)."""
+    return {
+        ANN_SERVICE_ID: service_id,
+        ANN_SERVICE_NAME: service_name,
+        ANN_PASSWORD_DIGEST: password_digest(service_id, password) if confirmed else None,
+    }

@@ -1,0 +1,109 @@
+"""What the user asked for: a ManagedPostgres spec resolved against the operator's defaults."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from mpg_operator.cloud.models import PostgresServiceCreateRequest, PostgresServicePatchRequest, Tag
+from mpg_operator.resource import DEFAULT_HA_TYPE, DeletionPolicy, ManagedPostgresSpec
+
+TAG_UID = "mpg-operator.uid"
+TAG_NAMESPACE = "mpg-operator.namespace"
+TAG_NAME = "mpg-operator.name"
+OWNER_TAGS = (TAG_UID, TAG_NAMESPACE, TAG_NAME)
+
+
+@dataclass(frozen=True)
+class OperatorDefaults:
+    """Operator-wide settings that fill what a spec leaves out."""
+
+    deletion_policy: str = DeletionPolicy.DELETE.value
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The desired remote service and Secret of one ManagedPostgres, defaults applied."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    service_name: str
+    provider: str
+    region: str
+    size: str
+    postgres_version: str | None
+    ha_type: str
+    user_tags: dict[str, str] = field(default_factory=dict)
+    connection_secret_name: str = ""
+    deletion_policy: str = DeletionPolicy.DELETE.value
+    credentials_secret_name: str | None = None
+
+    @property
+    def owner_tags(self) -> dict[str, str]:
+        return {TAG_UID: self.uid, TAG_NAMESPACE: self.namespace, TAG_NAME: self.name}
+
+    @property
+    def all_tags(self) -> dict[str, str]:
+        """User tags plus the ownership tags: the complete set every PATCH must send."""
+        return {**self.user_tags, **self.owner_tags}
+
+    def tag_list(self) -> list[Tag]:
+        return [Tag(key=k, value=v) for k, v in sorted(self.all_tags.items())]
+
+    def create_request(self) -> PostgresServiceCreateRequest:
+        return PostgresServiceCreateRequest(
+            name=self.service_name,
+            provider=self.provider,
+            region=self.region,
+            size=self.size,
+            postgres_version=self.postgres_version,
+            ha_type=self.ha_type,
+            tags=self.tag_list(),
+        )
+
+    def patch_request(self) -> PostgresServicePatchRequest:
+        """A PATCH carrying every mutable field (tags must always be complete: omitted means cleared)."""
+        return PostgresServicePatchRequest(
+            name=self.service_name, size=self.size, ha_type=self.ha_type, tags=self.tag_list()
+        )
+
+    def mutable_digest(self) -> str:
+        """A short digest of the mutable fields, to recognise an update already sent."""
+        payload = {
+            "name": self.service_name,
+            "size": self.size,
+            "haType": self.ha_type,
+            "tags": self.all_tags,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def desired_from(
+    *,
+    namespace: str,
+    name: str,
+    uid: str,
+    generation: int,
+    spec: ManagedPostgresSpec,
+    defaults: OperatorDefaults,
+) -> Desired:
+    """Resolve a spec into a :class:`Desired`, applying defaults in code (never in the CRD)."""
+    return Desired(
+        namespace=namespace,
+        name=name,
+        uid=uid,
+        generation=generation,
+        service_name=spec.service_name or name,
+        provider=spec.provider,
+        region=spec.region,
+        size=spec.size,
+        postgres_version=spec.postgres_version,
+        ha_type=spec.ha_type or DEFAULT_HA_TYPE,
+        user_tags=dict(spec.tags or {}),
+        connection_secret_name=(spec.connection_secret.name if spec.connection_secret else f"{name}-connection"),
+        deletion_policy=spec.deletion_policy or defaults.deletion_policy,
+        credentials_secret_name=spec.credentials_ref.name if spec.credentials_ref else None,
+    )

@@ -1,0 +1,334 @@
+"""Unit tests of the reconcile decisions: desired spec + observed remote/Secret/status -> plan. No I/O."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from mpg_operator.cloud.models import PostgresServiceListItem, Tag
+from mpg_operator.reconcile import core
+from mpg_operator.reconcile.connection import (
+    ANN_PASSWORD_DIGEST,
+    ANN_SERVICE_ID,
+    ANN_SERVICE_NAME,
+    REQUIRED_KEYS,
+    ObservedSecret,
+    password_digest,
+)
+from mpg_operator.reconcile.desired import TAG_UID, OperatorDefaults, desired_from
+from mpg_operator.resource import ManagedPostgresSpec, ManagedPostgresStatus, PendingUpdate
+
+NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
+UID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+SID = "67b4bc12-8582-45d0-8806-fe9b2e5a54e6"
+
+
+def make_desired(**spec_overrides):
+    spec = {"provider": "aws", "region": "us-west-2", "size": "r8gd.large", "tags": {"team": "orders"}}
+    spec.update(spec_overrides)
+    return desired_from(
+        namespace="shop",
+        name="orders-db",
+        uid=UID,
+        generation=3,
+        spec=ManagedPostgresSpec.model_validate(spec),
+        defaults=OperatorDefaults(),
+    )
+
+
+def make_remote(desired=None, **overrides):
+    desired = desired or make_desired()
+    fields = {
+        "id": SID,
+        "name": desired.service_name,
+        "provider": "aws",
+        "region": "us-west-2",
+        "postgres_version": "17",
+        "size": desired.size,
+        "ha_type": desired.ha_type,
+        "tags": desired.tag_list(),
+        "state": "running",
+        "created_at": "2026-11-27T11:00:00Z",
+        "is_primary": True,
+    }
+    fields.update(overrides)
+    return PostgresServiceListItem(**fields)
+
+
+def good_secret(service_id=SID, name="orders-db", password="Secr3tPassw0rdXYZ"):
+    data = {k: "x" for k in REQUIRED_KEYS}
+    data["password"] = password
+    return ObservedSecret(
+        data=data,
+        annotations={
+            ANN_SERVICE_ID: service_id,
+            ANN_SERVICE_NAME: name,
+            ANN_PASSWORD_DIGEST: password_digest(service_id, password),
+        },
+    )
+
+
+def observe(remote=None, status=None, secret=None, **kw):
+    return core.Observed(
+        now=NOW,
+        status=status or ManagedPostgresStatus(),
+        remote=remote,
+        secret=secret,
+        **kw,
+    )
+
+
+def kinds(plan):
+    return [type(a).__name__ for a in plan.actions]
+
+
+# --- create --------------------------------------------------------------------------------
+
+
+def test_nothing_remote_creates_with_owner_tags_and_defaults():
+    desired = make_desired()
+    plan = core.plan(desired, observe())
+    assert kinds(plan) == ["CreateService"]
+    request = desired.create_request()
+    tags = {t.key: t.value for t in request.tags}
+    assert tags[TAG_UID] == UID and tags["mpg-operator.namespace"] == "shop" and tags["team"] == "orders"
+    assert request.name == "orders-db" and request.ha_type == "none"
+    assert plan.ready.status == "False"
+
+
+def test_pending_create_within_grace_waits_instead_of_creating_again():
+    status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(seconds=10)).isoformat())
+    plan = core.plan(make_desired(), observe(status=status))
+    assert plan.actions == []
+    assert plan.synced.reason == core.Reason.CREATE_PENDING
+
+
+def test_pending_create_with_stale_snapshot_waits_even_after_grace():
+    status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(minutes=10)).isoformat())
+    plan = core.plan(make_desired(), observe(status=status, snapshot_after_pending=False))
+    assert plan.actions == []
+
+
+def test_pending_create_past_grace_creates_again_with_warning():
+    status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(minutes=5)).isoformat())
+    plan = core.plan(make_desired(), observe(status=status))
+    assert kinds(plan) == ["CreateService"]
+    assert any(e[1] == "CreateRetried" for e in plan.events)
+
+
+def test_service_found_by_tag_after_crash_is_adopted_not_recreated():
+    status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(seconds=5)).isoformat())
+    desired = make_desired()
+    plan = core.plan(desired, observe(remote=make_remote(desired, state="creating"), status=status))
+    assert kinds(plan) == ["AdoptService"]
+    assert plan.status["serviceId"] == SID
+    assert plan.status["createPendingSince"] is None
+    assert plan.ready.reason == core.Reason.CREATING
+
+
+def test_recorded_service_missing_from_list_is_confirmed_by_get_first():
+    status = ManagedPostgresStatus(serviceId=SID)
+    plan = core.plan(make_desired(), observe(status=status))
+    assert kinds(plan) == ["ConfirmGone"]
+
+
+def test_recorded_service_confirmed_gone_is_recreated_with_event():
+    status = ManagedPostgresStatus(serviceId=SID)
+    plan = core.plan(make_desired(), observe(status=status, confirmed_gone=True))
+    assert kinds(plan) == ["CreateService"]
+    assert any(e[1] == "ServiceMissing" for e in plan.events)
+
+
+def test_rejected_create_is_not_retried_for_the_same_generation():
+    err = (core.Reason.TERMINAL_INVALID_SPEC, "BAD_REQUEST: unknown size", NOW - timedelta(minutes=5))
+    plan = core.plan(make_desired(), observe(last_error=err))
+    assert plan.actions == []
+    assert plan.synced.status == "False" and plan.synced.reason == core.Reason.TERMINAL_INVALID_SPEC
+    assert plan.active is False
+
+
+def test_rejected_create_is_retried_after_a_long_pause():
+    err = (core.Reason.TERMINAL_INVALID_SPEC, "BAD_REQUEST: unknown size", NOW - timedelta(hours=2))
+    plan = core.plan(make_desired(), observe(last_error=err))
+    assert kinds(plan) == ["CreateService"]
+
+
+# --- credentials ---------------------------------------------------------------------------
+
+
+def test_running_without_secret_generates_password_and_publishes():
+    desired = make_desired()
+    plan = core.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID)))
+    (action,) = plan.actions
+    assert isinstance(action, core.PublishSecret)
+    assert action.password == "generate" and action.refresh_endpoint
+    assert plan.ready.status == "True"  # once the action has run
+
+
+def test_secret_with_unconfirmed_password_is_applied_not_replaced():
+    desired = make_desired()
+    secret = good_secret(password="UserChosenPassw0rd")
+    secret = ObservedSecret(data=secret.data, annotations={**secret.annotations, ANN_PASSWORD_DIGEST: "stale"})
+    plan = core.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=secret))
+    (action,) = plan.actions
+    assert action.password == "apply" and not action.refresh_endpoint
+
+
+def test_secret_with_weak_password_is_reported_not_sent():
+    desired = make_desired()
+    secret = good_secret(password="weak")
+    secret = ObservedSecret(data=secret.data, annotations={**secret.annotations, ANN_PASSWORD_DIGEST: "stale"})
+    plan = core.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=secret))
+    assert plan.actions == []
+    assert plan.synced.reason == core.Reason.TERMINAL_PASSWORD
+    assert "weak" not in plan.synced.message
+    assert plan.ready.status == "False"
+
+
+def test_steady_state_does_nothing_and_is_fully_applied():
+    desired = make_desired()
+    plan = core.plan(
+        desired,
+        observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=good_secret()),
+    )
+    assert plan.actions == []
+    assert plan.fully_applied and not plan.active
+    assert plan.ready.status == "True" and plan.synced.status == "True"
+
+
+def test_no_password_change_while_creating():
+    desired = make_desired()
+    plan = core.plan(desired, observe(remote=make_remote(desired, state="creating"), status=ManagedPostgresStatus(serviceId=SID)))
+    assert plan.actions == []
+    assert plan.active
+
+
+# --- updates and drift ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "remote_overrides, changed",
+    [
+        ({"size": "r8gd.xlarge"}, ("size",)),
+        ({"ha_type": "async"}, ("haType",)),
+        ({"name": "old name"}, ("serviceName",)),
+        ({"tags": []}, ("tags",)),
+    ],
+)
+def test_drift_is_corrected_with_a_complete_patch(remote_overrides, changed):
+    desired = make_desired()
+    remote = make_remote(desired, **remote_overrides)
+    plan = core.plan(desired, observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret(name=remote.name)))
+    update = next(a for a in plan.actions if isinstance(a, core.UpdateService))
+    assert update.changed == changed
+    patch = desired.patch_request().to_wire()
+    assert {t["key"] for t in patch["tags"]} >= {TAG_UID, "team"}
+    assert patch["size"] == desired.size and patch["haType"] == "none"
+    assert not plan.fully_applied
+
+
+def test_update_already_sent_is_not_sent_again_while_settling():
+    desired = make_desired(size="r8gd.xlarge")
+    pending = PendingUpdate(digest=desired.mutable_digest(), sentAt=(NOW - timedelta(minutes=2)).isoformat())
+    plan = core.plan(
+        desired,
+        observe(remote=make_remote(desired, size="r8gd.large"), status=ManagedPostgresStatus(serviceId=SID, pendingUpdate=pending), secret=good_secret()),
+    )
+    assert plan.actions == []
+    assert plan.active and not plan.fully_applied
+    assert plan.ready.reason == core.Reason.UPDATING
+
+
+def test_update_is_resent_after_settle_timeout():
+    desired = make_desired(size="r8gd.xlarge")
+    pending = PendingUpdate(digest=desired.mutable_digest(), sentAt=(NOW - timedelta(hours=1)).isoformat())
+    plan = core.plan(
+        desired,
+        observe(remote=make_remote(desired, size="r8gd.large"), status=ManagedPostgresStatus(serviceId=SID, pendingUpdate=pending), secret=good_secret()),
+    )
+    assert kinds(plan) == ["UpdateService"]
+
+
+def test_update_lands_clears_pending_and_applies_generation():
+    desired = make_desired()
+    pending = PendingUpdate(digest=desired.mutable_digest(), sentAt=NOW.isoformat())
+    plan = core.plan(
+        desired,
+        observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID, pendingUpdate=pending), secret=good_secret()),
+    )
+    assert plan.status["pendingUpdate"] is None
+    assert plan.fully_applied
+
+
+def test_rename_refreshes_the_secret_endpoint():
+    desired = make_desired(serviceName="orders renamed")
+    remote = make_remote(desired)  # the rename has landed remotely
+    plan = core.plan(desired, observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret(name="orders-db")))
+    (action,) = plan.actions
+    assert isinstance(action, core.PublishSecret) and action.refresh_endpoint and action.password == "keep"
+
+
+def test_immutable_change_is_reported_and_never_recreates():
+    desired = make_desired(region="eu-west-1")
+    plan = core.plan(
+        desired,
+        observe(remote=make_remote(desired, region="us-west-2"), status=ManagedPostgresStatus(serviceId=SID), secret=good_secret()),
+    )
+    assert not any(isinstance(a, (core.CreateService, core.DeleteService)) for a in plan.actions)
+    assert plan.synced.reason == core.Reason.TERMINAL_IMMUTABLE
+    assert "region" in plan.synced.message
+    assert not plan.fully_applied
+
+
+def test_status_shows_remote_values_verbatim_without_owner_tags():
+    desired = make_desired()
+    remote = make_remote(desired, state="restarting", tags=desired.tag_list() + [Tag(key="console", value="x")])
+    plan = core.plan(desired, observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret()))
+    assert plan.status["state"] == "restarting"
+    assert plan.status["tags"] == {"team": "orders", "console": "x"}
+    assert plan.ready.status == "False"
+
+
+def test_find_remote_prefers_recorded_id_and_reports_duplicates():
+    desired = make_desired()
+    a = make_remote(desired, id="a", created_at="2026-01-01T00:00:00Z")
+    b = make_remote(desired, id="b", created_at="2026-01-02T00:00:00Z")
+    other = make_remote(desired, id="c", tags=[Tag(key=TAG_UID, value="someone-else")])
+    assert core.find_remote([other, b, a], "b", UID) == (b, ("a",))
+    assert core.find_remote([other, b, a], None, UID) == (a, ("b",))
+    assert core.find_remote([other], None, UID) == (None, ())
+
+
+def test_find_remote_ignores_tagged_services_being_deleted():
+    desired = make_desired()
+    dying = make_remote(desired, id="a", state="deleting")
+    assert core.find_remote([dying], None, UID)[0] is None
+
+
+# --- deletion ------------------------------------------------------------------------------
+
+
+def test_delete_policy_orphan_releases_without_api_call():
+    desired = make_desired(deletionPolicy="Orphan")
+    plan = core.plan_delete(desired, observe(remote=make_remote(desired)))
+    assert plan.actions == [] and plan.release_finalizer
+
+
+def test_delete_calls_delete_then_waits_for_gone():
+    desired = make_desired()
+    plan = core.plan_delete(desired, observe(remote=make_remote(desired)))
+    assert kinds(plan) == ["DeleteService"] and not plan.release_finalizer
+    plan = core.plan_delete(desired, observe(remote=make_remote(desired, state="deleting")))
+    assert plan.actions == [] and not plan.release_finalizer
+    plan = core.plan_delete(desired, observe(remote=None, status=ManagedPostgresStatus(serviceId=SID)))
+    assert plan.release_finalizer
+
+
+def test_delete_waits_for_an_unresolved_create():
+    status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(seconds=5)).isoformat())
+    plan = core.plan_delete(make_desired(), observe(status=status))
+    assert not plan.release_finalizer
+
+
+def test_delete_of_never_created_resource_releases():
+    plan = core.plan_delete(make_desired(), observe())
+    assert plan.release_finalizer and plan.actions == []
