@@ -1,0 +1,518 @@
+"""Organisations, API keys and Postgres services of the simulator, with their state machine.
+
+States are a function of time: every transition is recorded as a list of ``(state, until)``
+phases (plus an optional fleet operation that keeps the last phase until it finishes), so a
+GET computes the current state without background timers. Delayed field changes (resize,
+HA change, promote) are ``(due, attribute, value)`` entries applied when due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import secrets
+import string
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from mpg_operator.simulator.config import SimulatorConfig
+from mpg_operator.simulator.faults import Faults
+from mpg_operator.simulator.validation import ApiError, bad
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mpg_operator.simulator.postgres import PostgresFleet
+
+log = logging.getLogger(__name__)
+
+PASSWORD_ALPHABET = string.ascii_letters + string.digits + "_-"
+CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+# Postmaster-context parameters of the pgConfig set (need a restart when the fleet is absent).
+RESTART_PARAMS = frozenset({"max_connections", "max_worker_processes", "autovacuum_max_workers"})
+
+
+def generate_password(length: int = 20) -> str:
+    """A password like the real API's (``[A-Za-z0-9_-]``, 20 chars) that meets ``pgPassword``."""
+    while True:
+        pw = "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+        if re.search("[a-z]", pw) and re.search("[A-Z]", pw) and re.search("[0-9]", pw):
+            return pw
+
+
+def ubid(service_id: str) -> str:
+    """A 26-character base32 label derived from the id (the backend id in real hostnames)."""
+    n = uuid.UUID(service_id).int
+    return "".join(CROCKFORD[(n >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+def slug(name: str) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-")
+    return s or "pg"
+
+
+def fake_hostname(name: str, service_id: str, region: str) -> str:
+    return f"{slug(name)}-{secrets.token_hex(4)}.{ubid(service_id)}.c0.{region}.aws.pg.clickhouse.cloud"
+
+
+def iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_SIZE_VCPUS = {"medium": 1, "large": 2, "xlarge": 4}
+_FAMILY_GIB_PER_VCPU = {"c": 2, "m": 4, "r": 8, "i": 8}
+
+
+def size_vcpus(size: str) -> int:
+    """vCPUs of an instance size (``r8gd.2xlarge`` -> 8; GCP ``c4-standard-8`` -> 8)."""
+    if "." in size:
+        part = size.split(".", 1)[1]
+        if part in _SIZE_VCPUS:
+            return _SIZE_VCPUS[part]
+        m = re.match(r"(\d+)xlarge", part)
+        return 4 * int(m.group(1)) if m else 2
+    m = re.search(r"(\d+)$", size)
+    return int(m.group(1)) if m else 2
+
+
+def size_memory_bytes(size: str) -> int:
+    per = _FAMILY_GIB_PER_VCPU.get(size[:1], 4)
+    if "highmem" in size:
+        per = 8
+    return size_vcpus(size) * per * 1024**3
+
+
+def size_storage_gib(size: str) -> int:
+    """NVMe storage that comes with a size (the docs: r6gd.medium 59, r8gd.large 118)."""
+    return max(59, int(59 * size_vcpus(size)))
+
+
+@dataclass
+class Organization:
+    id: str
+    name: str
+    created_at: str
+
+
+@dataclass
+class Service:
+    """One Postgres service. ``password`` is the live superuser password (never logged)."""
+
+    id: str
+    org_id: str
+    name: str
+    provider: str
+    region: str
+    postgres_version: str
+    size: str
+    ha_type: str
+    tags: list[dict[str, str]]
+    created_at: str
+    created_mono: float
+    is_primary: bool
+    hostname: str
+    port: int = 5432
+    password: str = field(default="", repr=False)
+    parent_id: str | None = None
+    source_id: str | None = None
+    pg_config: dict[str, str] = field(default_factory=dict)
+    pg_bouncer_config: dict[str, str] = field(default_factory=dict)
+    pending_restart: set[str] = field(default_factory=set)
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    blocker: asyncio.Future | None = field(default=None, repr=False)
+    pending: list[tuple[float, str, Any]] = field(default_factory=list)
+    deleting_until: float | None = None
+    forced_state: str | None = None
+    cert_generation: int = 0
+    started_mono: float = 0.0
+    has_server: bool = False
+
+    @property
+    def storage_size(self) -> int:
+        return size_storage_gib(self.size)
+
+    def connection_string(self) -> str:
+        return f"postgres://postgres:{self.password}@{self.hostname}:{self.port}/postgres?channel_binding=require"
+
+
+class Store:
+    """All organisations, keys and services of one simulator."""
+
+    def __init__(self, config: SimulatorConfig, faults: Faults, fleet: PostgresFleet | None = None, clock=time.monotonic) -> None:
+        self.config = config
+        self.faults = faults
+        self.fleet = fleet
+        self.clock = clock
+        self.orgs: dict[str, Organization] = {}
+        self.keys: dict[str, tuple[str, str]] = {}  # key id -> (secret, org id)
+        self._services: dict[str, Service] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # -- organisations and keys ---------------------------------------------------------------
+    def add_org(self, org_id: str | None = None, name: str | None = None) -> Organization:
+        org_id = (org_id or str(uuid.uuid4())).lower()
+        if org_id not in self.orgs:
+            self.orgs[org_id] = Organization(org_id, name or self.config.org_name, iso_now())
+        return self.orgs[org_id]
+
+    def add_key(self, key_id: str | None = None, key_secret: str | None = None, org_id: str | None = None) -> tuple[str, str, str]:
+        """Register an API key (for ``org_id``, created when new); returns (key id, secret, org id)."""
+        org = self.add_org(org_id)
+        key_id = key_id or secrets.token_hex(10)
+        key_secret = key_secret or secrets.token_urlsafe(30)
+        self.keys[key_id] = (key_secret, org.id)
+        return key_id, key_secret, org.id
+
+    def authenticate(self, key_id: str, key_secret: str) -> str | None:
+        """The org id of a valid key, else None (constant-time secret comparison)."""
+        entry = self.keys.get(key_id)
+        if entry is None or not secrets.compare_digest(entry[0].encode(), key_secret.encode()):
+            return None
+        return entry[1]
+
+    # -- background work ---------------------------------------------------------------------
+    def _spawn(self, coro) -> asyncio.Future:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is None or (self.loop is not None and running is not self.loop):
+            assert self.loop is not None, "the simulator is not started"
+            return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop), loop=self.loop)
+        task = running.create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("postgres fleet operation failed: %s", type(t.exception()).__name__)
+
+        task.add_done_callback(done)
+        return task
+
+    async def close(self) -> None:
+        """Wait for in-flight fleet operations (bounded), then cancel the rest."""
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=10)
+            for t in pending:
+                t.cancel()
+
+    async def _fleet(self, op: str, coro) -> Any:
+        try:
+            return await coro
+        except ApiError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any fleet failure is a server-side error
+            log.warning("postgres fleet %s failed: %s", op, type(exc).__name__)
+            raise ApiError(500, f"Postgres server operation '{op}' failed") from None
+
+    # -- time-based state ------------------------------------------------------------------------
+    def state_of(self, svc: Service) -> str:
+        now = self.clock()
+        if svc.forced_state:
+            return svc.forced_state
+        if svc.deleting_until is not None:
+            return "deleting"
+        for state, until in svc.phases:
+            if now < until:
+                return state
+        if svc.blocker is not None:
+            if not svc.blocker.done():
+                return svc.phases[-1][0] if svc.phases else "creating"
+            if svc.blocker.cancelled() or svc.blocker.exception() is not None:
+                return "unavailable"
+        return "running"
+
+    def refresh(self) -> None:
+        """Apply due delayed changes and remove services whose deletion finished."""
+        now = self.clock()
+        for svc in list(self._services.values()):
+            if svc.deleting_until is not None and now >= svc.deleting_until:
+                del self._services[svc.id]
+                if svc.has_server and self.fleet is not None:
+                    self._spawn(self.fleet.destroy(svc.id))
+                continue
+            if svc.pending:
+                keep = []
+                for due, attr, value in svc.pending:
+                    if now >= due:
+                        setattr(svc, attr, value)
+                    else:
+                        keep.append((due, attr, value))
+                svc.pending = keep
+
+    @property
+    def services(self) -> dict[str, Service]:
+        """Current services by id (refreshed)."""
+        self.refresh()
+        return dict(self._services)
+
+    def list(self, org_id: str) -> list[Service]:
+        self.refresh()
+        return sorted((s for s in self._services.values() if s.org_id == org_id), key=lambda s: s.created_mono)
+
+    def get(self, org_id: str, service_id: str) -> Service:
+        self.refresh()
+        svc = self._services.get(service_id.lower())
+        if svc is None or svc.org_id != org_id:
+            raise ApiError(404, f"Postgres service {service_id} not found")
+        return svc
+
+    def _alive(self, svc: Service) -> None:
+        if svc.deleting_until is not None:
+            raise bad("The Postgres service is being deleted")
+
+    def _check_quota(self, org_id: str) -> None:
+        count = sum(1 for s in self._services.values() if s.org_id == org_id)
+        if count >= self.config.service_quota:
+            raise ApiError(
+                409,
+                f"Managed Postgres service limit reached for this organization ({self.config.service_quota} services)",
+            )
+
+    def _create_phases(self, seconds: float) -> list[tuple[str, float]]:
+        if self.faults.stuck_creating:
+            return [("creating", math.inf)]
+        return [("creating", self.clock() + seconds)]
+
+    async def _start_server(self, svc: Service) -> None:
+        if self.fleet is None:
+            return
+        endpoint = await self._fleet("create", self.fleet.create(svc.id, svc.password, version=svc.postgres_version))
+        svc.hostname, svc.port, svc.has_server = endpoint.host, endpoint.port, True
+        if svc.pg_config:
+            await self._fleet("apply_config", self.fleet.apply_config(svc.id, dict(svc.pg_config)))
+            if any(k in RESTART_PARAMS for k in svc.pg_config):
+                await self._fleet("restart", self.fleet.restart(svc.id))
+
+    def _new_service(self, org_id: str, **fields: Any) -> Service:
+        sid = str(uuid.uuid4())
+        now = self.clock()
+        svc = Service(
+            id=sid,
+            org_id=org_id,
+            created_at=iso_now(),
+            created_mono=now,
+            started_mono=now,
+            hostname=fake_hostname(fields["name"], sid, fields["region"]),
+            **fields,
+        )
+        return svc
+
+    # -- operations ----------------------------------------------------------------------------
+    async def create(self, org_id: str, fields: dict[str, Any]) -> Service:
+        """Create a primary service from validated fields; returns it (password set)."""
+        self.refresh()
+        self._check_quota(org_id)
+        svc = self._new_service(
+            org_id,
+            name=fields["name"],
+            provider=fields["provider"],
+            region=fields["region"],
+            postgres_version=fields["postgres_version"],
+            size=fields["size"],
+            ha_type=fields["ha_type"],
+            tags=fields["tags"],
+            is_primary=True,
+            password=generate_password(),
+            pg_config=fields["pg_config"],
+            pg_bouncer_config=fields["pg_bouncer_config"],
+        )
+        svc.phases = self._create_phases(self.config.create_seconds)
+        await self._start_server(svc)
+        self._services[svc.id] = svc
+        return svc
+
+    async def create_replica(self, org_id: str, parent_id: str, fields: dict[str, Any]) -> Service:
+        parent = self.get(org_id, parent_id)
+        self._alive(parent)
+        if not parent.is_primary:
+            raise bad("Cannot create a read replica of a read replica")
+        if self.state_of(parent) != "running" or self.clock() < parent.created_mono + self.config.first_backup_seconds:
+            raise bad("Parent server is not ready for read replicas. There are no backups, yet.")
+        self._check_quota(org_id)
+        svc = self._new_service(
+            org_id,
+            name=fields["name"],
+            provider=parent.provider,
+            region=parent.region,
+            postgres_version=parent.postgres_version,
+            size=parent.size,
+            ha_type="none",
+            tags=fields["tags"],
+            is_primary=False,
+            parent_id=parent.id,
+            password=parent.password,
+            pg_config=fields["pg_config"] if fields["pg_config"] is not None else dict(parent.pg_config),
+            pg_bouncer_config=fields["pg_bouncer_config"] if fields["pg_bouncer_config"] is not None else dict(parent.pg_bouncer_config),
+        )
+        svc.phases = self._create_phases(self.config.replica_seconds)
+        await self._start_server(svc)
+        self._services[svc.id] = svc
+        return svc
+
+    async def restore(self, org_id: str, source_id: str, fields: dict[str, Any]) -> Service:
+        source = self.get(org_id, source_id)
+        self._alive(source)
+        now_wall = datetime.now(timezone.utc)
+        age = self.clock() - source.created_mono
+        if age < self.config.first_backup_seconds:
+            raise bad("Source server has no backups, yet. Try again later.")
+        first_backup = now_wall - timedelta(seconds=age - self.config.first_backup_seconds)
+        earliest = max(first_backup, now_wall - timedelta(days=self.config.retention_days))
+        target: datetime = fields["restore_target"]
+        if not earliest - timedelta(seconds=1) <= target <= now_wall + timedelta(seconds=1):
+            raise bad(
+                "restoreTarget must be within the backup retention period: between "
+                f"{earliest.isoformat(timespec='seconds')} and {now_wall.isoformat(timespec='seconds')}"
+            )
+        self._check_quota(org_id)
+        svc = self._new_service(
+            org_id,
+            name=fields["name"],
+            provider=source.provider,
+            region=source.region,
+            postgres_version=source.postgres_version,
+            size=source.size,
+            ha_type="none",
+            tags=fields["tags"],
+            is_primary=True,
+            source_id=source.id,
+            password=source.password,
+            pg_config=fields["pg_config"] if fields["pg_config"] is not None else dict(source.pg_config),
+            pg_bouncer_config=fields["pg_bouncer_config"] if fields["pg_bouncer_config"] is not None else dict(source.pg_bouncer_config),
+        )
+        step = self.config.restore_phase_seconds
+        t = self.clock()
+        if self.faults.stuck_creating:
+            svc.phases = [("creating", math.inf)]
+        else:
+            svc.phases = [
+                (state, t + step * (i + 1))
+                for i, state in enumerate(("creating", "restoring_backup", "replaying_wal", "finalizing_restore"))
+            ]
+        await self._start_server(svc)
+        self._services[svc.id] = svc
+        return svc
+
+    async def patch(self, org_id: str, service_id: str, changes: dict[str, Any]) -> Service:
+        svc = self.get(org_id, service_id)
+        self._alive(svc)
+        if not svc.is_primary:
+            raise bad("Read replicas cannot be modified directly! Please modify the parent database instead.")
+        now = self.clock()
+        if "name" in changes and changes["name"] != svc.name:
+            svc.name = changes["name"]
+            if not svc.has_server:
+                svc.hostname = fake_hostname(svc.name, svc.id, svc.region)
+            svc.cert_generation += 1
+        for attr in ("size", "ha_type"):
+            if attr in changes:
+                svc.pending = [p for p in svc.pending if p[1] != attr]
+                if changes[attr] != getattr(svc, attr):
+                    svc.pending.append((now + self.config.resize_seconds, attr, changes[attr]))
+        if changes.get("tags") is not None:
+            svc.tags = changes["tags"]
+        elif not self.config.tags_merge_patch:
+            svc.tags = []
+        return svc
+
+    async def delete(self, org_id: str, service_id: str) -> None:
+        svc = self.get(org_id, service_id)
+        if svc.deleting_until is not None:
+            return
+        replicas = [s for s in self._services.values() if s.parent_id == svc.id]
+        if replicas:
+            raise ApiError(
+                409,
+                f"Cannot delete this service: {len(replicas)} read replica(s) depend on it. Delete the read replicas first.",
+            )
+        svc.deleting_until = self.clock() + self.config.delete_seconds
+        svc.parent_id = None  # a replica being deleted no longer holds its primary
+
+    async def set_password(self, org_id: str, service_id: str, password: str | None) -> tuple[Service, str | None]:
+        """Set (or generate) the superuser password; returns the generated one, if any."""
+        svc = self.get(org_id, service_id)
+        self._alive(svc)
+        if not svc.is_primary:
+            raise bad("Superuser password cannot be updated for read replicas!")
+        generated = None
+        if password is None:
+            password = generated = generate_password()
+        targets = [svc] + [s for s in self._services.values() if s.parent_id == svc.id]
+        for target in targets:
+            if target.has_server and self.fleet is not None:
+                await self._fleet("set_password", self.fleet.set_password(target.id, password))
+            target.password = password
+        return svc, generated
+
+    async def command(self, org_id: str, service_id: str, command: str) -> Service:
+        svc = self.get(org_id, service_id)
+        self._alive(svc)
+        state = self.state_of(svc)
+        if command == "restart":
+            if state not in ("running", "restarting", "unavailable"):
+                raise bad(f"The Postgres service cannot be restarted while it is {state}")
+            svc.phases = [("restarting", self.clock() + self.config.restart_seconds)]
+            svc.pending_restart.clear()
+            svc.forced_state = None if svc.forced_state == "unavailable" else svc.forced_state
+            svc.started_mono = self.clock() + self.config.restart_seconds
+            svc.blocker = self._spawn(self.fleet.restart(svc.id)) if svc.has_server and self.fleet else None
+        elif command == "promote":
+            if svc.is_primary:
+                raise bad("Non read replica servers cannot be promoted.")
+            due = self.clock() + self.config.promote_seconds
+            svc.pending = [p for p in svc.pending if p[1] not in ("is_primary", "parent_id")]
+            svc.pending += [(due, "is_primary", True), (due, "parent_id", None)]
+        # switchover: accepted, nothing observable changes (as on the real API)
+        return svc
+
+    async def set_config(self, org_id: str, service_id: str, pg: dict[str, str] | None, bouncer: dict[str, str] | None, *, replace: bool) -> tuple[Service, list[str]]:
+        """Replace (POST) or merge (PATCH) the configuration; returns names needing a restart."""
+        svc = self.get(org_id, service_id)
+        self._alive(svc)
+        old = dict(svc.pg_config)
+        if replace:
+            new_pg, new_bouncer = dict(pg or {}), dict(bouncer or {})
+        else:
+            new_pg = {**svc.pg_config, **(pg or {})}
+            new_bouncer = {**svc.pg_bouncer_config, **(bouncer or {})}
+        changed = {k for k in set(old) | set(new_pg) if old.get(k) != new_pg.get(k)}
+        if svc.has_server and self.fleet is not None:
+            try:
+                need = list(await self.fleet.apply_config(svc.id, new_pg))
+            except (ValueError, LookupError) as exc:
+                raise bad(f"PostgreSQL rejected the configuration: {str(exc)[:300]}") from None
+            except Exception as exc:  # noqa: BLE001
+                name = type(exc).__name__
+                if "Error" in name and hasattr(exc, "sqlstate"):
+                    raise bad(f"PostgreSQL rejected the configuration: {str(exc).splitlines()[0][:300]}") from None
+                log.warning("postgres fleet apply_config failed: %s", name)
+                raise ApiError(500, "Postgres server operation 'apply_config' failed") from None
+            svc.pending_restart = set(need)
+        else:
+            svc.pending_restart |= changed & RESTART_PARAMS
+        svc.pg_config, svc.pg_bouncer_config = new_pg, new_bouncer
+        return svc, sorted(svc.pending_restart)
+
+    # -- out-of-band changes (tests: drift made behind the operator's back) ------------------------
+    def patch_out_of_band(self, service_id: str, **fields: Any) -> Service:
+        """Change a service directly, e.g. ``size=``, ``ha_type=``, ``tags=``, ``name=``, ``state=``.
+
+        ``state="unavailable"`` (or any value) pins the reported state; ``state=None`` unpins it.
+        """
+        svc = self._services[service_id]
+        for key, value in fields.items():
+            if key == "state":
+                svc.forced_state = value
+            elif key in ("password", "id", "org_id"):
+                raise ValueError(f"{key} cannot be changed out of band")
+            elif hasattr(svc, key):
+                setattr(svc, key, value)
+            else:
+                raise AttributeError(key)
+        return svc
