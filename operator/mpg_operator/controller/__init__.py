@@ -1,0 +1,1 @@
+"""The operator: kopf handlers, Kubernetes I/O, and the reconcile pass around the pure core."""

@@ -1,0 +1,178 @@
+"""kopf handlers: thin glue between Kubernetes events and :class:`Reconciler`.
+
+* A daemon per ManagedPostgres runs reconcile passes in a loop: soon while something is in
+  flight, rarely (jittered) in steady state, and at once when the spec changes or the
+  connection Secret is deleted.
+* The delete handler (kopf's finalizer) deletes the remote service, or orphans it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from mpg_operator.controller.cloudaccess import ClientPool, ServiceSnapshots
+from mpg_operator.controller.kube import KubeApi, load_kube_config
+from mpg_operator.controller.metrics import OperatorMetrics, serve_metrics
+from mpg_operator.controller.reconciler import Reconciler
+from mpg_operator.controller.settings import OperatorSettings
+from mpg_operator.reconcile.connection import ANNOTATION_PREFIX, LABEL_MANAGED_BY, MANAGED_BY
+from mpg_operator.resource import GROUP, PLURAL, VERSION
+
+FINALIZER = f"{GROUP}/mpg-operator"
+log = logging.getLogger("mpg_operator")
+
+# Set by `mpg-operator run` (or tests/demo) before kopf starts.
+METRICS_ADDRESS: tuple[str, int] | None = None
+
+
+@dataclass
+class Runtime:
+    """Everything the handlers share, created at operator start-up."""
+
+    settings: OperatorSettings
+    kube: KubeApi
+    clients: ClientPool
+    snapshots: ServiceSnapshots
+    reconciler: Reconciler
+    metrics: OperatorMetrics
+    wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
+    generations: dict[str, int] = field(default_factory=dict)
+    metrics_runner: Any = None
+
+    def wakeup(self, uid: str) -> asyncio.Event:
+        return self.wakeups.setdefault(uid, asyncio.Event())
+
+    async def aclose(self) -> None:
+        await self.clients.aclose()
+        self.kube.close()
+        if self.metrics_runner is not None:
+            await self.metrics_runner.cleanup()
+
+
+def _post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    kopf.event(body, type=type_, reason=reason, message=message)
+
+
+def build_runtime(settings: OperatorSettings) -> Runtime:
+    metrics = OperatorMetrics()
+    kube = KubeApi(load_kube_config())
+    clients = ClientPool(settings.client, on_response=metrics.on_api_response)
+    snapshots = ServiceSnapshots()
+    reconciler = Reconciler(kube=kube, settings=settings, clients=clients, snapshots=snapshots, post_event=_post_event)
+    return Runtime(settings, kube, clients, snapshots, reconciler, metrics)
+
+
+def _runtime(memo: Any) -> Runtime:
+    return memo["runtime"]
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # our own events carry the story; kopf's only on trouble
+    settings.watching.label_selectors["", "v1", "secrets"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    runtime = build_runtime(OperatorSettings.from_env())
+    if METRICS_ADDRESS is not None:
+        runtime.metrics_runner = await serve_metrics(runtime.metrics, *METRICS_ADDRESS)
+    memo["runtime"] = runtime
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "runtime" in memo:
+        await _runtime(memo).aclose()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def spec_changed(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    """Wake the resource's loop when its generation changes (not on our own status writes)."""
+    if "runtime" not in memo:
+        return
+    runtime = _runtime(memo)
+    generation = int(body.get("metadata", {}).get("generation") or 0)
+    if runtime.generations.get(uid) != generation:
+        runtime.generations[uid] = generation
+        runtime.wakeup(uid).set()
+
+
+@kopf.on.event("", "v1", "secrets", labels={LABEL_MANAGED_BY: MANAGED_BY})
+def connection_secret_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A connection Secret was deleted or edited: let its owner check it now."""
+    if "runtime" not in memo or type not in ("DELETED", "MODIFIED"):
+        return
+    runtime = _runtime(memo)
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("uid") in runtime.wakeups:
+            runtime.wakeup(ref["uid"]).set()
+
+
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    PLURAL,
+    id="reconcile",
+    initial_delay=lambda **_: random.uniform(0, 1.0),
+    cancellation_timeout=10.0,
+)
+async def reconcile_loop(
+    name: str, namespace: str, uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: Any, **_: Any
+) -> None:
+    """Reconcile one ManagedPostgres until it is deleted or the operator stops."""
+    runtime = _runtime(memo)
+    wake = runtime.wakeup(uid)
+    failures = 0
+    try:
+        while not stopped:
+            wake.clear()
+            try:
+                result = await runtime.reconciler.reconcile(namespace, name)
+                delay = result.requeue_after
+                runtime.metrics.ready[uid] = result.ready
+                runtime.metrics.reconciles["error" if result.error else "ok"] += 1
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # Kubernetes API trouble or a bug: back off, keep looping
+                failures += 1
+                delay = min(runtime.settings.poll_interval, runtime.settings.poll_interval_active * 2**failures)
+                runtime.metrics.reconciles["exception"] += 1
+                logger.error(f"Reconcile pass failed ({type(e).__name__}: {e}); retrying in {delay:.0f}s")
+            await _sleep(delay, wake, stopped)
+    finally:
+        runtime.wakeups.pop(uid, None)
+        runtime.metrics.ready.pop(uid, None)
+
+
+async def _sleep(delay: float, wake: asyncio.Event, stopped: kopf.DaemonStopped) -> None:
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, id="finalize")
+async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Delete (or orphan) the remote service; kopf removes the finalizer when this returns."""
+    runtime = _runtime(memo)
+    meta = body.get("metadata", {})
+    fresh = await runtime.kube.get_resource(meta.get("namespace"), meta.get("name"))
+    done, message = await runtime.reconciler.finalize(fresh or dict(body))
+    if not done:
+        raise kopf.TemporaryError(message, delay=runtime.settings.poll_interval_active)

@@ -1,0 +1,181 @@
+"""Kubernetes I/O of the operator: the resource, its status, Secrets. Thin async wrappers.
+
+The ``kubernetes`` client is synchronous, so every call runs in a small thread pool.
+Events go through kopf (``kopf.event``), which is already logged in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+from mpg_operator.reconcile.connection import (
+    LABEL_INSTANCE_OF,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    ObservedSecret,
+)
+from mpg_operator.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
+
+
+def load_kube_config() -> kubernetes.client.ApiClient:
+    """In-cluster config when running in a pod, else ``$KUBECONFIG`` (read now, not at import)."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
+        )
+    return kubernetes.client.ApiClient(configuration)
+
+
+@dataclass(frozen=True)
+class SecretKeyError(Exception):
+    """A Secret or some of its keys are missing."""
+
+    namespace: str
+    name: str
+    missing_keys: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        if self.missing_keys:
+            return f"Secret {self.namespace}/{self.name} lacks key(s) {', '.join(self.missing_keys)}"
+        return f"Secret {self.namespace}/{self.name} does not exist"
+
+
+class KubeApi:
+    """The few Kubernetes calls the operator makes."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, *, threads: int = 8) -> None:
+        self._custom = kubernetes.client.CustomObjectsApi(api_client)
+        self._core = kubernetes.client.CoreV1Api(api_client)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- ManagedPostgres -----------------------------------------------------------------
+
+    async def get_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ManagedPostgres as stored now (a fresh read, not a watch cache)."""
+        try:
+            return await self._run(
+                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the status subresource (``None`` values remove fields)."""
+        await self._run(
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
+        )
+
+    # --- Secrets -------------------------------------------------------------------------
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            secret = await self._run(self._core.read_namespaced_secret, name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return kubernetes.client.ApiClient().sanitize_for_serialization(secret)
+
+    async def read_secret_data(
+        self, namespace: str, name: str, keys: tuple[str, ...]
+    ) -> dict[str, str]:
+        """Decoded values of ``keys``; :class:`SecretKeyError` names what is missing."""
+        secret = await self.read_secret(namespace, name)
+        if secret is None:
+            raise SecretKeyError(namespace, name)
+        data = _decode(secret.get("data") or {})
+        missing = tuple(k for k in keys if not data.get(k))
+        if missing:
+            raise SecretKeyError(namespace, name, missing)
+        return {k: data[k] for k in keys}
+
+    async def observe_connection_secret(self, namespace: str, name: str) -> ObservedSecret | None:
+        secret = await self.read_secret(namespace, name)
+        if secret is None:
+            return None
+        meta = secret.get("metadata") or {}
+        return ObservedSecret(
+            data=_decode(secret.get("data") or {}),
+            annotations=dict(meta.get("annotations") or {}),
+            owner_uids=tuple(ref.get("uid", "") for ref in meta.get("ownerReferences") or []),
+        )
+
+    async def write_connection_secret(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        owner: dict[str, Any],
+        data: dict[str, str],
+        annotations: dict[str, str | None],
+    ) -> None:
+        """Create the Secret (owned by the resource) or merge new keys/annotations into it."""
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        owner_meta = owner["metadata"]
+        labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE_OF: owner_meta["name"]}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": {k: v for k, v in annotations.items() if v is not None},
+                "ownerReferences": [
+                    {
+                        "apiVersion": API_VERSION,
+                        "kind": KIND,
+                        "name": owner_meta["name"],
+                        "uid": owner_meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "data": encoded,
+        }
+        try:
+            await self._run(self._core.create_namespaced_secret, namespace, body)
+            return
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        patch = {"metadata": {"labels": labels, "annotations": annotations}, "data": encoded}
+        await self._run(self._core.patch_namespaced_secret, name, namespace, patch)
+
+
+def _decode(data: dict[str, str]) -> dict[str, str]:
+    out = {}
+    for key, value in data.items():
+        try:
+            out[key] = base64.b64decode(value).decode()
+        except (ValueError, UnicodeDecodeError):
+            out[key] = ""
+    return out

@@ -1,0 +1,485 @@
+"""One reconcile pass: observe, plan (pure core), execute, write status and events.
+
+Handlers (:mod:`mpg_operator.controller.handlers`) call :meth:`Reconciler.reconcile` in a loop
+per resource and :meth:`Reconciler.finalize` on deletion. Every remote call may fail; the order
+of the steps is chosen so that a crash between any two of them loses no password and never
+creates a second service (see :mod:`mpg_operator.reconcile.core`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import pydantic
+
+from mpg_operator.cloud.client import CloudClient
+from mpg_operator.cloud.errors import (
+    AmbiguousCreateError,
+    AuthError,
+    CloudError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+)
+from mpg_operator.controller.cloudaccess import (
+    ClientPool,
+    Credentials,
+    CredentialsError,
+    ServiceSnapshots,
+    resolve_credentials,
+)
+from mpg_operator.controller.kube import KubeApi
+from mpg_operator.controller.settings import OperatorSettings
+from mpg_operator.reconcile import core
+from mpg_operator.reconcile.connection import (
+    Endpoint,
+    ObservedSecret,
+    generate_password,
+    secret_annotations,
+    secret_data,
+)
+from mpg_operator.reconcile.desired import Desired, desired_from
+from mpg_operator.resource import ManagedPostgresSpec, ManagedPostgresStatus
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[dict[str, Any], str, str, str], None]
+"""(resource body, type, reason, message) -> None; posts a Kubernetes Event."""
+
+REMEMBERED_ERRORS = (core.Reason.TERMINAL_INVALID_SPEC, core.Reason.QUOTA_EXCEEDED)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _rfc3339(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class PassResult:
+    """What a pass did, for the loop that schedules the next one."""
+
+    requeue_after: float
+    ready: bool = False
+    error: str | None = None
+
+
+@dataclass
+class _Outcome:
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+class Reconciler:
+    """Executes reconcile passes for ManagedPostgres resources."""
+
+    def __init__(
+        self,
+        *,
+        kube: KubeApi,
+        settings: OperatorSettings,
+        clients: ClientPool,
+        snapshots: ServiceSnapshots,
+        post_event: EventSink,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.clients = clients
+        self.snapshots = snapshots
+        self.post_event = post_event
+        self._last_mutation: dict[str, float] = {}
+        self._recent_events: dict[tuple[str, str, str], float] = {}
+
+    # --- scheduling --------------------------------------------------------------------
+
+    def _interval(self, active: bool) -> float:
+        base = self.settings.poll_interval_active if active else self.settings.poll_interval
+        spread = base * self.settings.jitter
+        return max(0.1, base + random.uniform(-spread, spread))
+
+    def _emit(self, body: dict[str, Any], events: list[tuple[str, str, str]]) -> None:
+        uid = body["metadata"]["uid"]
+        now = time.monotonic()
+        for type_, reason, message in events:
+            key = (uid, reason, message)
+            if now - self._recent_events.get(key, -1e9) < 600:
+                continue  # the same event was posted recently
+            self._recent_events[key] = now
+            self.post_event(body, type_, reason, message)
+
+    # --- observation ---------------------------------------------------------------------
+
+    def _desired(self, body: dict[str, Any]) -> Desired:
+        meta = body["metadata"]
+        spec = ManagedPostgresSpec.model_validate(body.get("spec") or {})
+        return desired_from(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=meta["uid"],
+            generation=int(meta.get("generation") or 0),
+            spec=spec,
+            defaults=self.settings.defaults,
+        )
+
+    async def _client(self, desired: Desired) -> tuple[CloudClient, Credentials]:
+        credentials = await resolve_credentials(
+            self.kube,
+            desired.namespace,
+            desired.credentials_secret_name,
+            self.settings.default_credentials_secret,
+        )
+        return self.clients.get(credentials), credentials
+
+    async def _observe(
+        self,
+        client: CloudClient,
+        desired: Desired,
+        status: ManagedPostgresStatus,
+        *,
+        max_age: float,
+        last_error: tuple[str, str, datetime | None] | None = None,
+        with_secret: bool = True,
+    ) -> core.Observed:
+        pending = _parse(status.create_pending_since)
+        not_before = max(
+            self._last_mutation.get(desired.uid, 0.0),
+            pending.timestamp() if pending else 0.0,
+        ) or None
+        snap = await self.snapshots.get(client, max_age=max_age, not_before=not_before)
+        remote, duplicates = core.find_remote(snap.services, status.service_id, desired.uid)
+        secret = (
+            await self.kube.observe_connection_secret(desired.namespace, desired.connection_secret_name)
+            if with_secret
+            else None
+        )
+        return core.Observed(
+            now=_now(),
+            status=status,
+            remote=remote,
+            duplicates=duplicates,
+            secret=secret,
+            snapshot_after_pending=pending is None or snap.fetched_at >= pending.timestamp(),
+            last_error=last_error,
+        )
+
+    # --- the live pass ---------------------------------------------------------------------
+
+    async def reconcile(self, namespace: str, name: str) -> PassResult:
+        """One pass for a live resource; returns when to run the next one."""
+        body = await self.kube.get_resource(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return PassResult(requeue_after=self.settings.poll_interval)
+        generation = int(body["metadata"].get("generation") or 0)
+        status = ManagedPostgresStatus.model_validate(body.get("status") or {})
+        conditions = {c.type: c for c in status.conditions or []}
+        try:
+            desired = self._desired(body)
+        except pydantic.ValidationError as e:
+            message = "Invalid spec: " + "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+            )
+            await self._write_conditions(body, conditions, synced=core.Condition("False", core.Reason.TERMINAL_INVALID_SPEC, message))
+            self._emit(body, [("Warning", "InvalidSpec", message)])
+            return PassResult(requeue_after=self._interval(False), error=message)
+
+        synced = conditions.get("Synced")
+        last_error = None
+        if (
+            synced is not None
+            and synced.status == "False"
+            and synced.reason in REMEMBERED_ERRORS
+            and synced.observed_generation == generation
+        ):
+            last_error = (synced.reason, synced.message, _parse(synced.last_transition_time))
+
+        try:
+            client, credentials = await self._client(desired)
+        except CredentialsError as e:
+            cond = core.Condition("False", core.Reason.TERMINAL_CREDENTIALS, str(e))
+            await self._write_conditions(body, conditions, synced=cond, ready=_not_ready_unless_known(conditions, str(e)))
+            self._emit(body, [("Warning", "CredentialsError", str(e))])
+            return PassResult(requeue_after=self._interval(False), error=str(e))
+
+        outcome = _Outcome()
+        plan: core.Plan | None = None
+        try:
+            max_age = self.settings.list_max_age
+            if status.create_pending_since or not (conditions.get("Ready") and conditions["Ready"].status == "True"):
+                max_age = min(max_age, self.settings.poll_interval_active / 2)
+            observed = await self._observe(client, desired, status, max_age=max_age, last_error=last_error)
+            plan = core.plan(desired, observed)
+            if any(isinstance(a, core.ConfirmGone) for a in plan.actions):
+                observed = await self._confirm_gone(client, observed, status)
+                plan = core.plan(desired, observed)
+            await self._execute(plan, body, desired, client, observed, outcome)
+        except CloudError as e:
+            cond, event = self._classify(e, credentials, plan)
+            outcome.events.append(event)
+            status_fields = dict(plan.status) if plan else {}
+            status_fields.update(outcome.status)
+            ready = plan.ready if plan and plan.ready and plan.ready.status != "True" else None
+            await self._write_status(body, conditions, status_fields, synced=cond, ready=ready, applied=False)
+            self._emit(body, (plan.events if plan else []) + outcome.events)
+            temporary = e.temporary or isinstance(e, AmbiguousCreateError)
+            return PassResult(requeue_after=self._interval(temporary or plan is None or plan.active), error=str(e))
+
+        status_fields = dict(plan.status)
+        status_fields.update(outcome.status)
+        status_fields["lastSyncedAt"] = _rfc3339(_now())
+        await self._write_status(
+            body, conditions, status_fields, synced=plan.synced, ready=plan.ready, applied=plan.fully_applied
+        )
+        self._emit(body, plan.events + outcome.events)
+        return PassResult(
+            requeue_after=self._interval(plan.active),
+            ready=bool(plan.ready and plan.ready.status == "True"),
+        )
+
+    async def _confirm_gone(
+        self, client: CloudClient, observed: core.Observed, status: ManagedPostgresStatus
+    ) -> core.Observed:
+        assert status.service_id
+        try:
+            service = await client.get_service(status.service_id)
+        except NotFoundError:
+            return dataclasses.replace(observed, confirmed_gone=True)
+        # Listed late (or the LIST was stale): trust the GET.
+        return dataclasses.replace(observed, remote=service)
+
+    async def _execute(
+        self,
+        plan: core.Plan,
+        body: dict[str, Any],
+        desired: Desired,
+        client: CloudClient,
+        observed: core.Observed,
+        outcome: _Outcome,
+    ) -> None:
+        for action in plan.actions:
+            if isinstance(action, core.AdoptService):
+                await self.kube.patch_status(desired.namespace, desired.name, {"serviceId": action.service_id, "createPendingSince": None})
+            elif isinstance(action, core.CreateService):
+                await self._create(body, desired, client, outcome)
+            elif isinstance(action, core.UpdateService):
+                await client.update_service(action.service_id, desired.patch_request())
+                self._last_mutation[desired.uid] = time.time()
+                outcome.status["pendingUpdate"] = {"digest": action.digest, "sentAt": _rfc3339(_now())}
+                outcome.events.append(("Normal", "Updated", f"Sent update of {', '.join(action.changed)} to service {action.service_id}"))
+            elif isinstance(action, core.PublishSecret):
+                await self._publish_secret(body, desired, client, observed.secret, action, outcome)
+            elif isinstance(action, core.DeleteService):
+                await client.delete_service(action.service_id)
+                self._last_mutation[desired.uid] = time.time()
+                outcome.events.append(("Normal", "DeleteRequested", f"Requested deletion of service {action.service_id}"))
+
+    async def _create(self, body: dict[str, Any], desired: Desired, client: CloudClient, outcome: _Outcome) -> None:
+        pending_since = _rfc3339(_now())
+        # Announce the create before sending it: after a crash we look for the service first.
+        await self.kube.patch_status(desired.namespace, desired.name, {"createPendingSince": pending_since})
+        self._last_mutation[desired.uid] = time.time()
+        try:
+            service = await client.create_service(desired.create_request())
+        except (InvalidRequestError, ConflictError, AuthError):
+            # Rejected: nothing was created.
+            await self.kube.patch_status(desired.namespace, desired.name, {"createPendingSince": None})
+            raise
+        # The password is returned this once: persist it before anything else.
+        if service.password is not None and service.id:
+            password = service.password.get_secret_value()
+            endpoint = Endpoint(hostname=service.hostname or "", username=service.username or "postgres", ca_pem="")
+            await self.kube.write_connection_secret(
+                namespace=desired.namespace,
+                name=desired.connection_secret_name,
+                owner=body,
+                data=secret_data(endpoint, password),
+                # No service name yet: the next pass fetches the CA and completes the Secret.
+                annotations=secret_annotations(service.id, "", password, confirmed=True),
+            )
+            outcome.events.append(("Normal", "CredentialsPublished", f"Wrote the initial credentials to Secret {desired.connection_secret_name}"))
+        await self.kube.patch_status(
+            desired.namespace,
+            desired.name,
+            {"serviceId": service.id, "createPendingSince": None, "state": service.state, "hostname": service.hostname, "username": service.username},
+        )
+        outcome.status.update({"serviceId": service.id, "createPendingSince": None, "state": service.state, "hostname": service.hostname, "username": service.username})
+        outcome.events.append(("Normal", "Created", f"Created service {service.id} ({desired.service_name}, {desired.size}, {desired.region})"))
+
+    async def _publish_secret(
+        self,
+        body: dict[str, Any],
+        desired: Desired,
+        client: CloudClient,
+        secret: ObservedSecret | None,
+        action: core.PublishSecret,
+        outcome: _Outcome,
+    ) -> None:
+        old = secret.data if secret else {}
+        if action.refresh_endpoint or not old.get("host"):
+            service = await client.get_service(action.service_id)
+            ca = await client.get_ca_certificates(action.service_id)
+            endpoint = Endpoint(hostname=service.hostname or "", username=service.username or "postgres", ca_pem=ca)
+        else:
+            endpoint = Endpoint(hostname=old["host"], username=old.get("username") or "postgres", ca_pem=old.get("ca.crt", ""))
+        outcome.status.update({"hostname": endpoint.hostname, "username": endpoint.username})
+
+        async def write(password: str, confirmed: bool) -> None:
+            await self.kube.write_connection_secret(
+                namespace=desired.namespace,
+                name=desired.connection_secret_name,
+                owner=body,
+                data=secret_data(endpoint, password),
+                annotations=secret_annotations(action.service_id, action.service_name, password, confirmed),
+            )
+
+        if action.password == "generate":
+            password = generate_password()
+            await write(password, confirmed=False)  # the Secret first: a crash after this loses nothing
+            await client.set_password(action.service_id, password)
+            await write(password, confirmed=True)
+            outcome.events.append(("Normal", "CredentialsPublished", f"Set a new password and published it in Secret {desired.connection_secret_name}"))
+        elif action.password == "apply":
+            password = old["password"]
+            await client.set_password(action.service_id, password)
+            await write(password, confirmed=True)
+            outcome.events.append(("Normal", "CredentialsPublished", f"Applied the password from Secret {desired.connection_secret_name}"))
+        else:
+            password = old.get("password", "")
+            await write(password, confirmed=bool(secret and secret.password_confirmed(action.service_id)))
+            outcome.events.append(("Normal", "SecretUpdated", f"Refreshed the endpoint in Secret {desired.connection_secret_name}"))
+
+    def _classify(
+        self, error: CloudError, credentials: Credentials, plan: core.Plan | None
+    ) -> tuple[core.Condition, tuple[str, str, str]]:
+        creating = plan is not None and any(isinstance(a, core.CreateService) for a in plan.actions)
+        if isinstance(error, AmbiguousCreateError):
+            msg = f"The outcome of a create request is unknown ({error}); looking for the service by its owner tag before retrying"
+            return core.Condition("Unknown", core.Reason.CREATE_PENDING, msg), ("Warning", "CreateOutcomeUnknown", msg)
+        if isinstance(error, AuthError):
+            msg = f"ClickHouse Cloud rejected the API key from Secret {credentials.source} (keys keyId, keySecret): {error.detail}"
+            return core.Condition("False", core.Reason.TERMINAL_CREDENTIALS, msg), ("Warning", "CredentialsError", msg)
+        if isinstance(error, NotFoundError) and plan is None:
+            msg = f"Organization {credentials.organization_id} (from Secret {credentials.source}, key organizationId) was not found: {error.detail}"
+            return core.Condition("False", core.Reason.TERMINAL_CREDENTIALS, msg), ("Warning", "CredentialsError", msg)
+        if isinstance(error, InvalidRequestError):
+            msg = f"ClickHouse Cloud rejected the spec: {error.detail}"
+            return core.Condition("False", core.Reason.TERMINAL_INVALID_SPEC, msg), ("Warning", "InvalidSpec", msg)
+        if isinstance(error, ConflictError) and creating:
+            msg = f"ClickHouse Cloud refused to create the service (quota reached?): {error.detail}"
+            return core.Condition("False", core.Reason.QUOTA_EXCEEDED, msg), ("Warning", "CreateFailed", msg)
+        msg = f"ClickHouse Cloud API error, will retry: {error}"
+        return core.Condition("False", core.Reason.API_ERROR, msg), ("Warning", "ApiError", msg)
+
+    # --- status ----------------------------------------------------------------------------
+
+    async def _write_conditions(self, body, conditions, *, synced=None, ready=None) -> None:
+        await self._write_status(body, conditions, {}, synced=synced, ready=ready, applied=False)
+
+    async def _write_status(
+        self,
+        body: dict[str, Any],
+        conditions: dict[str, Any],
+        fields: dict[str, Any],
+        *,
+        synced: core.Condition | None,
+        ready: core.Condition | None,
+        applied: bool,
+    ) -> None:
+        meta = body["metadata"]
+        generation = int(meta.get("generation") or 0)
+        now = _rfc3339(_now())
+        merged = {c.type: c.model_dump(by_alias=True, exclude_none=True) for c in conditions.values()}
+        for type_, cond in (("Synced", synced), ("Ready", ready)):
+            if cond is None:
+                continue
+            old = merged.get(type_)
+            transition = now if old is None or old.get("status") != cond.status else old.get("lastTransitionTime", now)
+            if old is not None and old.get("reason") != cond.reason and old.get("status") == cond.status:
+                transition = old.get("lastTransitionTime", now)
+            merged[type_] = {
+                "type": type_,
+                "status": cond.status,
+                "reason": str(cond.reason),
+                "message": cond.message,
+                "observedGeneration": generation,
+                "lastTransitionTime": transition,
+            }
+        status = dict(fields)
+        status["conditions"] = [merged[t] for t in ("Ready", "Synced") if t in merged]
+        if applied:
+            status["observedGeneration"] = generation
+        await self.kube.patch_status(meta["namespace"], meta["name"], status)
+
+    # --- deletion ----------------------------------------------------------------------------
+
+    async def finalize(self, body: dict[str, Any]) -> tuple[bool, str]:
+        """One deletion step. Returns (done, message); not done means: call again later."""
+        meta = body["metadata"]
+        status = ManagedPostgresStatus.model_validate(body.get("status") or {})
+        try:
+            desired = self._desired(body)
+        except pydantic.ValidationError:
+            msg = "The spec is invalid, so the remote service cannot be identified; nothing is deleted"
+            self._emit(body, [("Warning", "DeletionSkipped", msg)])
+            return True, msg
+        nothing_created = not status.service_id and not status.create_pending_since
+        if desired.deletion_policy == "Orphan":
+            plan = core.plan_delete(desired, core.Observed(now=_now(), status=status, remote=None))
+            self._emit(body, plan.events)
+            return True, "orphaned"
+        escape = (
+            f"To finish deleting without deleting the service, set spec.deletionPolicy: Orphan "
+            f"(kubectl patch managedpostgres {meta['name']} -n {meta['namespace']} --type merge "
+            "-p '{\"spec\":{\"deletionPolicy\":\"Orphan\"}}')"
+        )
+        try:
+            client, credentials = await self._client(desired)
+            observed = await self._observe(client, desired, status, max_age=1.0, with_secret=False)
+        except CredentialsError as e:
+            if nothing_created:
+                self._emit(body, [("Normal", "Deleted", "No service was ever created; nothing to delete")])
+                return True, "nothing created"
+            msg = f"Cannot delete service {status.service_id or '(create pending)'}: {e}. {escape}"
+            self._emit(body, [("Warning", "DeletionBlocked", msg)])
+            return False, msg
+        except AuthError as e:
+            if nothing_created:
+                return True, "nothing created"
+            msg = f"Cannot delete service {status.service_id}: ClickHouse Cloud rejected the API key: {e.detail}. {escape}"
+            self._emit(body, [("Warning", "DeletionBlocked", msg)])
+            return False, msg
+        plan = core.plan_delete(desired, observed)
+        outcome = _Outcome()
+        try:
+            await self._execute(plan, body, desired, client, observed, outcome)
+        except NotFoundError:
+            plan.release_finalizer = True
+        except ConflictError as e:
+            msg = f"ClickHouse Cloud refused to delete service {status.service_id}: {e.detail}. Delete its read replicas first, or: {escape}"
+            self._emit(body, plan.events + outcome.events + [("Warning", "DeletionBlocked", msg)])
+            return False, msg
+        self._emit(body, plan.events + outcome.events)
+        return plan.release_finalizer, plan.ready.message if plan.ready else "deleted"
+
+
+def _parse(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _not_ready_unless_known(conditions: dict[str, Any], message: str) -> core.Condition | None:
+    ready = conditions.get("Ready")
+    if ready is not None and ready.status == "True":
+        return None  # the service still works; only management is blocked
+    return core.Condition("False", core.Reason.TERMINAL_CREDENTIALS, message)
