@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import math
+import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from mpg_operator.simulator.server import Simulator
 
 _MISSING = object()
+_RequestKey = getattr(web, "RequestKey", None)
+
+
+def _key(name: str, kind: type) -> Any:
+    return _RequestKey(name, kind) if _RequestKey is not None else name
+
+
+REQUEST_ID = _key("mpg_request_id", str)
+RAW_BODY = _key("mpg_raw_body", bytes)
+ORG_ID = _key("mpg_org_id", str)
 ORG_PROMETHEUS_MAX = 100
 SORT_BY = (
     "total_duration", "avg_duration", "call_count", "total_blks_read", "total_cpu_time", "error_count",
@@ -46,13 +57,13 @@ def ok(request: web.Request, result: Any = _MISSING) -> web.Response:
     body: dict[str, Any] = {}
     if result is not _MISSING:
         body["result"] = result
-    body["requestId"] = request["request_id"]
+    body["requestId"] = request[REQUEST_ID]
     body["status"] = 200
     return web.Response(body=json.dumps(body).encode(), content_type="application/json")
 
 
 async def json_body(request: web.Request) -> Any:
-    raw: bytes = request["raw_body"]
+    raw: bytes = request[RAW_BODY]
     if not raw.strip():
         return {}
     if request.content_type != "application/json":
@@ -82,7 +93,7 @@ class Api:
         org_id = request.match_info["org_id"]
         if not check_uuid_ok(org_id):
             raise bad(f"Invalid organization id {org_id}")
-        if org_id.lower() != request["org_id"]:
+        if org_id.lower() != request[ORG_ID]:
             raise ApiError(404, f"Organization {org_id} not found")
         return org_id.lower()
 
@@ -91,7 +102,7 @@ class Api:
         service_id = check_uuid(request.match_info["service_id"], "service")
         return org_id, self.store.get(org_id, service_id)
 
-    def view(self, svc: Service, *, credentials: bool = False, omit: tuple[str, ...] = ()) -> dict[str, Any]:
+    def view(self, svc: Service, *, credentials: bool = False, omit: tuple[str, ...] = (), state: str | None = None) -> dict[str, Any]:
         """``PostgresService`` wire view; credentials only when asked (or redaction is off)."""
         out: dict[str, Any] = {
             "id": svc.id,
@@ -103,7 +114,7 @@ class Api:
             "storageSize": svc.storage_size,
             "haType": svc.ha_type,
             "tags": [dict(t) for t in svc.tags],
-            "state": self.store.state_of(svc),
+            "state": state or self.store.state_of(svc),
             "createdAt": svc.created_at,
             "isPrimary": svc.is_primary,
             "username": "postgres",
@@ -123,7 +134,7 @@ class Api:
 
     # -- organisations -----------------------------------------------------------------------
     async def organizations(self, request: web.Request) -> web.Response:
-        org = self.store.orgs[request["org_id"]]
+        org = self.store.orgs[request[ORG_ID]]
         return ok(request, [{
             "id": org.id, "createdAt": org.created_at, "name": org.name,
             "privateEndpoints": [], "byocConfig": [], "enableCoreDumps": False,
@@ -139,7 +150,7 @@ class Api:
         cfg = self.sim.config
         fields = validate_create(await json_body(request), regions=cfg.regions, sizes=self.sizes, providers=cfg.providers)
         svc = await self.store.create(org_id, fields)
-        return ok(request, self.view(svc, credentials=True, omit=("createdAt",)))
+        return ok(request, self.view(svc, credentials=True, omit=("createdAt",), state="creating"))
 
     async def get_service(self, request: web.Request) -> web.Response:
         _, svc = self.service(request)
@@ -215,13 +226,13 @@ class Api:
         org_id, svc = self.service(request)
         fields = validate_replica(await json_body(request))
         replica = await self.store.create_replica(org_id, svc.id, fields)
-        return ok(request, self.view(replica))
+        return ok(request, self.view(replica, state="creating"))
 
     async def restored_service(self, request: web.Request) -> web.Response:
         org_id, svc = self.service(request)
         fields = validate_restore(await json_body(request))
         restored = await self.store.restore(org_id, svc.id, fields)
-        return ok(request, self.view(restored))
+        return ok(request, self.view(restored, state="creating"))
 
     # -- observability ------------------------------------------------------------------------------
     async def metrics(self, request: web.Request) -> web.Response:
@@ -298,7 +309,10 @@ class Api:
                     stats = await asyncio.wait_for(fleet.stats(svc.id), timeout=5)
                 except Exception:  # noqa: BLE001 - a busy/restarting server: fall back to synthetic numbers
                     stats = None
-            return svc, state, now - svc.started_mono, stats
+            uptime = now - svc.started_mono
+            if stats and isinstance(stats.get("started_at"), (int, float)):
+                uptime = time.time() - stats["started_at"]
+            return svc, state, uptime, stats
 
         return list(await asyncio.gather(*(one(s) for s in services)))
 

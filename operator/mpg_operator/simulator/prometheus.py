@@ -98,21 +98,27 @@ def service_samples(org_id: str, svc: Service, state: str, uptime: float, stats:
     s["PostgresServer_CPUCores"].append(({}, cores))
     s["PostgresServer_MemoryLimitBytes"].append(({}, memory))
     s["PostgresServer_StorageLimitBytes"].append(({}, storage))
+    real_cpu = stats.get("cpu_seconds") if stats and isinstance(stats.get("cpu_seconds"), Mapping) else {}
     busy = 0.0
+    values: dict[str, float] = {}
     for mode in CPU_MODES:
         if mode == "idle":
-            value = round(cores * up * (1 - sum(_CPU_SHARE.values())), 2)
-        else:
-            value = round(cores * up * _CPU_SHARE[mode], 2)
-            busy += value
-        s["PostgresServer_CPUSeconds_Total"].append(({"mode": mode}, value))
-    s["PostgresServer_MemoryUsedPercent"].append(({}, 12.5))
+            continue
+        real = real_cpu.get(mode)
+        values[mode] = round(float(real) if isinstance(real, (int, float)) else cores * up * _CPU_SHARE[mode], 2)
+        busy += values[mode]
+    values["idle"] = round(max(0.0, cores * up - busy), 2)
+    for mode in CPU_MODES:
+        s["PostgresServer_CPUSeconds_Total"].append(({"mode": mode}, values[mode]))
+    used_mem = _num(stats, "memory_bytes", default=0)
+    mem_pct = round(100.0 * used_mem / memory, 4) if used_mem else 12.5
+    s["PostgresServer_MemoryUsedPercent"].append(({}, mem_pct))
     s["PostgresServer_MemoryCachePercent"].append(({}, 31.25))
-    sizes = _mapping(stats, "database_sizes", "databases", "db_sizes", "sizes") or {"postgres": 7_654_435}
+    sizes = _mapping(stats, "database_size_bytes", "database_sizes", "databases", "db_sizes", "sizes") or {"postgres": 7_654_435}
     used = sum(sizes.values()) + 64 * 1024**2  # data plus WAL/system files
     s["PostgresServer_FilesystemUsedPercent"].append(({}, round(100.0 * used / storage, 4)))
-    blks_read = _num(stats, "blks_read")
-    blks_hit = _num(stats, "blks_hit")
+    blks_read = _num(stats, "blocks_read", "blks_read")
+    blks_hit = _num(stats, "blocks_hit", "blks_hit")
     s["PostgresServer_DiskReads_Total"].append(({}, int(blks_read + 3 * up)))
     s["PostgresServer_DiskWrites_Total"].append(({}, int(_num(stats, "tup_inserted", "tuples_inserted") + 9 * up)))
     s["PostgresServer_NetworkReceiveBytes_Total"].append(({}, int(2048 * up)))
@@ -133,7 +139,7 @@ def service_samples(org_id: str, svc: Service, state: str, uptime: float, stats:
     for conn_state in sorted(conns):
         s["PostgresServer_ActiveConnections"].append(({"state": conn_state}, int(conns[conn_state])))
     total = blks_hit + blks_read
-    ratio = 100.0 if total == 0 else round(100.0 * blks_hit / total, 4)
+    ratio = _num(stats, "cache_hit_ratio", default=100.0 if total == 0 else round(100.0 * blks_hit / total, 4))
     s["PostgresServer_CacheHitRatio"].append(({}, ratio))
     for db in sorted(sizes):
         s["PostgresServer_DatabaseSizeBytes"].append(({"database": db}, int(sizes[db])))

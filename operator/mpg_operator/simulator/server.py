@@ -17,7 +17,7 @@ from aiohttp import BasicAuth, hdrs, web
 from mpg_operator.simulator.certs import CertificateCache
 from mpg_operator.simulator.config import SimulatorConfig
 from mpg_operator.simulator.faults import Faults
-from mpg_operator.simulator.handlers import Api
+from mpg_operator.simulator.handlers import ORG_ID, RAW_BODY, REQUEST_ID, Api
 from mpg_operator.simulator.ratelimit import RateLimiter
 from mpg_operator.simulator.store import Service, Store
 from mpg_operator.simulator.validation import ApiError
@@ -182,13 +182,13 @@ class Simulator:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
-        request["request_id"] = request_id
+        request[REQUEST_ID] = request_id
         method, path = request.method, request.path
         key_id: str | None = None
         extra_headers: dict[str, str] = {}
         drop = self.faults.take_drop(method, path)
         try:
-            request["raw_body"] = await request.read()
+            request[RAW_BODY] = await request.read()
             if drop == "before":
                 raise _Dropped
             delay = self.faults.delay_for(method, path)
@@ -199,7 +199,7 @@ class Simulator:
                 if forced == 429:
                     extra_headers["X-RateLimit-Reset"] = f"{self.faults.forced_reset_seconds:g}"
                 raise ApiError(forced, "Injected fault" if forced != 429 else "Too many requests, please retry later")
-            key_id, request["org_id"] = self._authenticate(request)
+            key_id, request[ORG_ID] = self._authenticate(request)
             if self._limiter is not None:
                 allowed, extra_headers = self._limiter.hit(key_id)
                 if not allowed:
@@ -234,7 +234,7 @@ class Simulator:
     def _drop(self, request: web.Request, key_id: str | None) -> web.StreamResponse:
         self.requests.append(RequestRecord(request.method, request.path, 0, key_id, time.time()))
         self._notify(Exchange(request.method, request.path, dict(request.query), dict(request.headers),
-                              request.get("raw_body", b""), 0, dropped=True))
+                              request.get(RAW_BODY, b""), 0, dropped=True))
         if request.transport is not None:
             request.transport.abort()
         return web.Response(status=599)  # never written: the socket is gone
@@ -244,7 +244,7 @@ class Simulator:
         if self._observers:
             body = response.body if isinstance(response, web.Response) and isinstance(response.body, bytes) else b""
             self._notify(Exchange(request.method, request.path, dict(request.query), dict(request.headers),
-                                  request.get("raw_body", b""), response.status, dict(response.headers), body))
+                                  request.get(RAW_BODY, b""), response.status, dict(response.headers), body))
 
     def _notify(self, exchange: Exchange) -> None:
         for fn in self._observers:

@@ -285,8 +285,12 @@ class Store:
         endpoint = await self._fleet("create", self.fleet.create(svc.id, svc.password, version=svc.postgres_version))
         svc.hostname, svc.port, svc.has_server = endpoint.host, endpoint.port, True
         if svc.pg_config:
-            await self._fleet("apply_config", self.fleet.apply_config(svc.id, dict(svc.pg_config)))
-            if any(k in RESTART_PARAMS for k in svc.pg_config):
+            try:
+                need = await self.fleet.apply_config(svc.id, dict(svc.pg_config))
+            except ValueError as exc:
+                await self.fleet.destroy(svc.id)
+                raise bad(f"PostgreSQL rejected the configuration: {str(exc)[:300]}") from None
+            if need:  # a new service starts with its configuration in force
                 await self._fleet("restart", self.fleet.restart(svc.id))
 
     def _new_service(self, org_id: str, **fields: Any) -> Service:
@@ -483,17 +487,16 @@ class Store:
             new_bouncer = {**svc.pg_bouncer_config, **(bouncer or {})}
         changed = {k for k in set(old) | set(new_pg) if old.get(k) != new_pg.get(k)}
         if svc.has_server and self.fleet is not None:
+            # POST replaces (the fleet resets what is absent); PATCH sends only the given keys
+            sent = new_pg if replace else dict(pg or {})
             try:
-                need = list(await self.fleet.apply_config(svc.id, new_pg))
-            except (ValueError, LookupError) as exc:
+                need = set(await self.fleet.apply_config(svc.id, sent, replace=replace))
+            except ValueError as exc:
                 raise bad(f"PostgreSQL rejected the configuration: {str(exc)[:300]}") from None
             except Exception as exc:  # noqa: BLE001
-                name = type(exc).__name__
-                if "Error" in name and hasattr(exc, "sqlstate"):
-                    raise bad(f"PostgreSQL rejected the configuration: {str(exc).splitlines()[0][:300]}") from None
-                log.warning("postgres fleet apply_config failed: %s", name)
+                log.warning("postgres fleet apply_config failed: %s", type(exc).__name__)
                 raise ApiError(500, "Postgres server operation 'apply_config' failed") from None
-            svc.pending_restart = set(need)
+            svc.pending_restart |= need & changed
         else:
             svc.pending_restart |= changed & RESTART_PARAMS
         svc.pg_config, svc.pg_bouncer_config = new_pg, new_bouncer
