@@ -44,14 +44,13 @@ ADDRESS_POOL = tuple(f"127.0.0.{n}" for n in range(2, 255))
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 
-# Settings every service starts with (PostgreSQL's defaults otherwise). Durability is traded for speed:
-# a simulator's data need not survive an OS crash. Statements are never logged (they could carry secrets).
+# Settings every service starts with (PostgreSQL's defaults otherwise). fsync is off for speed:
+# a simulator's data need not survive an OS crash (a killed server loses nothing). Statements are never logged (they could carry secrets).
 _TEMPLATE_SETTINGS = """
 # --- mpg-operator simulator ---
 password_encryption = 'scram-sha-256'
 shared_buffers = '32MB'
 fsync = off
-synchronous_commit = off
 full_page_writes = off
 log_min_error_statement = panic
 log_statement = 'none'
@@ -246,6 +245,7 @@ class PostgresFleet:
         return "PostgreSQL" in out
 
     def __init__(self, base_dir: str | None = None) -> None:
+        """`base_dir`: where the fleet makes its temporary directory (default: /dev/shm if roomy, else $TMPDIR)."""
         self._base_parent = base_dir
         self._services: dict[str, _Service] = {}
         self._reaper = _Reaper()
@@ -444,7 +444,8 @@ class PostgresFleet:
 
     def _base(self) -> Path:
         if self._reaper.base is None:
-            base = Path(tempfile.mkdtemp(prefix="mpg-pg-", dir=self._base_parent))
+            parent = self._base_parent if self._base_parent is not None else _default_base_parent()
+            base = Path(tempfile.mkdtemp(prefix="mpg-pg-", dir=parent))
             base.chmod(0o711)  # the server user may traverse, not list
             self._reaper.base = base
         return self._reaper.base
@@ -681,6 +682,19 @@ class PostgresFleet:
         await asyncio.to_thread(shutil.rmtree, svc.root, True)
         if errors:
             raise PostgresFleetError(f"destroying the server of service {svc.service_id} failed: {errors[0]}")
+
+
+def _default_base_parent() -> str | None:
+    """/dev/shm when it is a roomy tmpfs (copying a template there takes ~0.05 s instead of ~0.7 s on this
+    machine's disk), else the system temp directory. Each service's data directory is ~40 MB."""
+    shm = "/dev/shm"
+    try:
+        stat = os.statvfs(shm)
+        if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) and stat.f_bavail * stat.f_frsize >= 2**30:
+            return shm
+    except OSError:
+        pass
+    return None
 
 
 def _user_exists() -> bool:
