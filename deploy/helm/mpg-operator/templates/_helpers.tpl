@@ -1,0 +1,110 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "mpg-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Fully qualified app name; the release name alone when it already contains the chart name. */}}
+{{- define "mpg-operator.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mpg-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "mpg-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mpg-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "mpg-operator.labels" -}}
+helm.sh/chart: {{ include "mpg-operator.chart" . }}
+{{ include "mpg-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: mpg-operator
+{{- end -}}
+
+{{- define "mpg-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "mpg-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mpg-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "mpg-operator.peeringName" -}}
+{{- default (include "mpg-operator.fullname" .) .Values.peering.name -}}
+{{- end -}}
+
+{{/* Name of the operator-wide default credentials Secret, or "" when there is none. */}}
+{{- define "mpg-operator.credentialsSecretName" -}}
+{{- if .Values.credentials.existingSecret -}}
+{{- .Values.credentials.existingSecret -}}
+{{- else if .Values.credentials.create.keyId -}}
+{{- printf "%s-credentials" (include "mpg-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+RBAC rules for ManagedPostgres objects, their connection Secrets and Events: granted cluster-wide
+by a ClusterRole, or per watched namespace by a Role. Only verbs the operator uses; no wildcards.
+*/}}
+{{- define "mpg-operator.namespacedRules" -}}
+- apiGroups: ["clickhouse.cloud"]
+  resources: ["managedpostgreses"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["clickhouse.cloud"]
+  resources: ["managedpostgreses/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}
+
+{{/* Cluster-scoped reads kopf performs in every mode: CRD discovery and namespace observation. */}}
+{{- define "mpg-operator.clusterRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+{{- end -}}
+
+{{/* The operator's command-line arguments (after the image's "mpg-operator" entrypoint). */}}
+{{- define "mpg-operator.args" -}}
+- run
+{{- if .Values.watchNamespaces }}
+{{- range .Values.watchNamespaces }}
+- --namespace={{ . }}
+{{- end }}
+{{- else }}
+- --all-namespaces
+{{- end }}
+- --liveness=http://0.0.0.0:{{ .Values.probes.port }}/healthz
+- --metrics-port={{ if .Values.metrics.enabled }}{{ .Values.metrics.port }}{{ else }}0{{ end }}
+- --log-format={{ .Values.config.logFormat }}
+{{- if .Values.peering.enabled }}
+- --peering={{ include "mpg-operator.peeringName" . }}
+{{- end }}
+{{- range .Values.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- end -}}
