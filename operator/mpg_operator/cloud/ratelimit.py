@@ -52,7 +52,7 @@ class RateLimiter:
         self.window = window
         # Client send time != server arrival time: keep a little slack so jitter in
         # transit never squeezes limit+1 arrivals into one server window.
-        self.margin = max(0.05, 0.02 * window) if margin is None else margin
+        self.margin = max(0.1, 0.03 * window) if margin is None else margin
         self._clock = clock
         self._sent: deque[float] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
