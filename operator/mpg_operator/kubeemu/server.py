@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import threading
 import time
@@ -21,9 +22,24 @@ import aiohttp.web
 from mpg_operator.kubeemu.errors import ApiError
 from mpg_operator.kubeemu.handler import ApiCall, EmulatorHandler
 from mpg_operator.kubeemu.kubeconfig import write_kubeconfig
-from mpg_operator.kubeemu.store import Store
+from mpg_operator.kubeemu.store import MERGE, Store
 
 T = TypeVar("T")
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def three_way_patch(last: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch setting everything in ``new`` and removing what ``last`` had but ``new`` lacks."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(last.get(key), dict):
+            patch[key] = three_way_patch(last[key], value)
+        else:
+            patch[key] = value
+    for key in last:
+        if key not in new:
+            patch[key] = None
+    return patch
 
 
 class KubeEmulator:
@@ -169,25 +185,32 @@ class KubeEmulator:
             return self.store.get(rt, None, name)
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Create or update an object, like ``kubectl apply`` (validated; status is left alone)."""
+        """Create or update an object like client-side ``kubectl apply`` (validated).
+
+        Fields set by others (finalizers, annotations, status) are kept; fields dropped from the
+        manifest since the last apply are removed (three-way merge via the
+        ``kubectl.kubernetes.io/last-applied-configuration`` annotation).
+        """
         if obj.get("kind") == "CustomResourceDefinition":
             self.add_crd(obj)
             return self.get(obj["apiVersion"], obj["kind"], obj["metadata"]["name"])  # type: ignore[return-value]
         rt = self.store.find_type(obj["apiVersion"], obj["kind"])
-        meta = obj.get("metadata") or {}
-        namespace = (meta.get("namespace") or "default") if rt.namespaced else None
+        name = obj["metadata"]["name"]
+        namespace = (obj["metadata"].get("namespace") or "default") if rt.namespaced else None
+        manifest = copy.deepcopy(obj)
+        manifest.get("metadata", {}).get("annotations", {}).pop(LAST_APPLIED, None)
+        body = copy.deepcopy(manifest)
+        body["metadata"].setdefault("annotations", {})[LAST_APPLIED] = json.dumps(manifest, sort_keys=True)
         with self.store.lock:
             try:
-                current = self.store.get(rt, namespace, meta["name"])
+                current = self.store.get(rt, namespace, name)
             except ApiError as e:
                 if e.code != 404:
                     raise
-                return self.store.create(rt, namespace, copy.deepcopy(obj))
-            body = copy.deepcopy(obj)
-            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            if "status" not in body and "status" in current:
-                body["status"] = current["status"]
-            return self.store.replace(rt, namespace, meta["name"], body)
+                return self.store.create(rt, namespace, body)
+            annotations = current["metadata"].get("annotations") or {}
+            last = json.loads(annotations.get(LAST_APPLIED, "{}"))
+            return self.store.patch(rt, namespace, name, MERGE, three_way_patch(last, body))
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         """The object, or ``None`` if it does not exist."""
