@@ -15,7 +15,7 @@ import pytest
 
 from mpg_operator.simulator.postgres import PostgresFleet
 
-from conftest import connect, tls_version, write_ca
+from pg_helpers import connect, tls_version, write_ca
 
 
 async def _show(conn: psycopg.AsyncConnection, name: str) -> str:

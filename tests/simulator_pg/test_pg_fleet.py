@@ -17,7 +17,7 @@ import pytest
 
 from mpg_operator.simulator.postgres import PORT, PostgresFleet, ServerNotRunningError
 
-from conftest import connect, tls_version, write_ca
+from pg_helpers import connect, tls_version, write_ca
 
 
 def _password() -> str:

@@ -170,11 +170,13 @@ class FrontServer:
             packet = await asyncio.wait_for(_read_startup(reader), timeout=60)
             (code,) = struct.unpack("!I", packet[4:8])
             if code == SSL_REQUEST and not tls:
-                writer.write(b"S")
-                await writer.drain()
-                if reader._buffer:  # type: ignore[attr-defined]  # bytes sent before the handshake (CVE-2021-23214)
+                # Bytes sent after the SSLRequest but before the handshake must not be trusted (CVE-2021-23214).
+                if reader._buffer:  # type: ignore[attr-defined]
                     raise _Refused("08P01", "received unencrypted data after SSL request")
-                await asyncio.wait_for(writer.start_tls(self._ctx), timeout=30)
+                writer.write(b"S")
+                # Awaited directly (no wait_for task): start_tls pauses reading before it first yields to the
+                # loop, so a quick ClientHello cannot land in the plaintext reader's buffer.
+                await writer.start_tls(self._ctx, ssl_handshake_timeout=30)
                 tls = True
                 continue
             if code in (SSL_REQUEST, GSSENC_REQUEST):
