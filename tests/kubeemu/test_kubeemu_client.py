@@ -342,3 +342,16 @@ def test_fault_injection_through_kmock(core: kubernetes.client.CoreV1Api, emu: K
     with pytest.raises(ApiException) as exc:  # the reaction is used up: back to the emulation
         core.read_namespaced_secret("s1", "default")
     assert exc.value.status == 404
+
+
+def test_watch_with_initial_events_ends_with_annotated_bookmark(emu: KubeEmulator) -> None:
+    import urllib.request
+
+    emu.apply(widget("w1"))
+    url = (f"{emu.url}/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}?watch=true&sendInitialEvents=true"
+           "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1")
+    with urllib.request.urlopen(url, timeout=10) as response:
+        events = [json.loads(line) for line in response.read().splitlines() if line.strip()]
+    assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "w1"
+    assert events[1]["type"] == "BOOKMARK"
+    assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}

@@ -59,12 +59,17 @@ def make_registry(kubeconfig: Path, ticks: list[str]) -> kopf.OperatorRegistry:
 
 
 @pytest.mark.timeout(60)
-def test_kopf_operator_lifecycle(emu: KubeEmulator, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("scope", [
+    ["--standalone", "--namespace=default"],
+    ["--all-namespaces"],  # cluster-wide watches, and kopf's own peering discovery (absent: standalone)
+], ids=["namespaced-standalone", "clusterwide-peering-check"])
+def test_kopf_operator_lifecycle(emu: KubeEmulator, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch,
+                                 scope: list[str]) -> None:
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     ticks: list[str] = []
     registry = make_registry(kubeconfig, ticks)
-    args = ["run", "--standalone", "--namespace=default", "--verbose"]
+    args = ["run", *scope, "--verbose"]
     with KopfRunner(args, registry=registry, timeout=30) as runner:
         emu.apply(widget("w1", tier="small"))
 
