@@ -89,3 +89,34 @@ def test_server_prunes_unknown_fields(custom: kubernetes.client.CustomObjectsApi
     status = custom.patch_namespaced_custom_object_status(GROUP, VERSION, "default", PLURAL, "w1",
                                                           {"status": {"free": {"form": 1}}})
     assert status["status"] == {"free": {"form": 1}}  # preserved by x-kubernetes-preserve-unknown-fields
+
+
+def test_project_crd_rules_evaluate() -> None:
+    """The project's own CRD (map-keyed CEL rules, patterns, list-type map) works with the validator."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "crds" / "managedpostgreses.clickhouse.cloud.yaml"
+    if not path.exists():
+        pytest.skip("the project CRD is not rendered yet")
+    crd = yaml.safe_load(path.read_text())
+    version = crd["spec"]["versions"][0]["name"]
+    spec = {"provider": "aws", "region": "us-west-2", "size": "r8gd.large"}
+
+    def mp(**more: object) -> dict:
+        return {"apiVersion": f"{crd['spec']['group']}/{version}", "kind": crd["spec"]["names"]["kind"],
+                "metadata": {"name": "x"}, "spec": {**spec, **more}}
+
+    assert validate_custom_resource(crd, mp(tags={"team": "db"})) == []
+    assert validate_custom_resource(crd, mp(tags={"chc_x": "v"})) == [
+        'spec.tags: Invalid value: "object": tag keys starting with chc_ or mpg-operator. are reserved']
+    changed = mp()
+    changed["spec"]["region"] = "eu-west-1"
+    assert validate_custom_resource(crd, changed, old=mp()) == [
+        'spec.region: Invalid value: "string": region is immutable']
+    dup = mp()
+    dup["status"] = {"conditions": [{"type": "Ready", "status": "True", "reason": "A"},
+                                    {"type": "Ready", "status": "False", "reason": "B"}]}
+    assert validate_custom_resource(crd, dup) == [
+        'status.conditions[1]: Duplicate value: map[string]interface {}{"type":"Ready"}']

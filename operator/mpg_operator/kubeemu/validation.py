@@ -152,6 +152,8 @@ def _schema_error(error: jsonschema.ValidationError) -> tuple[str, str]:
     }
     if v == "maxLength":
         return field, f"{where}: Too long: may not be more than {error.validator_value} bytes"
+    if v == "maxProperties":
+        return field, f"{where}: Too many: {len(error.instance)}: must have at most {error.validator_value} items"
     if v == "maxItems":
         return field, f"{where}: Too many: {len(error.instance)}: must have at most {error.validator_value} items"
     detail = messages.get(str(v), error.message)
@@ -245,6 +247,32 @@ def _correlate_list(old: Any, schema: dict[str, Any]) -> dict[Any, Any]:
     return result
 
 
+def _duplicates(value: Any, schema: dict[str, Any], path: list[Any]) -> Iterator[tuple[str, str]]:
+    """``x-kubernetes-list-type: map|set`` lists must not repeat keys (values)."""
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key, sub in value.items():
+            sub_schema = props.get(key) if key in props else (additional if isinstance(additional, dict) else None)
+            if sub_schema is not None:
+                yield from _duplicates(sub, sub_schema, path + [key])
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        seen = set()
+        for index, item in enumerate(value):
+            key = _list_key(item, schema)
+            if key is not None:
+                if key in seen:
+                    field = _path_text(path + [index])
+                    if isinstance(item, dict):
+                        keys = schema.get("x-kubernetes-list-map-keys") or []
+                        shown = json.dumps({k: item.get(k) for k in keys}, separators=(",", ":"))
+                        yield field, f"{field}: Duplicate value: map[string]interface {{}}{shown}"
+                    else:
+                        yield field, f"{field}: Duplicate value: {_go_value(item)}"
+                seen.add(key)
+            yield from _duplicates(item, schema["items"], path + [index])
+
+
 # ---------------------------------------------------------------- public API
 
 
@@ -263,7 +291,7 @@ def validate_schema(
         translated["required"] = [r for r in translated["required"] if r not in _META_KEYS]
     validator = jsonschema.Draft4Validator(translated)
     errors = sorted(validator.iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
-    result = [_schema_error(error) for error in errors]
+    result = [_schema_error(error) for error in errors] + list(_duplicates(body, schema, []))
     if result:
         return result  # the server skips CEL when the schema itself fails
     old_body = {k: v for k, v in (old or {}).items() if k not in _META_KEYS}
