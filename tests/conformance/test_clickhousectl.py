@@ -110,7 +110,8 @@ def test_clickhousectl_scenario() -> None:
                 conn.execute("CREATE TABLE hello (x int)")
 
             new_password = ctl.json("reset-password", sid, "--generate")["password"]
-            assert new_password != created["password"]
+            changed = new_password != created["password"]
+            assert changed, "reset-password --generate did not change the password"
             with pytest.raises(psycopg.OperationalError):
                 _connect(created["connectionString"], ca_pem, home).close()
             fresh = created["connectionString"].replace(created["password"], new_password)

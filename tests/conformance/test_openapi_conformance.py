@@ -66,6 +66,16 @@ def test_checker_catches_deviations() -> None:
         assert check_exchange(ex), f"not caught: {ex.method} {ex.path} {ex.status} {ex.response_body[:80]!r}"
 
 
+def test_problems_never_show_credentials() -> None:
+    secret = "Sup3rSecretValue99"
+    bad = _exchange("POST", f"/v1/organizations/{ORG}/postgres", 200,
+                    {"result": {"id": SID, "state": 42, "password": secret,
+                                "connectionString": f"postgres://postgres:{secret}@h:5432/postgres"},
+                     "requestId": SID, "status": 200})
+    problems = check_exchange(bad)
+    assert problems and not any(secret in p for p in problems)
+
+
 def test_path_matching_prefers_literal_segments() -> None:
     template, op = _match_operation("GET", f"/v1/organizations/{ORG}/postgres/prometheus")
     assert template.endswith("/postgres/prometheus") and op["operationId"] == "postgresOrgPrometheusGet"

@@ -58,10 +58,12 @@ async def test_create_returns_credentials_once(sim_api) -> None:
     assert created["state"] == "creating"
     assert created["username"] == "postgres"
     pw = created["password"]
-    assert re.fullmatch(r"[A-Za-z0-9_-]{20}", pw)
-    assert created["connectionString"] == (
-        f"postgres://postgres:{pw}@{created['hostname']}:5432/postgres?channel_binding=require"
-    )
+    # comparisons are evaluated first so that a failure never prints a credential
+    well_formed = re.fullmatch(r"[A-Za-z0-9_-]{20}", pw) is not None
+    assert well_formed, "generated password is not 20 characters of [A-Za-z0-9_-]"
+    expected = f"postgres://postgres:{pw}@{created['hostname']}:5432/postgres?channel_binding=require"
+    same = created["connectionString"] == expected
+    assert same, "connectionString does not have the documented format"
     assert re.fullmatch(r"my-postgres-[0-9a-f]{8}\.[0-9a-z]{26}\.c0\.us-east-1\.aws\.pg\.clickhouse\.cloud", created["hostname"])
     got = await sim_api.ok("GET", f"/postgres/{created['id']}")
     assert "password" not in got and "connectionString" not in got
@@ -77,8 +79,8 @@ async def test_redaction_can_be_switched_off(make_simulator) -> None:
     _, api = await make_simulator(redact=False)
     created = await api.create("plain")
     got = await api.ok("GET", f"/postgres/{created['id']}")
-    assert got["password"] == created["password"]
-    assert got["connectionString"] == created["connectionString"]
+    same = (got["password"], got["connectionString"]) == (created["password"], created["connectionString"])
+    assert same, "GET without redaction must return the credentials"
 
 
 async def test_delete_envelope_has_no_result(sim_api) -> None:

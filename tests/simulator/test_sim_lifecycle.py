@@ -119,9 +119,12 @@ async def test_password_reset_generated_vs_supplied(sim_api, simulator: Simulato
     created = await sim_api.create()
     sid = created["id"]
     generated = await sim_api.ok("PATCH", f"/postgres/{sid}/password", {})
-    assert set(generated) == {"password"} and generated["password"] != created["password"]
+    assert set(generated) == {"password"}
+    changed = generated["password"] != created["password"]
+    assert changed, "a generated password must differ"
     again = await sim_api.ok("PATCH", f"/postgres/{sid}/password", {})
-    assert again["password"] != generated["password"]  # not idempotent
+    changed = again["password"] != generated["password"]  # not idempotent
+    assert changed, "each reset without a password must generate a new one"
     supplied = await sim_api.ok("PATCH", f"/postgres/{sid}/password", {"password": "Sup3rSecretPassword"})
     assert supplied == {}
     assert simulator.services[sid].password == "Sup3rSecretPassword"

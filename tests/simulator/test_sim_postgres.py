@@ -40,7 +40,8 @@ async def test_service_is_a_real_server(pg_api, simulator_pg) -> None:
     created = await pg_api.create("real one", pgConfig={"max_connections": 50})
     sid, password = created["id"], created["password"]
     assert re.fullmatch(r"127\.\d+\.\d+\.\d+", created["hostname"])
-    assert created["connectionString"] == f"postgres://postgres:{password}@{created['hostname']}:5432/postgres?channel_binding=require"
+    same = created["connectionString"] == f"postgres://postgres:{password}@{created['hostname']}:5432/postgres?channel_binding=require"
+    assert same, "connectionString does not point at the server"
     await pg_api.wait_state(sid, "running")
     ca = (await pg_api.call("GET", f"/postgres/{sid}/caCertificates"))[1]
     assert ca.startswith("-----BEGIN CERTIFICATE-----")

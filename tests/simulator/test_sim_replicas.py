@@ -70,7 +70,8 @@ async def test_password_change_reaches_replicas(sim_api, simulator) -> None:
     primary = await _primary_with_backup(sim_api)
     replica = await sim_api.ok("POST", f"/postgres/{primary['id']}/readReplica", {"name": "r"})
     result = await sim_api.ok("PATCH", f"/postgres/{primary['id']}/password", {})
-    assert simulator.services[replica["id"]].password == result["password"]
+    same = simulator.services[replica["id"]].password == result["password"]
+    assert same, "the replica did not get the primary's new password"
 
 
 async def test_promote_replica(sim_api) -> None:

@@ -96,10 +96,41 @@ def _match_operation(method: str, path: str) -> tuple[str, dict[str, Any]] | Non
     return (best[1], best[2]) if best else None
 
 
+def _secrets_in(body: bytes) -> list[str]:
+    """Values of ``password``/``connectionString`` anywhere in a JSON body."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("password", "connectionString") and isinstance(value, str) and value:
+                    found.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    try:
+        walk(json.loads(body))
+    except ValueError:
+        pass
+    return found
+
+
 def check_exchange(ex: Exchange) -> list[str]:
-    """Problems of one exchange against the document (empty list = conforms)."""
+    """Problems of one exchange against the document (empty list = conforms); credentials masked."""
     if ex.dropped:
         return []
+    problems = _check(ex)
+    if problems:
+        secrets = _secrets_in(ex.response_body) + _secrets_in(ex.request_body)
+        for secret in sorted(secrets, key=len, reverse=True):
+            problems = [p.replace(secret, "***") for p in problems]
+    return problems
+
+
+def _check(ex: Exchange) -> list[str]:
     import jsonschema
     from openapi_core.testing import MockRequest, MockResponse
 
