@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -26,11 +25,8 @@ from mpg_operator.cloud import (
     Tag,
     clear_rate_limiters,
 )
-from mpg_operator.simulator import Simulator, SimulatorConfig
+from mpg_operator.simulator import Simulator
 
-FAST = dict(port=0, create_seconds=0.2, replica_seconds=0.2, restore_phase_seconds=0.05,
-            restart_seconds=0.2, resize_seconds=0.2, delete_seconds=0.2, promote_seconds=0.1,
-            first_backup_seconds=0.3, real_postgres=False)
 POLL = dict(timeout=10.0, interval=0.05)
 
 
@@ -44,17 +40,11 @@ def _fresh_rate_limiters() -> None:
     clear_rate_limiters()
 
 
-async def _sim(**overrides: Any) -> Simulator:
-    return await Simulator(SimulatorConfig(**{**FAST, "rate_limit": None, **overrides})).start()
-
-
 @pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    s = await _sim()
-    try:
-        yield s
-    finally:
-        await s.stop()
+def sim(simulator: Simulator) -> Simulator:
+    """The shared ``simulator`` fixture (tests/conftest.py): every response is checked against
+    the vendored OpenAPI document at teardown."""
+    return simulator
 
 
 def client_for(sim: Simulator, **kw: Any) -> CloudClient:
@@ -130,8 +120,14 @@ async def test_replica_and_restore(sim: Simulator) -> None:
         with pytest.raises(InvalidRequestError, match="not ready for read replicas"):
             await cloud.create_read_replica(primary.id, PostgresReadReplicaRequest(name="ro"))
         await cloud.wait_for_state(primary.id, "running", **POLL)
-        await asyncio.sleep(0.3)  # first backup
-        replica = await cloud.create_read_replica(primary.id, PostgresReadReplicaRequest(name="ro"))
+        deadline = time.monotonic() + 10
+        while True:  # 400 until the primary's first backup exists: the documented retry
+            try:
+                replica = await cloud.create_read_replica(primary.id, PostgresReadReplicaRequest(name="ro"))
+                break
+            except InvalidRequestError as exc:
+                assert "not ready for read replicas" in exc.detail and time.monotonic() < deadline
+                await asyncio.sleep(0.05)
         assert replica.is_primary is False and replica.password is None
         with pytest.raises(InvalidRequestError, match="Read replicas cannot be modified"):
             await cloud.update_service(replica.id, PostgresServicePatchRequest(size="r8gd.xlarge"))
@@ -169,32 +165,26 @@ async def test_injected_faults(sim: Simulator) -> None:
         assert len(await cloud.list_services()) == 2
 
 
-async def test_no_429_against_the_simulators_real_limit() -> None:
-    sim = await _sim(rate_limit=5, rate_window=1.0)
-    try:
-        cloud = client_for(sim, rate_limiter=None, rate_limit=5, rate_window=1.0)
-        other = client_for(sim, rate_limiter=None, rate_limit=5, rate_window=1.0)  # same key
-        async with cloud, other:
-            results = await asyncio.gather(*(c.list_services() for c in (cloud, other) for _ in range(8)))
-        assert len(results) == 16
-        statuses = [r.status for r in sim.requests]
-        assert statuses.count(200) == 16 and 429 not in statuses
-        # The simulator stamps requests when answered, not on arrival: allow some jitter.
-        stamps = sorted(r.timestamp for r in sim.requests)
-        assert all(b - a >= 0.9 for a, b in zip(stamps, stamps[5:]))
-    finally:
-        await sim.stop()
+async def test_no_429_against_the_simulators_real_limit(make_simulator) -> None:
+    sim, _ = await make_simulator(rate_limit=5, rate_window=1.0)
+    cloud = client_for(sim, rate_limiter=None, rate_limit=5, rate_window=1.0)
+    other = client_for(sim, rate_limiter=None, rate_limit=5, rate_window=1.0)  # same key
+    async with cloud, other:
+        results = await asyncio.gather(*(c.list_services() for c in (cloud, other) for _ in range(8)))
+    assert len(results) == 16
+    statuses = [r.status for r in sim.requests]
+    assert statuses.count(200) == 16 and 429 not in statuses
+    # The simulator stamps requests when answered, not on arrival: allow some jitter.
+    stamps = sorted(r.timestamp for r in sim.requests)
+    assert all(b - a >= 0.9 for a, b in zip(stamps, stamps[5:]))
 
 
-async def test_unlimited_client_gets_429_and_recovers_by_pausing() -> None:
+async def test_too_loose_limiter_gets_429_and_recovers_by_pausing(make_simulator) -> None:
     """A limiter set looser than the key's real limit provokes 429s; the pause still gets every call through."""
-    sim = await _sim(rate_limit=4, rate_window=0.5)
-    try:
-        async with client_for(sim, rate_limiter=RateLimiter(10, 0.5, margin=0.0), max_retries=10) as greedy:
-            results = await asyncio.gather(*(greedy.list_services() for _ in range(12)))
-        assert len(results) == 12
-        statuses = [r.status for r in sim.requests]
-        assert statuses.count(200) == 12 and statuses.count(429) >= 1
-        assert greedy.stats.total("429") == statuses.count(429)
-    finally:
-        await sim.stop()
+    sim, _ = await make_simulator(rate_limit=4, rate_window=0.5)
+    async with client_for(sim, rate_limiter=RateLimiter(10, 0.5, margin=0.0), max_retries=10) as greedy:
+        results = await asyncio.gather(*(greedy.list_services() for _ in range(12)))
+    assert len(results) == 12
+    statuses = [r.status for r in sim.requests]
+    assert statuses.count(200) == 12 and statuses.count(429) >= 1
+    assert greedy.stats.total("429") == statuses.count(429)
