@@ -69,9 +69,13 @@ async def json_body(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise bad(f"Content-Type must be application/json (got '{request.content_type or 'none'}')")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise bad(f"Malformed JSON in request body: {str(exc)[:120]}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 class Api:

@@ -7,6 +7,7 @@ Every check raises :class:`ApiError`; the server turns it into the error envelop
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -213,6 +214,10 @@ def _config_value(key: str, value: Any, spec: dict[str, Any]) -> str:
     if isinstance(value, bool) or value is None:
         raise bad(f"pgConfig.{key}: invalid value {json.dumps(value)}")
     if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise bad(f"pgConfig.{key}: invalid value")
+        if isinstance(value, int) and abs(value) > 2**63:
+            raise bad(f"pgConfig.{key}: value out of range")
         if isinstance(value, float) and "number" not in types:
             if not value.is_integer() or "integer" not in types:
                 raise bad(f"pgConfig.{key} must be an integer or a string")
