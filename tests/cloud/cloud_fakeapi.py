@@ -11,12 +11,11 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-
 
 ORG = "11111111-2222-3333-4444-555555555555"
 SID = "67b4bc12-8582-45d0-8806-fe9b2e5a54e6"

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from cloud_fakeapi import KEY_SECRET, ORG, FakeApi
-
 from mpg_operator.cloud import CloudClient, RateLimiter, clear_rate_limiters
 
 

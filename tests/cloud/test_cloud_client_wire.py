@@ -6,19 +6,17 @@ import base64
 import json
 from datetime import datetime, timezone
 
+from cloud_fakeapi import KEY_SECRET, ORG, SID, FakeApi, Reply, ok
 from mpg_operator import __version__
 from mpg_operator.cloud import (
     PostgresConfig,
     PostgresReadReplicaRequest,
     PostgresRestoreRequest,
-    PostgresService,
     PostgresServiceCreateRequest,
     PostgresServicePatchRequest,
     ServiceState,
     Tag,
 )
-
-from cloud_fakeapi import KEY_SECRET, ORG, SID, FakeApi, Reply, ok
 
 BASE = f"/organizations/{ORG}/postgres"
 SERVICE = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from mpg_operator.cloud import DEFAULT_BASE_URL, ClientSettings, CloudClient, RateLimiter
 
 

@@ -8,7 +8,6 @@ import time
 import httpx
 import pytest
 from cloud_fakeapi import ORG, SID, FakeApi, Reply, err, ok
-
 from mpg_operator.cloud import (
     AmbiguousCreateError,
     AuthError,

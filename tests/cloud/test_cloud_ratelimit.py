@@ -8,7 +8,6 @@ import time
 
 import pytest
 from cloud_fakeapi import ORG, SID, FakeApi, err, ok
-
 from mpg_operator.cloud import RateLimiter, rate_limiter_for
 
 BASE = f"/organizations/{ORG}/postgres"

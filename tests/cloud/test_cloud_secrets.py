@@ -6,7 +6,6 @@ import logging
 
 import pytest
 from cloud_fakeapi import KEY_SECRET, ORG, SID, FakeApi, Reply, err, ok
-
 from mpg_operator.cloud import (
     AmbiguousCreateError,
     CloudError,

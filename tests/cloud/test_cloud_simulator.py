@@ -8,7 +8,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-
 from mpg_operator.cloud import (
     AmbiguousCreateError,
     AuthError,

@@ -51,9 +51,9 @@ def _mask_sensitive(name: str, value: Any) -> Any:
     """Mask an unknown field's value when its name looks like a credential."""
     if isinstance(value, dict):
         return {k: _mask_sensitive(str(k), v) for k, v in value.items()}
-    if value is not None and not isinstance(value, SecretStr):
-        if any(part in name.lower() for part in _SENSITIVE_NAME_PARTS):
-            return "**********"
+    sensitive = any(part in name.lower() for part in _SENSITIVE_NAME_PARTS)
+    if sensitive and value is not None and not isinstance(value, SecretStr):
+        return "**********"
     return value
 
 

@@ -23,7 +23,7 @@ import logging
 import random
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +53,7 @@ RATE_LIMIT_RESET_HEADER = "X-RateLimit-Reset"
 PAUSE_SLACK = 0.1  # seconds added to X-RateLimit-Reset: clocks and transit differ a little
 
 # The request provably did not reach the server: safe to resend even a create.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 _CODE_RE = re.compile(r"^\s*([A-Z][A-Z0-9_]+)\s*(?::\s*(.*))?$", re.DOTALL)
 _MAX_DETAIL = 300
 
@@ -94,7 +94,7 @@ class ClientStats:
     """In-process counters for export as metrics: one entry per HTTP attempt."""
 
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
-    seconds: Counter[str] = field(default_factory=Counter)
+    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     retries: Counter[str] = field(default_factory=Counter)
 
     def total(self, status: str | None = None) -> int:
@@ -228,6 +228,7 @@ class Transport:
                 if status == 429:
                     pause = _retry_after(response, self.limiter.window) + PAUSE_SLACK
                     self.limiter.pause(pause)
+                    assert isinstance(error, RateLimitedError)
                     error.retry_after = pause
                     log.info("%s: rate limited (429), pausing the API key for %.2fs", operation, pause)
                 elif status >= 500:
