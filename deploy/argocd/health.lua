@@ -3,7 +3,7 @@
 --   deletionTimestamp set                                   -> Progressing "Pending deletion"
 --   Synced or Ready is False with a Terminal* reason (or InvalidSpec, QuotaExceeded), and the
 --     condition is about the current generation             -> Degraded (needs a spec fix or a human)
---   status.observedGeneration < metadata.generation         -> Progressing (change not applied yet)
+--   status.observedGeneration < metadata.generation         -> Progressing (change not fully applied)
 --   Ready=True, service running, generation observed        -> Healthy
 --   anything else                                           -> Progressing
 --
@@ -76,22 +76,23 @@ for _, ctype in ipairs({ "Synced", "Ready" }) do
   end
 end
 
-if generation ~= nil and (status.observedGeneration == nil or status.observedGeneration < generation) then
-  hs.status = "Progressing"
-  hs.message = "Waiting for the operator to apply generation " .. tostring(generation)
-  return hs
-end
-
 local ready = find_condition(conditions, "Ready")
-if ready ~= nil and ready.status == "True" and is_current(ready, generation)
-    and (status.state == nil or status.state == "running") then
+local applied = generation == nil or (status.observedGeneration ~= nil and status.observedGeneration >= generation)
+local running = status.state == nil or status.state == "running"
+
+if applied and running and ready ~= nil and ready.status == "True" and is_current(ready, generation) then
   hs.status = "Healthy"
   hs.message = describe(ready, "Ready")
   return hs
 end
 
 hs.status = "Progressing"
-if status.state ~= nil and status.state ~= "running" then
+-- Ready written for this very generation tells what is going on; otherwise the operator has not
+-- looked at the current spec yet.
+local ready_now = ready ~= nil and (generation == nil or ready.observedGeneration == generation)
+if not applied and not ready_now then
+  hs.message = "Waiting for the operator to apply generation " .. tostring(generation)
+elseif not running then
   hs.message = "Service is " .. status.state .. ": " .. describe(ready, "not ready yet")
 else
   hs.message = describe(ready, "Waiting for the Ready condition")
