@@ -238,3 +238,12 @@ async def test_blocking_client_in_the_callers_loop(fleet: PostgresFleet, tmp_pat
     ) as conn:
         assert conn.execute("SELECT 'sync ok'").fetchone() == ("sync ok",)
     await fleet.destroy("sync")
+
+
+async def test_same_service_twice_is_refused(fleet: PostgresFleet) -> None:
+    results = await asyncio.gather(
+        fleet.create("dup", _password()), fleet.create("dup", _password()), return_exceptions=True
+    )
+    assert sorted(type(r).__name__ for r in results) == ["Endpoint", "ValueError"]
+    await fleet.destroy("dup")
+    assert fleet.endpoint("dup") is None

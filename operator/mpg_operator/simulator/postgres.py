@@ -267,13 +267,13 @@ class PostgresFleet:
             raise ValueError(f"service {service_id} already has a PostgreSQL server")
         from . import tls
 
-        await asyncio.to_thread(self._ensure_template)
         self._counter += 1
-        root = self._base() / f"s{self._counter}"
         address, sock = _bind_free_address()
-        svc = _Service(service_id, version, address, root, certs=None)
-        self._services[service_id] = svc
+        svc = _Service(service_id, version, address, Path(f"s{self._counter}"), certs=None)
+        self._services[service_id] = svc  # reserved before the first await
         try:
+            await asyncio.to_thread(self._ensure_template)
+            svc.root = self._base() / svc.root
             svc.certs = await asyncio.to_thread(tls.make_service_certificates, service_id, address)
             await asyncio.to_thread(self._prepare_service_dir, svc)
             await asyncio.to_thread(self._start_server, svc)
@@ -565,6 +565,9 @@ class PostgresFleet:
             except OSError:
                 lines = []
             if len(lines) >= 8 and lines[0].strip() == str(proc.pid) and lines[7].strip() == "ready":
+                if self._closed:  # close() ran meanwhile: its reaper has already done its work
+                    _stop_processes([proc])
+                    raise PostgresFleetError("the fleet was closed while a server was starting")
                 return
             if time.monotonic() > deadline:
                 _stop_processes([proc])
@@ -684,7 +687,8 @@ class PostgresFleet:
             except Exception as exc:  # noqa: BLE001
                 errors.append(exc)
         self._reaper.procs.pop(svc.service_id, None)
-        await asyncio.to_thread(shutil.rmtree, svc.root, True)
+        if svc.root.is_absolute():
+            await asyncio.to_thread(shutil.rmtree, svc.root, True)
         if errors:
             raise PostgresFleetError(f"destroying the server of service {svc.service_id} failed: {errors[0]}")
 
