@@ -166,13 +166,15 @@ def expand_for_namespaces(calls: Iterable[Any], namespaces: Sequence[str] | None
     """Calls as a namespace-scoped operator (``--namespace`` for each of ``namespaces``) makes them.
 
     A run recorded with ``--all-namespaces`` lists/watches namespaced resources cluster-wide and
-    keeps a ClusterKopfPeering alive; with ``--namespace``, kopf does the same per namespace and uses
-    namespaced KopfPeerings. Calls already inside a namespace are kept as they are.
+    keeps a ClusterKopfPeering alive; with ``--namespace``, kopf does the same per namespace, uses
+    namespaced KopfPeerings, and also lists and watches Namespaces cluster-wide to serve the
+    watched ones as they appear (kopf's ``namespace_observer``; it skips that with
+    ``--all-namespaces``). Calls already inside a namespace are kept as they are.
     """
     calls = [as_call(c) for c in calls]
     if not namespaces:
         return calls
-    out = []
+    out = [Call("list", "", "v1", "namespaces"), Call("watch", "", "v1", "namespaces")]
     for call in calls:
         if call.resource == "clusterkopfpeerings":
             out.extend(call._replace(resource="kopfpeerings", namespace=ns) for ns in namespaces)
@@ -249,6 +251,7 @@ def assert_rbac_covers(
     *,
     allow_unused: Callable[[Grant], bool] | None = None,
     release_namespace: str | None = None,
+    base_values: Mapping[str, Any] | None = None,
 ) -> None:
     """Render the chart with each values set; assert every call is allowed and every grant used.
 
@@ -256,13 +259,16 @@ def assert_rbac_covers(
     ``watchNamespaces`` are the namespaces the calls touched ManagedPostgres objects in. A set with
     ``watchNamespaces`` is checked with :func:`expand_for_namespaces`. ``allow_unused(grant)`` may
     excuse grants a given run legitimately does not exercise (say why at the call site).
-    ``release_namespace`` must be where the recorded operator read its default credentials Secret.
+    ``release_namespace`` must be where the recorded operator read its default credentials Secret,
+    and ``base_values`` (merged into the default sets) should configure the chart like the recorded
+    run, e.g. ``{"credentials": {"existingSecret": NAME}}`` when it used a default Secret.
     """
     chart = _load_chart_helpers()
     calls = [as_call(c) for c in calls]
     if values_sets is None:
         namespaces = _crd_namespaces(calls)
-        values_sets = [{}] + ([{"watchNamespaces": namespaces}] if namespaces else [])
+        base = dict(base_values or {})
+        values_sets = [base] + ([{**base, "watchNamespaces": namespaces}] if namespaces else [])
     problems = []
     for values in values_sets:
         rendered = chart.render(values, namespace=release_namespace or chart.RELEASE_NAMESPACE, include_crds=False)

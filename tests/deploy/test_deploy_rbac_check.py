@@ -123,6 +123,7 @@ def test_expansion_follows_kopf_namespaced_mode() -> None:
                 call("patch", ("kopf.dev", "v1", "clusterkopfpeerings"), None, "mpg-operator")]
     expanded = expand_for_namespaces(recorded, ["a", "b"])
     assert [(c.verb, c.resource, c.namespace) for c in expanded] == [
+        ("list", "namespaces", None), ("watch", "namespaces", None),
         ("watch", "managedpostgreses", "a"), ("watch", "managedpostgreses", "b"),
         ("list", "customresourcedefinitions", None), ("get", "secrets", "shop"),
         ("patch", "kopfpeerings", "a"), ("patch", "kopfpeerings", "b")]
@@ -196,6 +197,13 @@ def test_describe_call() -> None:
 
 def test_assert_rbac_covers_both_install_modes() -> None:
     assert_rbac_covers(contract_calls("shop"))
+
+
+def test_assert_rbac_covers_with_a_default_credentials_secret() -> None:
+    calls = contract_calls("shop") + [call("get", SECRETS, RELEASE_NAMESPACE, "ch-api")]
+    with pytest.raises(AssertionError, match=f"not allowed: get core/secrets ch-api in {RELEASE_NAMESPACE}"):
+        assert_rbac_covers(calls)  # the namespaced render has no access to an unconfigured Secret
+    assert_rbac_covers(calls, base_values={"credentials": {"existingSecret": "ch-api"}})
 
 
 def test_assert_rbac_covers_reports_both_directions() -> None:
