@@ -23,6 +23,7 @@ from mpg_operator.cloud import (
     ServiceState,
     Tag,
     clear_rate_limiters,
+    replica_not_ready,
 )
 from mpg_operator.simulator import Simulator
 
@@ -125,7 +126,7 @@ async def test_replica_and_restore(sim: Simulator) -> None:
                 replica = await cloud.create_read_replica(primary.id, PostgresReadReplicaRequest(name="ro"))
                 break
             except InvalidRequestError as exc:
-                assert "not ready for read replicas" in exc.detail and time.monotonic() < deadline
+                assert replica_not_ready(exc) and time.monotonic() < deadline
                 await asyncio.sleep(0.05)
         assert replica.is_primary is False and replica.password is None
         with pytest.raises(InvalidRequestError, match="Read replicas cannot be modified"):

@@ -2,7 +2,7 @@
 
 from mpg_operator.cloud import errors as _errors
 from mpg_operator.cloud import models as _models
-from mpg_operator.cloud.client import CloudClient
+from mpg_operator.cloud.client import CloudClient, replica_not_ready
 from mpg_operator.cloud.config import DEFAULT_BASE_URL, ClientSettings
 from mpg_operator.cloud.errors import *  # noqa: F401,F403
 from mpg_operator.cloud.models import *  # noqa: F401,F403
@@ -25,6 +25,7 @@ __all__ = [
     "clear_rate_limiters",
     "parse_error_text",
     "rate_limiter_for",
+    "replica_not_ready",
     *_errors.__all__,
     *_models.__all__,
 ]

@@ -31,7 +31,12 @@ from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
 from mpg_operator import __version__
 from mpg_operator.cloud.config import ClientSettings, default_base_url
-from mpg_operator.cloud.errors import AmbiguousCreateError, NotFoundError, ServerError
+from mpg_operator.cloud.errors import (
+    AmbiguousCreateError,
+    InvalidRequestError,
+    NotFoundError,
+    ServerError,
+)
 from mpg_operator.cloud.models import (
     Organization,
     PostgresConfig,
@@ -71,6 +76,12 @@ def _seg(value: str) -> str:
     if not value:
         raise ValueError("empty id in API path")
     return quote(str(value), safe="")
+
+
+def replica_not_ready(error: BaseException) -> bool:
+    """True for the 400 a read-replica create gets until the primary's first backup exists
+    ("Parent server is not ready for read replicas. There are no backups, yet."): retry later."""
+    return isinstance(error, InvalidRequestError) and "not ready for read replicas" in error.detail
 
 
 class CloudClient:
@@ -464,4 +475,4 @@ class CloudClient:
             await asyncio.sleep(interval)
 
 
-__all__ = ["CloudClient"]
+__all__ = ["CloudClient", "replica_not_ready"]
