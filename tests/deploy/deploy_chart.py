@@ -53,7 +53,7 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
             "PATH": "/usr/bin:/bin",
         }
         proc = subprocess.run(
-            [str(tools()["helm"]), *args], capture_output=True, text=True, env=env, timeout=60
+            [str(tools()["helm"]), *args], capture_output=True, text=True, env=env, timeout=60, check=False
         )
     if check and proc.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")

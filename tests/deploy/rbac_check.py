@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+
 class Call(NamedTuple):
     """One Kubernetes API request (the fields of ``mpg_operator.kubeemu.ApiCall``)."""
 

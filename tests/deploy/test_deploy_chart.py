@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -308,3 +309,13 @@ def test_notes_tell_the_next_command(tmp_path: Path) -> None:
     assert f"kubectl -n {RELEASE_NAMESPACE} rollout status deployment/mpg-operator" in notes
     assert f"kubectl -n {RELEASE_NAMESPACE} create secret generic ch-api" in notes
     assert "keeps the CRDs" in notes
+
+
+def test_schema_is_draft_07_for_every_helm_version() -> None:
+    # Helm before 3.18 validates with a draft-07 library; keep to draft-07 keywords.
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.Draft7Validator(schema).validate(yaml.safe_load((CHART_DIR / "values.yaml").read_text()))
+    for values in VALUE_SETS.values():
+        jsonschema.Draft7Validator(schema).validate(values)

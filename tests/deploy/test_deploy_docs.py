@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 from pathlib import Path
@@ -12,7 +13,6 @@ import kubernetes_validate
 import pytest
 import yaml
 from deploy_chart import KUBE_VERSION, REPO_ROOT, of_kind, one, render, template
-
 from mpg_operator.controller.cloudaccess import CREDENTIAL_KEYS
 from mpg_operator.controller.handlers import FINALIZER
 from mpg_operator.reconcile.connection import REQUIRED_KEYS
@@ -28,7 +28,7 @@ MPG_SCHEMA = next(v for v in CRD["spec"]["versions"] if v["name"] == "v1alpha1")
 
 
 def code_blocks(path: Path, lang: str) -> list[str]:
-    return re.findall(rf"^```{lang}\n(.*?)^```", path.read_text(), flags=re.S | re.M)
+    return re.findall(rf"^```{lang}\n(.*?)^```", path.read_text(), flags=re.DOTALL | re.MULTILINE)
 
 
 def helm_commands(path: Path) -> list[list[str]]:
@@ -43,7 +43,7 @@ def helm_commands(path: Path) -> list[list[str]]:
 def set_values(argv: list[str]) -> dict[str, Any]:
     """--set a.b=c arguments as a values dict (the subset of Helm's syntax the docs use)."""
     values: dict[str, Any] = {}
-    for flag, arg in zip(argv, argv[1:]):
+    for flag, arg in itertools.pairwise(argv):
         if flag != "--set":
             continue
         key, _, raw = arg.partition("=")

@@ -46,7 +46,7 @@ def hadolint() -> Path:
 
 def test_hadolint_finds_nothing() -> None:
     proc = subprocess.run([str(hadolint()), "--no-color", str(REPO_ROOT / "Dockerfile")],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -75,7 +75,7 @@ def test_final_stage_runs_the_operator_as_non_root_without_build_tools() -> None
 
 
 def test_versions_agree() -> None:
-    label_version = re.search(r"^ARG VERSION=(\S+)$", DOCKERFILE, re.M).group(1)
+    label_version = re.search(r"^ARG VERSION=(\S+)$", DOCKERFILE, re.MULTILINE).group(1)
     assert label_version == CHART["appVersion"] == PYPROJECT["project"]["version"]
     assert VALUES["image"]["tag"] == "", "the image tag defaults to the chart's appVersion"
     image = of_kind(render({}, include_crds=False), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["image"]

@@ -9,9 +9,9 @@ from deploy_chart import RELEASE_NAMESPACE, render
 from rbac_check import (
     ApiCall,
     Call,
-    as_call,
     Grant,
     allows,
+    as_call,
     assert_rbac_covers,
     describe_call,
     expand_for_namespaces,
@@ -131,7 +131,7 @@ def test_expansion_follows_kopf_namespaced_mode() -> None:
 
 
 def test_peering_calls_are_covered_when_peering_is_on() -> None:
-    peering = [call(v, ("kopf.dev", "v1", "clusterkopfpeerings"), None if v in ("list", "watch") else None,
+    peering = [call(v, ("kopf.dev", "v1", "clusterkopfpeerings"), None,
                     None if v in ("list", "watch") else "mpg-operator") for v in ("get", "list", "watch", "patch")]
     calls = contract_calls() + peering
     assert violations(calls, render({"peering": {"enabled": True}}, include_crds=False)) == []
