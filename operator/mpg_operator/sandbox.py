@@ -105,9 +105,14 @@ class Sandbox:
         return self
 
     def operator_environment(self) -> dict[str, str]:
+        limit = self.simulator_options.get("rate_limit", 10)
+        window = self.simulator_options.get("rate_window", 10.0)
         return {
             "KUBECONFIG": str(self.kubeconfig),
             "CLICKHOUSE_CLOUD_API_URL": self.simulator.url,
+            # The operator keeps to the API's limit; with the simulator's limit off, so may it.
+            "MPG_API_RATE_LIMIT": str(limit or 100_000),
+            "MPG_API_RATE_WINDOW": str(window),
             "MPG_POLL_INTERVAL": "30",
             "MPG_POLL_INTERVAL_ACTIVE": "0.5",
             "MPG_LIST_MAX_AGE": "10",
