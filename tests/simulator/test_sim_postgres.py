@@ -126,3 +126,20 @@ async def test_replica_has_its_own_server_with_the_primary_password(pg_api) -> N
     conninfo = created["connectionString"].replace(created["hostname"], replica["hostname"])
     conn = await _connect(conninfo, ca)
     await conn.close()
+
+
+async def test_password_change_during_restart_waits_for_the_server(pg_api) -> None:
+    created = await pg_api.create("busy")
+    sid = created["id"]
+    await pg_api.wait_state(sid, "running")
+    await pg_api.ok("PATCH", f"/postgres/{sid}/state", {"command": "restart"})
+    assert await pg_api.ok("PATCH", f"/postgres/{sid}/password", {"password": "Changed1DuringRestart"}) == {}
+    result = await pg_api.ok("PATCH", f"/postgres/{sid}/config", {"pgConfig": {"work_mem": "12MB"}})
+    assert result["pgConfig"] == {"work_mem": "12MB"}
+    await pg_api.wait_state(sid, "running", timeout=30)
+    ca = (await pg_api.call("GET", f"/postgres/{sid}/caCertificates"))[1]
+    conn = await _connect(f"postgres://postgres:Changed1DuringRestart@{created['hostname']}:5432/postgres?channel_binding=require", ca)
+    try:
+        assert await _show(conn, "work_mem") == "12MB"
+    finally:
+        await conn.close()

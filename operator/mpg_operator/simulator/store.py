@@ -201,6 +201,12 @@ class Store:
             for t in pending:
                 t.cancel()
 
+    async def _settle(self, svc: Service) -> None:
+        """Wait (bounded) for a running fleet operation of ``svc`` (a restart) before the next one."""
+        blocker = svc.blocker
+        if blocker is not None and not blocker.done():
+            await asyncio.wait([blocker], timeout=60)
+
     async def _fleet(self, op: str, coro) -> Any:
         try:
             return await coro
@@ -450,6 +456,7 @@ class Store:
         targets = [svc] + [s for s in self._services.values() if s.parent_id == svc.id]
         for target in targets:
             if target.has_server and self.fleet is not None:
+                await self._settle(target)
                 await self._fleet("set_password", self.fleet.set_password(target.id, password))
             target.password = password
         return svc, generated
@@ -465,7 +472,15 @@ class Store:
             svc.pending_restart.clear()
             svc.forced_state = None if svc.forced_state == "unavailable" else svc.forced_state
             svc.started_mono = self.clock() + self.config.restart_seconds
-            svc.blocker = self._spawn(self.fleet.restart(svc.id)) if svc.has_server and self.fleet else None
+            if svc.has_server and self.fleet is not None:
+                previous = svc.blocker
+
+                async def restart() -> None:
+                    if previous is not None and not previous.done():
+                        await asyncio.wait([previous], timeout=60)
+                    await self.fleet.restart(svc.id)
+
+                svc.blocker = self._spawn(restart())
         elif command == "promote":
             if svc.is_primary:
                 raise bad("Non read replica servers cannot be promoted.")
@@ -489,6 +504,7 @@ class Store:
         if svc.has_server and self.fleet is not None:
             # POST replaces (the fleet resets what is absent); PATCH sends only the given keys
             sent = new_pg if replace else dict(pg or {})
+            await self._settle(svc)
             try:
                 need = set(await self.fleet.apply_config(svc.id, sent, replace=replace))
             except ValueError as exc:
