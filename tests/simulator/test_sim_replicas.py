@@ -124,3 +124,19 @@ async def test_restore_before_first_backup_is_400(sim_api) -> None:
     status, data, _ = await sim_api.call("POST", f"/postgres/{created['id']}/restoredService",
                                          {"name": "r", "restoreTarget": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
     assert status == 400 and "no backups" in data["error"]
+
+
+async def test_no_backup_while_the_parent_is_still_provisioning(sim_api, simulator) -> None:
+    simulator.faults.stuck_creating = True
+    stuck = await sim_api.create("stuck")
+    simulator.faults.stuck_creating = False
+    await asyncio.sleep(0.7)  # past first_backup_seconds, but never running
+    status, data, _ = await sim_api.call("POST", f"/postgres/{stuck['id']}/readReplica", {"name": "r"})
+    assert status == 400 and data["error"] == NOT_READY
+
+
+async def test_replica_of_a_restarting_parent_is_accepted(sim_api) -> None:
+    primary = await _primary_with_backup(sim_api)
+    await sim_api.ok("PATCH", f"/postgres/{primary['id']}/state", {"command": "restart"})
+    replica = await sim_api.ok("POST", f"/postgres/{primary['id']}/readReplica", {"name": "r"})
+    assert replica["isPrimary"] is False

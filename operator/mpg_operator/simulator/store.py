@@ -280,6 +280,14 @@ class Store:
                 f"Managed Postgres service limit reached for this organization ({self.config.service_quota} services)",
             )
 
+    PROVISIONING = ("creating", "restoring_backup", "replaying_wal", "finalizing_restore")
+
+    def has_backup(self, svc: Service) -> bool:
+        """A first backup exists once provisioning finished and ``first_backup_seconds`` passed."""
+        if self.state_of(svc) in self.PROVISIONING:
+            return False
+        return self.clock() >= svc.created_mono + self.config.first_backup_seconds
+
     def _create_phases(self, seconds: float) -> list[tuple[str, float]]:
         if self.faults.stuck_creating:
             return [("creating", math.inf)]
@@ -342,7 +350,7 @@ class Store:
         self._alive(parent)
         if not parent.is_primary:
             raise bad("Cannot create a read replica of a read replica")
-        if self.state_of(parent) != "running" or self.clock() < parent.created_mono + self.config.first_backup_seconds:
+        if not self.has_backup(parent):
             raise bad("Parent server is not ready for read replicas. There are no backups, yet.")
         self._check_quota(org_id)
         svc = self._new_service(
@@ -370,7 +378,7 @@ class Store:
         self._alive(source)
         now_wall = datetime.now(timezone.utc)
         age = self.clock() - source.created_mono
-        if age < self.config.first_backup_seconds:
+        if not self.has_backup(source):
             raise bad("Source server has no backups, yet. Try again later.")
         first_backup = now_wall - timedelta(seconds=age - self.config.first_backup_seconds)
         earliest = max(first_backup, now_wall - timedelta(days=self.config.retention_days))
