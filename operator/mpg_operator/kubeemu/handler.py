@@ -132,8 +132,11 @@ class EmulatorHandler(kmock.RawHandler):
                     data = json.loads(body)
                 except ValueError:
                     if raw.method in ("POST", "PUT", "PATCH"):
-                        raise ApiError(400, "the body of the request was in an unknown format - accepted "
-                                            "media types include: application/json", "BadRequest") from None
+                        content_type = raw.headers.get("Content-Type", "")
+                        code = 400 if "json" in content_type or not content_type else 415
+                        raise ApiError(code, "the body of the request was in an unknown format - accepted "
+                                             "media types include: application/json, application/yaml "
+                                             "(kubeemu does not speak protobuf)") from None
             request = self._record(raw, parsed, params, body, data)
             if self._payloads:
                 try:

@@ -200,7 +200,8 @@ class KubeEmulator:
         manifest = copy.deepcopy(obj)
         manifest.get("metadata", {}).get("annotations", {}).pop(LAST_APPLIED, None)
         body = copy.deepcopy(manifest)
-        body["metadata"].setdefault("annotations", {})[LAST_APPLIED] = json.dumps(manifest, sort_keys=True)
+        last_applied = json.dumps(manifest, separators=(",", ":"), sort_keys=True) + "\n"
+        body["metadata"].setdefault("annotations", {})[LAST_APPLIED] = last_applied
         with self.store.lock:
             try:
                 current = self.store.get(rt, namespace, name)
