@@ -355,3 +355,22 @@ def test_watch_with_initial_events_ends_with_annotated_bookmark(emu: KubeEmulato
     assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "w1"
     assert events[1]["type"] == "BOOKMARK"
     assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+
+def test_watch_with_label_selector_sees_objects_enter_and_leave(emu: KubeEmulator) -> None:
+    import urllib.request
+
+    rv = emu.store.resource_version
+
+    def cm(labels: dict) -> dict:
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": labels}}
+
+    emu.apply(cm({"app": "other"}))
+    emu.apply(cm({"app": "db"}))
+    emu.apply(cm({"app": "db", "x": "1"}))
+    emu.apply(cm({"app": "other"}))
+    url = f"{emu.url}/api/v1/namespaces/default/configmaps?watch=true&labelSelector=app%3Ddb&resourceVersion={rv}" \
+          "&timeoutSeconds=1"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        events = [json.loads(line)["type"] for line in response.read().splitlines() if line.strip()]
+    assert events == ["ADDED", "MODIFIED", "DELETED"]

@@ -329,9 +329,15 @@ class EmulatorHandler(kmock.RawHandler):
                         continue
                     if namespace is not None and event.namespace != namespace:
                         continue
+                    event_type = event.type
                     if not match(event.object):
-                        continue
-                    await send({"type": event.type, "object": store.present(event.object, rt)})
+                        # An object leaving the selection is DELETED for this watcher, as on a real server.
+                        if event_type != "MODIFIED" or event.previous is None or not match(event.previous):
+                            continue
+                        event_type = "DELETED"
+                    elif event_type == "MODIFIED" and event.previous is not None and not match(event.previous):
+                        event_type = "ADDED"  # ...and one entering it is ADDED
+                    await send({"type": event_type, "object": store.present(event.object, rt)})
                 now = time.monotonic()
                 if now >= deadline or (self._stopping is not None and self._stopping.is_set()):
                     break

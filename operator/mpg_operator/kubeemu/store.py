@@ -47,6 +47,7 @@ class WatchEvent:
     namespace: str | None
     type: str
     object: dict[str, Any]
+    previous: dict[str, Any] | None = None  # the object before a MODIFIED change
 
 
 def now() -> str:
@@ -71,7 +72,7 @@ def _strip_for_compare(obj: dict[str, Any]) -> dict[str, Any]:
 class Store:
     """In-memory objects with the Kubernetes API server's semantics (see the module docstring)."""
 
-    def __init__(self, history_limit: int = 100_000) -> None:
+    def __init__(self, history_limit: int = 20_000) -> None:
         self.lock = threading.RLock()
         self._rv = 0
         self._types: dict[tuple[str, str, str], ResourceType] = {}
@@ -143,9 +144,10 @@ class Store:
                     hi = mid
             return self._history[lo:]
 
-    def _emit(self, rt: ResourceType, event_type: str, obj: dict[str, Any]) -> None:
+    def _emit(self, rt: ResourceType, event_type: str, obj: dict[str, Any],
+              previous: dict[str, Any] | None = None) -> None:
         self._history.append(WatchEvent(self._rv, rt.storage_key, obj["metadata"].get("namespace"),
-                                        event_type, copy.deepcopy(obj)))
+                                        event_type, copy.deepcopy(obj), previous))
         if len(self._history) > self._history_limit:
             dropped = self._history[: len(self._history) // 2]
             self._history = self._history[len(dropped):]
@@ -490,7 +492,7 @@ class Store:
             return self.present(result, rt)
         result["metadata"]["resourceVersion"] = self._next_rv()
         self._bucket(rt)[(namespace, name)] = result
-        self._emit(rt, "MODIFIED", result)
+        self._emit(rt, "MODIFIED", result, old)
         if rt.group == "apiextensions.k8s.io" and rt.plural == "customresourcedefinitions":
             self._install_crd(result)
         if result["metadata"].get("deletionTimestamp") and not result["metadata"].get("finalizers"):
@@ -541,7 +543,7 @@ class Store:
             return obj
         is_namespace = rt.group == "" and rt.plural == "namespaces"
         if meta.get("finalizers") or is_namespace:
-            obj = copy.deepcopy(obj)
+            original, obj = obj, copy.deepcopy(obj)
             obj["metadata"]["deletionTimestamp"] = now()
             obj["metadata"]["deletionGracePeriodSeconds"] = 0
             if rt.has_generation:
@@ -550,7 +552,7 @@ class Store:
                 obj.setdefault("status", {})["phase"] = "Terminating"
             obj["metadata"]["resourceVersion"] = self._next_rv()
             self._bucket(rt)[(meta.get("namespace"), meta["name"])] = obj
-            self._emit(rt, "MODIFIED", obj)
+            self._emit(rt, "MODIFIED", obj, original)
             if is_namespace:
                 self._finish_namespace_or_remove(rt, obj)
                 return self._bucket(rt).get((None, meta["name"]), obj)
