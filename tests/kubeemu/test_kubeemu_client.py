@@ -155,7 +155,8 @@ def test_secrets_string_data(core: kubernetes.client.CoreV1Api) -> None:
     patched = core.patch_namespaced_secret("s1", "default", {"stringData": {"extra": "v"}}, _content_type=MERGE)
     assert base64.b64decode(patched.data["extra"]) == b"v" and "keep" in patched.data
 
-    replaced = core.replace_namespaced_secret("s1", "default", {"metadata": {"name": "s1"}, "stringData": {"only": "1"}})
+    replaced = core.replace_namespaced_secret("s1", "default",
+                                              {"metadata": {"name": "s1"}, "stringData": {"only": "1"}})
     assert set(replaced.data) == {"only"}
 
     with pytest.raises(ApiException) as exc:

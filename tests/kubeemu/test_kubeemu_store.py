@@ -159,3 +159,17 @@ def test_invalid_names_and_namespace_mismatch(store: Store) -> None:
     with pytest.raises(ApiError) as exc:
         store.create(cm, "default", {"metadata": {"name": "x", "namespace": "elsewhere"}})
     assert exc.value.code == 400
+
+
+def test_labels_and_owner_references_are_validated(store: Store) -> None:
+    cm = store.resolve("", "v1", "configmaps")
+    store.create(cm, "default", {"metadata": {"name": "ok", "labels": {"example.com/app": "db-1", "empty": ""}}})
+    with pytest.raises(ApiError) as exc:
+        store.create(cm, "default", {"metadata": {"name": "bad", "labels": {"app": "has space"}}})
+    assert exc.value.code == 422 and 'metadata.labels: Invalid value: "has space"' in exc.value.message
+    with pytest.raises(ApiError) as exc:
+        store.patch(cm, "default", "ok", "application/merge-patch+json", {"metadata": {"labels": {"x": "y" * 64}}})
+    assert exc.value.code == 422
+    with pytest.raises(ApiError) as exc:
+        store.create(cm, "default", {"metadata": {"name": "orphan", "ownerReferences": [{"kind": "Widget"}]}})
+    assert exc.value.code == 422 and "metadata.ownerReferences[0].apiVersion: Required value" in exc.value.message

@@ -33,6 +33,7 @@ _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SYSTEM_META = ("uid", "creationTimestamp", "resourceVersion", "generation", "deletionTimestamp",
                 "deletionGracePeriodSeconds", "name", "namespace", "selfLink", "managedFields")
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -321,6 +322,7 @@ class Store:
     # ------------------------------------------------------------ kind-specific rules
 
     def _normalize(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        self._check_metadata(rt, obj)
         if rt.group == "" and rt.plural == "secrets":
             data = obj.get("data") or {}
             for key, value in data.items():
@@ -346,6 +348,29 @@ class Store:
                 obj["status"] = {"phase": "Active"}
         elif rt.group == "apiextensions.k8s.io" and rt.plural == "customresourcedefinitions":
             self._check_crd(obj)
+
+    def _check_metadata(self, rt: ResourceType, obj: dict[str, Any]) -> None:
+        """Label syntax and ownerReference completeness, as the API server's ObjectMeta validation."""
+        meta = obj["metadata"]
+        causes: list[tuple[str, str]] = []
+        for key, value in (meta.get("labels") or {}).items():
+            prefix, _, name = key.rpartition("/")
+            if (not name or len(name) > 63 or not _LABEL_VALUE.match(name)
+                    or (prefix and (len(prefix) > 253 or not _SUBDOMAIN.match(prefix)))):
+                causes.append(("metadata.labels", f'metadata.labels: Invalid value: "{key}": name part must consist '
+                               "of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+                               "alphanumeric character"))
+            if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+                causes.append(("metadata.labels", f'metadata.labels: Invalid value: "{value}": a valid label must '
+                               "be an empty string or consist of alphanumeric characters, '-', '_' or '.', and "
+                               "must start and end with an alphanumeric character"))
+        for index, ref in enumerate(meta.get("ownerReferences") or []):
+            for field in ("apiVersion", "kind", "name", "uid"):
+                if not ref.get(field):
+                    causes.append((f"metadata.ownerReferences[{index}].{field}",
+                                   f"metadata.ownerReferences[{index}].{field}: Required value"))
+        if causes:
+            raise errors.invalid((rt.group, rt.kind), meta.get("name", ""), causes)
 
     def _check_crd(self, crd: dict[str, Any]) -> None:
         spec = crd.get("spec") or {}

@@ -102,7 +102,7 @@ def _go_value(value: Any) -> str:
         return "true" if value else "false"
     if value is None:
         return "null"
-    if isinstance(value, (dict, list)):
+    if isinstance(value, dict | list):
         return '"object"' if isinstance(value, dict) else '"array"'
     return str(value)
 
