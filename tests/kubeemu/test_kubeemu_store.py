@@ -173,3 +173,21 @@ def test_labels_and_owner_references_are_validated(store: Store) -> None:
     with pytest.raises(ApiError) as exc:
         store.create(cm, "default", {"metadata": {"name": "orphan", "ownerReferences": [{"kind": "Widget"}]}})
     assert exc.value.code == 422 and "metadata.ownerReferences[0].apiVersion: Required value" in exc.value.message
+
+
+def test_foreground_deletion_waits_for_blocking_dependents(store: Store) -> None:
+    rt = store.resolve("example.com", "v1", "widgets")
+    cm = store.resolve("", "v1", "configmaps")
+    owner = store.create(rt, "default", widget("o"))
+    ref = {"apiVersion": "example.com/v1", "kind": "Widget", "name": "o", "uid": owner["metadata"]["uid"],
+           "blockOwnerDeletion": True}
+    store.create(cm, "default", {"metadata": {"name": "dep", "ownerReferences": [ref], "finalizers": ["x.io/hold"]}})
+
+    store.delete(rt, "default", "o", {"propagationPolicy": "Foreground"})
+    deleting = store.get(rt, "default", "o")
+    assert deleting["metadata"]["finalizers"] == ["foregroundDeletion"]
+    assert store.get(cm, "default", "dep")["metadata"]["deletionTimestamp"]
+
+    store.patch(cm, "default", "dep", "application/merge-patch+json", {"metadata": {"finalizers": None}})
+    with pytest.raises(ApiError):
+        store.get(rt, "default", "o")  # the last blocking dependent went, so did the owner

@@ -1,12 +1,36 @@
 """A local Kubernetes API server emulator, built on kmock — a stand-in for a cluster, NEVER production.
 
-Used by the test-suite and ``mpg-operator demo`` where no kube-apiserver can be had. It serves the
-parts of the API an operator uses, with the real server's semantics (resourceVersion, uid,
-generation, status subresource, optimistic concurrency, finalizers, ownerReference garbage
-collection, selectors, watches with bookmarks, CRD schema + CEL validation, Status errors), so that
-kopf and the ``kubernetes`` client work against it unchanged. There is no authentication, RBAC,
-admission, OpenAPI endpoint or server-side apply; requests are recorded (``emu.calls``) so tests can
-check them against the Helm chart's RBAC instead.
+Used by the test-suite and ``mpg-operator demo`` where no kube-apiserver can be had. It serves what
+an operator uses, with the real server's semantics, so that kopf and the ``kubernetes`` client work
+against it unchanged::
+
+    with KubeEmulator(crds=[crd_dict], namespaces=["default"]) as emu:
+        emu.write_kubeconfig(path)          # cluster/user/context "kubeemu", plain HTTP, no auth
+        emu.apply(manifest)                 # kubectl-apply-like, validated
+        emu.wait_for(lambda: (emu.get("v1", "Secret", "x") or {}).get("data"))
+        assert all(rbac_allows(call) for call in emu.calls)   # ApiCall(verb, api_group, ...)
+
+Emulated: discovery (``/api``, ``/apis``, group/version resource lists with ``<plural>/status``,
+``/version``); namespaces, secrets (``stringData`` → base64 ``data``, type ``Opaque``), configmaps,
+serviceaccounts, core and ``events.k8s.io`` events, leases, CRDs (creating one serves its
+resources); custom resources: create (201, 409 AlreadyExists, ``generateName``), get, list (paging,
+``<Kind>List``), watch (ADDED/MODIFIED/DELETED/BOOKMARK, ``resourceVersion`` resume, 410 Gone,
+``timeoutSeconds``, ``sendInitialEvents``), PUT, JSON merge patch, JSON patch (a failed ``test`` is
+422), delete and deletecollection; ``resourceVersion`` (cluster-wide), ``uid``, ``generation`` (spec
+changes only), ``creationTimestamp``; the ``status`` subresource kept apart from the main resource;
+optimistic concurrency (409 Conflict); finalizers and ``deletionTimestamp``; ownerReference garbage
+collection (background, foreground, orphan); namespace termination; label and field selectors (also
+on watches: objects entering/leaving a selection are ADDED/DELETED); structural-schema pruning,
+OpenAPI schema and CEL ``x-kubernetes-validations`` (with ``oldSelf``), answered as 422 ``Status``
+objects worded like the real server; ``dryRun=All``.
+
+Not emulated: authentication and RBAC (``emu.calls`` records each request as an RBAC verb and
+resource so tests can check them against the chart's Roles instead), admission webhooks, defaulting,
+server-side apply and strategic-merge-patch list semantics (for built-ins it is a plain merge patch;
+for custom resources it is refused with 415, as on a real server), protobuf bodies (so
+``kubectl create`` of built-in kinds fails; ``kubectl get``, ``delete`` and ``apply --validate=false``
+of custom resources work), OpenAPI documents (``helm install`` and kubectl's client-side validation
+cannot run against it), pods and controllers.
 
 Requires the ``emulator`` extra (kmock, jsonschema, cel-python).
 """

@@ -37,6 +37,7 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+FOREGROUND = "foregroundDeletion"
 
 
 @dataclass(frozen=True)
@@ -567,8 +568,11 @@ class Store:
         if meta.get("deletionTimestamp"):
             return obj
         is_namespace = rt.group == "" and rt.plural == "namespaces"
-        if meta.get("finalizers") or is_namespace:
+        foreground = propagation == "Foreground" and bool(self._dependents(meta["uid"]))
+        if meta.get("finalizers") or is_namespace or foreground:
             original, obj = obj, copy.deepcopy(obj)
+            if foreground:
+                obj["metadata"]["finalizers"] = [*(meta.get("finalizers") or []), FOREGROUND]
             obj["metadata"]["deletionTimestamp"] = now()
             obj["metadata"]["deletionGracePeriodSeconds"] = 0
             if rt.has_generation:
@@ -581,8 +585,29 @@ class Store:
             if is_namespace:
                 self._finish_namespace_or_remove(rt, obj)
                 return self._bucket(rt).get((None, meta["name"]), obj)
+            if foreground:
+                for dep_rt, dep in self._dependents(meta["uid"]):
+                    self._delete_obj(dep_rt, dep, None)
+                self._maybe_finish_foreground(meta["uid"])
             return obj
         return self._remove(rt, obj)
+
+    def _maybe_finish_foreground(self, owner_uid: str) -> None:
+        """Foreground deletion: drop the owner's ``foregroundDeletion`` finalizer once its dependents are gone."""
+        location = self._uids.get(owner_uid)
+        if location is None:
+            return
+        owner = self._objects.get(location[0], {}).get(location[1])
+        rt = self._type_for_storage(location[0])
+        if owner is None or rt is None or FOREGROUND not in (owner["metadata"].get("finalizers") or []):
+            return
+        if any(dep["metadata"].get("ownerReferences") and any(
+                r.get("uid") == owner_uid and r.get("blockOwnerDeletion") for r in dep["metadata"]["ownerReferences"])
+               for _, dep in self._dependents(owner_uid)):
+            return
+        new = copy.deepcopy(owner)
+        new["metadata"]["finalizers"] = [f for f in new["metadata"]["finalizers"] if f != FOREGROUND]
+        self._update(rt, owner, new, None, False)
 
     def _remove(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
@@ -595,6 +620,8 @@ class Store:
         if rt.group == "apiextensions.k8s.io" and rt.plural == "customresourcedefinitions":
             self._uninstall_crd(obj)
         self._collect_garbage(meta["uid"])
+        for ref in meta.get("ownerReferences") or []:
+            self._maybe_finish_foreground(ref.get("uid", ""))
         if meta.get("namespace"):
             self._maybe_finish_namespace(meta["namespace"])
         return obj
