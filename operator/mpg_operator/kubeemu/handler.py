@@ -115,6 +115,7 @@ class EmulatorHandler(kmock.RawHandler):
     bookmark_interval: float = 10.0
     watch_timeout: float = 1800.0
     address: str = "127.0.0.1:0"
+    max_recorded: int = 100_000  # requests and calls kept; the older half is dropped beyond this
     _stopping: asyncio.Event | None = attrs.field(default=None)
     _watch_wakers: set[asyncio.Event] = attrs.field(factory=set)
 
@@ -127,17 +128,18 @@ class EmulatorHandler(kmock.RawHandler):
             parsed = parse_path(raw.path)
             params = dict(raw.query)
             data: Any = None
+            undecodable = False
             if body:
                 try:
                     data = json.loads(body)
                 except ValueError:
-                    if raw.method in ("POST", "PUT", "PATCH"):
-                        content_type = raw.headers.get("Content-Type", "")
-                        code = 400 if "json" in content_type or not content_type else 415
-                        raise ApiError(code, "the body of the request was in an unknown format - accepted "
-                                             "media types include: application/json, application/yaml "
-                                             "(kubeemu does not speak protobuf)") from None
+                    undecodable = raw.method in ("POST", "PUT", "PATCH")
             request = self._record(raw, parsed, params, body, data)
+            if undecodable:
+                content_type = raw.headers.get("Content-Type", "")
+                raise ApiError(400 if "json" in content_type or not content_type else 415,
+                               "the body of the request was in an unknown format - accepted media types "
+                               "include: application/json (kubeemu does not speak protobuf)")
             if self._payloads:
                 try:
                     return await super()._handle(request)
@@ -174,6 +176,10 @@ class EmulatorHandler(kmock.RawHandler):
             subresource=parsed.subresource if parsed else None,
         )
         self._requests.append(request)
+        if len(self._requests) > self.max_recorded:  # bounded memory for long demo runs
+            del self._requests[: self.max_recorded // 2]
+        if len(self.calls) > self.max_recorded:
+            del self.calls[: self.max_recorded // 2]
         return request
 
     # ---------------------------------------------------------------- routing

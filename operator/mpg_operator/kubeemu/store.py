@@ -390,8 +390,9 @@ class Store:
                                              "version marked as storage version"))
         if causes:
             raise errors.invalid(("apiextensions.k8s.io", "CustomResourceDefinition"), name, causes)
+        conditions = (crd.get("status") or {}).get("conditions")
         crd["status"] = {
-            "conditions": [
+            "conditions": conditions or [
                 {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
                  "message": "no conflicts found", "lastTransitionTime": now()},
                 {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
