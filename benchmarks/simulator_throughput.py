@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-
 from mpg_operator.simulator import Simulator, SimulatorConfig
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "simulator-throughput.md"
@@ -85,8 +84,8 @@ async def run(requests: int, services: int) -> str:
         "# Simulator throughput",
         "",
         f"Command: `{cmd.strip()}` (run from the repository root with the project's venv).",
-        f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} "
-        f"{platform.release()}; client (aiohttp) and simulator share one process and one event loop, loopback only.",
+        (f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} "
+         f"{platform.release()}; client (aiohttp) and simulator share one process and one event loop, loopback only."),
         "",
         "Rate limit off, no real PostgreSQL, no fault injection, no observers.",
         "",

@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from mpg_operator.simulator import Simulator, SimulatorConfig
 from mpg_operator.simulator.conformance import ConformanceRecorder
 from mpg_operator.simulator.testing import FAST, SimApi

@@ -19,7 +19,6 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from mpg_operator.simulator import SimulatorConfig, SimulatorThread
 from mpg_operator.simulator.conformance import ConformanceRecorder
 
@@ -49,7 +48,7 @@ class Ctl:
                "--org-id", self.sim.org_id, "postgres", *args, "--json"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKHOUSE_")}
         env.update(DO_NOT_TRACK="1", HOME=self.home)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=self.home, timeout=60)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=self.home, timeout=60, check=False)
         if ok:
             # never print secrets: show only the sub-command on failure
             assert proc.returncode == 0, f"clickhousectl postgres {args[0]} failed: rc={proc.returncode}"

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-from mpg_operator.simulator.conformance import ConformanceRecorder, _match_operation, check_exchange
+from mpg_operator.simulator.conformance import (
+    ConformanceRecorder,
+    _match_operation,
+    check_exchange,
+)
 from mpg_operator.simulator.server import Exchange
 from mpg_operator.simulator.validation import openapi_document
 
@@ -114,7 +117,7 @@ async def test_every_operation_answers_200_conformantly(make_simulator) -> None:
         await asyncio.sleep(0.05)
     replica_id = next(s["id"] for s in await api.ok("GET", "/postgres") if not s["isPrimary"])
     await api.ok("PATCH", f"/postgres/{replica_id}/state", {"command": "promote"})
-    target = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    target = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     await api.ok("POST", f"{base}/restoredService", {"name": "restored", "restoreTarget": target})
     await api.ok("PATCH", f"{base}/state", {"command": "restart"})
     await api.ok("DELETE", f"/postgres/{replica_id}")

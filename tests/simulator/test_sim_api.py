@@ -6,7 +6,6 @@ import re
 import uuid
 
 import pytest
-
 from mpg_operator.simulator import Simulator
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

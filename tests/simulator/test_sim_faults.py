@@ -7,7 +7,6 @@ import time
 
 import aiohttp
 import pytest
-
 from mpg_operator.simulator import Simulator
 
 CREATE = {"name": "svc", "provider": "aws", "region": "us-east-1", "size": "r8gd.large"}

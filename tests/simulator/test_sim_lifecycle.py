@@ -161,6 +161,6 @@ async def test_metrics_and_slow_queries(sim_api) -> None:
     points = [p for m in result["metrics"] for s in m["series"] for p in s["dataPoints"]]
     assert points and all(isinstance(p["timestamp"], int) for p in points)
     assert await sim_api.ok("GET", f"{base}/slowQueryPatterns?{window}&limit=5&sort_by=call_count") == []
-    status, data, _ = await sim_api.call("GET", f"{base}/slowQueryPatterns/-42?db_name=postgres&db_user=postgres&db_operation=SELECT")
+    status, _, _ = await sim_api.call("GET", f"{base}/slowQueryPatterns/-42?db_name=postgres&db_user=postgres&db_operation=SELECT")
     assert status == 404
     assert await sim_api.ok("GET", f"{base}/logs?{window}") == []

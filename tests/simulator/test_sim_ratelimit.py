@@ -37,7 +37,7 @@ async def test_window_resets_and_keys_are_separate(make_simulator) -> None:
     statuses = [(await api.call("GET", "/postgres"))[0] for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
     assert (await api.call("GET", "/postgres", auth=other))[0] == 200  # its own window
-    status, _, headers = await api.call("GET", "/postgres")
+    _, _, headers = await api.call("GET", "/postgres")
     await asyncio.sleep(float(headers["X-RateLimit-Reset"]) + 0.05)
     assert (await api.call("GET", "/postgres"))[0] == 200
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 NOT_READY = "BAD_REQUEST: Parent server is not ready for read replicas. There are no backups, yet."
 READ_ONLY = "BAD_REQUEST: Read replicas cannot be modified directly! Please modify the parent database instead."
@@ -88,7 +88,7 @@ async def test_promote_replica(sim_api) -> None:
     # now independent: the old primary can be deleted, the promoted one patched
     await sim_api.ok("PATCH", f"/postgres/{rid}", {"tags": [{"key": "promoted", "value": "yes"}]})
     await sim_api.ok("DELETE", f"/postgres/{primary['id']}")
-    status, data, _ = await sim_api.call("PATCH", f"/postgres/{primary['id']}/state", {"command": "promote"})
+    status, _, _ = await sim_api.call("PATCH", f"/postgres/{primary['id']}/state", {"command": "promote"})
     assert status == 400
 
 
@@ -100,7 +100,7 @@ async def test_promote_primary_is_400(sim_api) -> None:
 
 async def test_restore_goes_through_restore_states(sim_api) -> None:
     source = await _primary_with_backup(sim_api)
-    target = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    target = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     restored = await sim_api.ok("POST", f"/postgres/{source['id']}/restoredService",
                                 {"name": "restored", "restoreTarget": target, "tags": [{"key": "from", "value": "pitr"}]})
     assert restored["id"] != source["id"] and restored["isPrimary"] is True
@@ -122,7 +122,7 @@ async def test_restore_goes_through_restore_states(sim_api) -> None:
 async def test_restore_before_first_backup_is_400(sim_api) -> None:
     created = await sim_api.create()
     status, data, _ = await sim_api.call("POST", f"/postgres/{created['id']}/restoredService",
-                                         {"name": "r", "restoreTarget": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+                                         {"name": "r", "restoreTarget": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
     assert status == 400 and "no backups" in data["error"]
 
 

@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from mpg_operator.simulator import SimulatorConfig, SimulatorThread
 
 VENV_BIN = Path(sys.executable).parent
@@ -91,7 +90,7 @@ def test_cli_generates_credentials_and_starts_fast() -> None:
         assert elapsed < 3.0, f"first answer after {elapsed:.2f} s"
         # the printed curl line works as printed
         if shutil.which("curl"):
-            out = subprocess.run(info["curl"] + " --silent", shell=True, capture_output=True, text=True, timeout=10)
+            out = subprocess.run(info["curl"] + " --silent", shell=True, capture_output=True, text=True, timeout=10, check=True)
             assert json.loads(out.stdout)["status"] == 200
         # rate limit flags are honoured (3 per 30 s window)
         statuses = [_get(f"{info['URL']}/organizations", (info["key id"], info["key secret"]))[0] for _ in range(3)]
@@ -122,6 +121,6 @@ def test_cli_module_imports_only_stdlib() -> None:
 def test_cli_help_is_fast() -> None:
     exe = shutil.which("mpg-operator", path=str(VENV_BIN)) or "mpg-operator"
     started = time.monotonic()
-    out = subprocess.run([exe, "simulator", "--help"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run([exe, "simulator", "--help"], capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 0 and "--no-rate-limit" in out.stdout and "--create-seconds" in out.stdout
     assert time.monotonic() - started < 3.0

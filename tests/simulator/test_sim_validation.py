@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -153,7 +153,7 @@ async def test_restore_target_outside_retention(sim_api) -> None:
     import asyncio
 
     await asyncio.sleep(0.7)  # past the first backup (FAST: 0.6 s)
-    for target in (datetime.now(timezone.utc) + timedelta(hours=1), datetime.now(timezone.utc) - timedelta(days=8)):
+    for target in (datetime.now(UTC) + timedelta(hours=1), datetime.now(UTC) - timedelta(days=8)):
         status, data, _ = await sim_api.call("POST", f"/postgres/{created['id']}/restoredService",
                                              {"name": "r", "restoreTarget": target.strftime("%Y-%m-%dT%H:%M:%SZ")})
         assert status == 400 and "within the backup retention period" in data["error"], data

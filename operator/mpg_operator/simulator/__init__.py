@@ -28,7 +28,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from mpg_operator.simulator.config import SimulatorConfig
     from mpg_operator.simulator.faults import Faults
-    from mpg_operator.simulator.server import Exchange, RequestRecord, Simulator, SimulatorThread
+    from mpg_operator.simulator.server import (
+        Exchange,
+        RequestRecord,
+        Simulator,
+        SimulatorThread,
+    )
 
 __all__ = ["Exchange", "Faults", "RequestRecord", "Simulator", "SimulatorConfig", "SimulatorThread"]
 

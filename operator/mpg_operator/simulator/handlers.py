@@ -7,7 +7,7 @@ import hashlib
 import json
 import math
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -20,6 +20,7 @@ from mpg_operator.simulator.validation import (
     check_uuid,
     query_int,
     query_window,
+    spec_sizes,
     validate_config,
     validate_create,
     validate_password,
@@ -27,7 +28,6 @@ from mpg_operator.simulator.validation import (
     validate_replica,
     validate_restore,
     validate_state,
-    spec_sizes,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -249,7 +249,7 @@ class Api:
         points = math.ceil(span / bucket)
         if points > 250:
             raise bad(f"Requests are capped at 250 data points ({points} requested); increase bucket_size_seconds")
-        created = datetime.fromisoformat(svc.created_at.replace("Z", "+00:00")).timestamp()
+        created = datetime.fromisoformat(svc.created_at).timestamp()
         t0 = int(start.timestamp())
         stamps = [t0 + i * bucket for i in range(points) if t0 + (i + 1) * bucket > created]
 
@@ -369,4 +369,4 @@ def check_uuid_ok(value: str) -> bool:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 from aiohttp import BasicAuth, hdrs, web
 
@@ -121,7 +121,7 @@ class Simulator:
         return self.store.state_of(self.store.services[service_id])
 
     # -- lifecycle ----------------------------------------------------------------------------
-    async def start(self) -> Simulator:
+    async def start(self) -> Self:
         self.loop = asyncio.get_running_loop()
         self.fleet = _load_fleet(self.config)
         self.store.fleet = self.fleet
@@ -150,7 +150,7 @@ class Simulator:
             await self.fleet.close()
             self.fleet = None
 
-    async def __aenter__(self) -> Simulator:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -162,7 +162,7 @@ class Simulator:
             await asyncio.sleep(0.2)
             try:
                 self.store.refresh()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("refresh failed")
 
     # -- request pipeline -----------------------------------------------------------------------
@@ -217,9 +217,9 @@ class Simulator:
             elif exc.status == 413:
                 err = ApiError(413, "Request body too large")
             else:
-                err = ApiError(exc.status if exc.status >= 400 else 400, exc.reason)
+                err = ApiError(max(exc.status, 400), exc.reason)
             response = error_response(request_id, err)
-        except Exception:  # noqa: BLE001 - never a traceback on the wire
+        except Exception:
             log.exception("unexpected error on %s %s", method, path)
             response = error_response(request_id, ApiError(500, "An internal server error has occurred"))
         if response.status == 401:
@@ -250,7 +250,7 @@ class Simulator:
         for fn in self._observers:
             try:
                 fn(exchange)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("simulator observer failed")
 
 
@@ -276,7 +276,7 @@ class SimulatorThread:
     async def _services(self) -> dict[str, Service]:
         return self.sim.services
 
-    def start(self) -> SimulatorThread:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self._run, name="mpg-simulator", daemon=True)
         self._thread.start()
         self._started.wait(120)
@@ -308,7 +308,7 @@ class SimulatorThread:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(60)
 
-    def __enter__(self) -> SimulatorThread:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

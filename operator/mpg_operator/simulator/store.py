@@ -17,7 +17,7 @@ import string
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from mpg_operator.simulator.config import SimulatorConfig
@@ -59,7 +59,7 @@ def fake_hostname(name: str, service_id: str, region: str) -> str:
 
 
 def iso_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 _SIZE_VCPUS = {"medium": 1, "large": 2, "xlarge": 4}
@@ -376,7 +376,7 @@ class Store:
     async def restore(self, org_id: str, source_id: str, fields: dict[str, Any]) -> Service:
         source = self.get(org_id, source_id)
         self._alive(source)
-        now_wall = datetime.now(timezone.utc)
+        now_wall = datetime.now(UTC)
         age = self.clock() - source.created_mono
         if not self.has_backup(source):
             raise bad("Source server has no backups, yet. Try again later.")

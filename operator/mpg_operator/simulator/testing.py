@@ -12,18 +12,18 @@ import aiohttp
 
 from mpg_operator.simulator.server import Simulator
 
-FAST: dict[str, Any] = dict(
-    port=0,
-    create_seconds=0.3,
-    replica_seconds=0.3,
-    restore_phase_seconds=0.15,
-    restart_seconds=0.3,
-    resize_seconds=0.4,
-    delete_seconds=0.3,
-    promote_seconds=0.2,
-    first_backup_seconds=0.6,
-    rate_limit=None,
-)
+FAST: dict[str, Any] = {
+    "port": 0,
+    "create_seconds": 0.3,
+    "replica_seconds": 0.3,
+    "restore_phase_seconds": 0.15,
+    "restart_seconds": 0.3,
+    "resize_seconds": 0.4,
+    "delete_seconds": 0.3,
+    "promote_seconds": 0.2,
+    "first_backup_seconds": 0.6,
+    "rate_limit": None,
+}
 """Durations used by the ``simulator`` fixtures (seconds)."""
 
 

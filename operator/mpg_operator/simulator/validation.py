@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 TAG_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
@@ -30,7 +30,7 @@ DEFAULT_VERSION = "17"
 class ApiError(Exception):
     """An API error: HTTP status, upper-case code and a human detail."""
 
-    CODES = {
+    CODES: ClassVar[dict[int, str]] = {
         400: "BAD_REQUEST",
         401: "UNAUTHORIZED",
         403: "FORBIDDEN",
@@ -203,7 +203,7 @@ def parse_rfc3339(value: Any, what: str) -> datetime:
         parsed = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
     except ValueError:
         raise bad(f"{what} is not a valid date-time: {value}") from None
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 # --- configuration maps ----------------------------------------------------------------
