@@ -107,3 +107,19 @@ def test_kopf_operator_lifecycle(emu: KubeEmulator, kubeconfig: Path, monkeypatc
     assert ("patch", PLURAL, None) in verbs and ("patch", PLURAL, "status") in verbs
     assert ("watch", PLURAL, None) in verbs and ("create", "events", None) in verbs
     assert emu.server_errors == []
+
+
+@pytest.mark.timeout(60)
+def test_kopf_serves_a_namespace_created_after_start(emu: KubeEmulator, kubeconfig: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    registry = make_registry(kubeconfig, [])
+    with KopfRunner(["run", "--standalone", "--namespace=late"], registry=registry, timeout=30) as runner:
+        emu.wait_for(lambda: any(c.resource == "namespaces" and c.verb == "watch" for c in emu.calls))
+        emu.create_namespace("late")
+        emu.apply(widget("w1", namespace="late"))
+        emu.wait_for(lambda: ((emu.get(API_VERSION, KIND, "w1", "late") or {}).get("status") or {}).get("created"),
+                     timeout=20)
+        assert emu.get("v1", "Secret", "w1-credentials", "late") is not None
+    assert runner.exception is None
