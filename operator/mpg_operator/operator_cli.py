@@ -16,6 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0 disables)")
     parser.add_argument("--metrics-host", default="0.0.0.0", help="address of the metrics server")
     parser.add_argument("--peering", metavar="NAME", help="kopf peering name (hot standby); default: standalone")
+    parser.add_argument(
+        "--priority", type=int, default=0,
+        help="kopf peering priority: with --peering, the highest-priority operator serves, others stand by",
+    )
     parser.add_argument("--log-format", choices=["json", "text"], default="text", help="log format")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
 
@@ -55,6 +59,7 @@ def main(args: argparse.Namespace) -> int:
             liveness_endpoint=args.liveness,
             standalone=not args.peering,
             peering_name=args.peering,
+            priority=args.priority,
         )
     )
     return 0

@@ -317,3 +317,20 @@ def test_no_secret_leaks_into_events_or_status(sandbox):
     dumped = str(sb.kube.list("v1", "Event", NS)) + str(sb.kube.list("clickhouse.cloud/v1alpha1", "ManagedPostgres", NS))
     for value in secrets:
         assert value not in dumped
+
+
+def test_rbac_of_the_chart_allows_exactly_the_calls_the_operator_made(sandbox):
+    """Every Kubernetes API call recorded in this module is allowed by the Helm chart's RBAC
+    (cluster-wide and namespace-scoped), and the RBAC grants nothing the operator never used."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "deploy" / "rbac_check.py"
+    spec = importlib.util.spec_from_file_location("rbac_check", path)
+    rbac_check = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("rbac_check", rbac_check)
+    spec.loader.exec_module(rbac_check)
+    calls = list(sandbox.kube.calls)
+    assert calls, "the emulator recorded no calls"
+    rbac_check.assert_rbac_covers(calls)

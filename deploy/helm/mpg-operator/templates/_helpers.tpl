@@ -66,26 +66,30 @@ by a ClusterRole, or per watched namespace by a Role. Only verbs the operator us
 {{- define "mpg-operator.namespacedRules" -}}
 - apiGroups: ["clickhouse.cloud"]
   resources: ["managedpostgreses"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["clickhouse.cloud"]
   resources: ["managedpostgreses/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-- apiGroups: ["", "events.k8s.io"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}
 
-{{/* Cluster-scoped reads kopf performs in every mode: CRD discovery and namespace observation. */}}
+{{/* Cluster-scoped reads kopf performs in every mode: CRD discovery. */}}
 {{- define "mpg-operator.clusterRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
+{{- end -}}
+
+{{/* Namespace-scoped mode only: kopf observes namespaces to serve the watched ones as they appear. */}}
+{{- define "mpg-operator.namespaceRules" -}}
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- end -}}
 
 {{/* The operator's command-line arguments (after the image's "mpg-operator" entrypoint). */}}
