@@ -191,3 +191,19 @@ def test_foreground_deletion_waits_for_blocking_dependents(store: Store) -> None
     store.patch(cm, "default", "dep", "application/merge-patch+json", {"metadata": {"finalizers": None}})
     with pytest.raises(ApiError):
         store.get(rt, "default", "o")  # the last blocking dependent went, so did the owner
+
+
+def test_strategic_merge_patch_merges_metadata_lists(store: Store) -> None:
+    cm = store.resolve("", "v1", "configmaps")
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": "u1"}
+    store.create(cm, "default", {"metadata": {"name": "c", "finalizers": ["a.io/x"], "ownerReferences": [ref]},
+                                 "data": {"k": "v"}})
+    smp = "application/strategic-merge-patch+json"
+    out = store.patch(cm, "default", "c", smp, {
+        "metadata": {"finalizers": ["b.io/y"], "ownerReferences": [{**ref, "uid": "u2", "name": "p"}]},
+        "data": {"k2": "v2"}})
+    assert out["metadata"]["finalizers"] == ["a.io/x", "b.io/y"]
+    assert [r["uid"] for r in out["metadata"]["ownerReferences"]] == ["u1", "u2"]
+    assert out["data"] == {"k": "v", "k2": "v2"}
+    out = store.patch(cm, "default", "c", smp, {"metadata": {"$deleteFromPrimitiveList/finalizers": ["a.io/x"]}})
+    assert out["metadata"]["finalizers"] == ["b.io/y"]

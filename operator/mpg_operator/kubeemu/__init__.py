@@ -26,8 +26,9 @@ objects worded like the real server; ``dryRun=All``.
 
 Not emulated: authentication and RBAC (``emu.calls`` records each request as an RBAC verb and
 resource so tests can check them against the chart's Roles instead), admission webhooks, defaulting,
-server-side apply and strategic-merge-patch list semantics (for built-ins it is a plain merge patch;
-for custom resources it is refused with 415, as on a real server), protobuf bodies (so
+server-side apply, most strategic-merge-patch list strategies (for built-ins it is a merge patch
+that merges ``metadata.finalizers`` and ``ownerReferences`` like the real one; for custom resources
+it is refused with 415, as on a real server), protobuf bodies (so
 ``kubectl create`` of built-in kinds fails; ``kubectl get``, ``delete`` and ``apply --validate=false``
 of custom resources work), OpenAPI documents (``helm install`` and kubectl's client-side validation
 cannot run against it), pods and controllers.

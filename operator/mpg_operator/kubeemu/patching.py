@@ -21,6 +21,55 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def strategic_merge_patch(target: Any, patch: Any) -> Any:
+    """A strategic merge patch for built-in kinds, limited to ObjectMeta's list strategies.
+
+    Like a merge patch, except ``metadata.finalizers`` merges as a set (``$deleteFromPrimitiveList``
+    removes) and ``metadata.ownerReferences`` merges by ``uid``; ``$setElementOrder``/``$retainKeys``
+    directives are dropped. Other list fields of built-ins are replaced, as in a merge patch.
+    """
+    if not isinstance(patch, dict) or not isinstance(target, dict):
+        return merge_patch(target, patch)
+    meta_patch = dict(patch.get("metadata") or {}) if isinstance(patch.get("metadata"), dict) else None
+    rest = {k: v for k, v in patch.items() if k != "metadata" and not k.startswith("$")}
+    result = merge_patch(target, _strip_directives(rest))
+    if meta_patch is None:
+        if "metadata" in patch:
+            result["metadata"] = patch["metadata"]
+        return result
+    meta = dict(result.get("metadata") or {})
+    finalizers = list(meta.get("finalizers") or [])
+    removed = meta_patch.pop("$deleteFromPrimitiveList/finalizers", None) or []
+    if "finalizers" in meta_patch:
+        added = meta_patch.pop("finalizers")
+        finalizers = [] if added is None else finalizers + [f for f in added if f not in finalizers]
+    finalizers = [f for f in finalizers if f not in removed]
+    refs = list(meta.get("ownerReferences") or [])
+    if "ownerReferences" in meta_patch:
+        new_refs = meta_patch.pop("ownerReferences")
+        if new_refs is None:
+            refs = []
+        for ref in new_refs or []:
+            refs = [r for r in refs if r.get("uid") != ref.get("uid")]
+            if ref.get("$patch") != "delete":
+                refs.append(ref)
+    meta = merge_patch(meta, _strip_directives(meta_patch))
+    for key, value in (("finalizers", finalizers), ("ownerReferences", refs)):
+        if value:
+            meta[key] = value
+        else:
+            meta.pop(key, None)
+    result["metadata"] = meta
+    return result
+
+
+def _strip_directives(patch: Any) -> Any:
+    if isinstance(patch, dict):
+        return {k: _strip_directives(v) for k, v in patch.items()
+                if not (k.startswith("$setElementOrder/") or k.startswith("$retainKeys"))}
+    return patch
+
+
 def _unprocessable(detail: str) -> ApiError:
     # The real server wraps json-patch application errors into a generic 422 response.
     return ApiError(

@@ -22,7 +22,7 @@ from typing import Any
 
 from mpg_operator.kubeemu import errors, selectors
 from mpg_operator.kubeemu.errors import ApiError
-from mpg_operator.kubeemu.patching import json_patch, merge_patch
+from mpg_operator.kubeemu.patching import json_patch, merge_patch, strategic_merge_patch
 from mpg_operator.kubeemu.resources import BUILTINS, ResourceType, types_from_crd
 from mpg_operator.kubeemu.validation import crd_version_schema, prune, validate_schema
 
@@ -466,7 +466,7 @@ class Store:
             else:
                 if not isinstance(patch, dict):
                     raise errors.bad_request("the body of the request was in an unknown format")
-                new = merge_patch(current, patch)
+                new = (strategic_merge_patch if content_type == STRATEGIC else merge_patch)(current, patch)
                 if isinstance(patch.get("metadata"), dict) and "resourceVersion" not in patch["metadata"]:
                     new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
             if not isinstance(new, dict):
