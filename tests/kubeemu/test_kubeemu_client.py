@@ -375,3 +375,21 @@ def test_watch_with_label_selector_sees_objects_enter_and_leave(emu: KubeEmulato
     with urllib.request.urlopen(url, timeout=10) as response:
         events = [json.loads(line)["type"] for line in response.read().splitlines() if line.strip()]
     assert events == ["ADDED", "MODIFIED", "DELETED"]
+
+
+def test_restart_keeps_objects_and_a_busy_port_fails_cleanly() -> None:
+    import socket
+    import urllib.request
+
+    emu = KubeEmulator()
+    with emu:
+        emu.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept"}})
+    assert emu.calls == []  # the helpers do not go through HTTP
+    with emu:
+        with urllib.request.urlopen(f"{emu.url}/api/v1/namespaces/default/configmaps/kept", timeout=5) as r:
+            assert json.loads(r.read())["metadata"]["name"] == "kept"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(RuntimeError, match="failed to start"):
+            KubeEmulator(port=busy.getsockname()[1]).start()

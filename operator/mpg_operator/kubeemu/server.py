@@ -61,7 +61,7 @@ class KubeEmulator:
         watch_timeout: float = 1800.0,
     ) -> None:
         self.store = Store()
-        self._host, self._port = host, port
+        self._host, self._port, self._requested_port = host, port, port
         self._bookmark_interval, self._watch_timeout = bookmark_interval, watch_timeout
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -104,10 +104,15 @@ class KubeEmulator:
         """Start serving in a background thread; returns when the port is bound."""
         if self._thread is not None:
             raise RuntimeError("the emulator is already running")
+        self._ready.clear()
+        self._startup_error = None
+        self._port = self._requested_port
         self._thread = threading.Thread(target=self._run, name="kubeemu", daemon=True)
         self._thread.start()
         self._ready.wait(timeout=30)
-        if self._startup_error is not None:
+        if self._startup_error is not None or not self._ready.is_set():
+            self._thread.join(timeout=5)
+            self._thread = None
             raise RuntimeError("the Kubernetes emulator failed to start") from self._startup_error
         return self
 
