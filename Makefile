@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install benchmark crds clean
+.PHONY: demo test install crds clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,8 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -rs
 
 crds: $(VENV)/.installed-test
-	$(BIN)/mpg-operator crd > deploy/crds/managedpostgreses.clickhouse.cloud.yaml
+	$(BIN)/mpg-operator crd -o deploy/crds/managedpostgreses.clickhouse.cloud.yaml
+	$(BIN)/python scripts/sync-chart-crds.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache
