@@ -25,6 +25,10 @@ from mpg_operator.reconcile.connection import (
 from mpg_operator.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
 
+MERGE_PATCH = "application/merge-patch+json"
+"""Explicit: the generated client would otherwise pick JSON Patch for a dict body."""
+
+
 def load_kube_config() -> kubernetes.client.ApiClient:
     """In-cluster config when running in a pod, else ``$KUBECONFIG`` (read now, not at import)."""
     configuration = kubernetes.client.Configuration()
@@ -89,6 +93,7 @@ class KubeApi:
             PLURAL,
             name,
             {"status": status},
+            _content_type=MERGE_PATCH,
         )
 
     # --- Secrets -------------------------------------------------------------------------
@@ -168,7 +173,7 @@ class KubeApi:
             if e.status != 409:
                 raise
         patch = {"metadata": {"labels": labels, "annotations": annotations}, "data": encoded}
-        await self._run(self._core.patch_namespaced_secret, name, namespace, patch)
+        await self._run(self._core.patch_namespaced_secret, name, namespace, patch, _content_type=MERGE_PATCH)
 
 
 def _decode(data: dict[str, str]) -> dict[str, str]:

@@ -295,15 +295,16 @@ class Reconciler:
         if service.password is not None and service.id:
             password = service.password.get_secret_value()
             endpoint = Endpoint(hostname=service.hostname or "", username=service.username or "postgres", ca_pem="")
-            await self.kube.write_connection_secret(
-                namespace=desired.namespace,
-                name=desired.connection_secret_name,
-                owner=body,
-                data=secret_data(endpoint, password),
-                # No service name yet: the next pass fetches the CA and completes the Secret.
-                annotations=secret_annotations(service.id, "", password, confirmed=True),
-            )
+            # No service name yet: until the CA is in, the Secret is not current.
+            await self._write_secret(body, desired, endpoint, password, service.id, "", confirmed=True)
             outcome.events.append(("Normal", "CredentialsPublished", f"Wrote the initial credentials to Secret {desired.connection_secret_name}"))
+            try:
+                ca = await client.get_ca_certificates(service.id)
+            except CloudError:
+                pass  # the next pass fetches it
+            else:
+                endpoint = Endpoint(hostname=endpoint.hostname, username=endpoint.username, ca_pem=ca)
+                await self._write_secret(body, desired, endpoint, password, service.id, service.name or desired.service_name, confirmed=True)
         await self.kube.patch_status(
             desired.namespace,
             desired.name,
@@ -331,13 +332,7 @@ class Reconciler:
         outcome.status.update({"hostname": endpoint.hostname, "username": endpoint.username})
 
         async def write(password: str, confirmed: bool) -> None:
-            await self.kube.write_connection_secret(
-                namespace=desired.namespace,
-                name=desired.connection_secret_name,
-                owner=body,
-                data=secret_data(endpoint, password),
-                annotations=secret_annotations(action.service_id, action.service_name, password, confirmed),
-            )
+            await self._write_secret(body, desired, endpoint, password, action.service_id, action.service_name, confirmed)
 
         if action.password == "generate":
             password = generate_password()
@@ -354,6 +349,24 @@ class Reconciler:
             password = old.get("password", "")
             await write(password, confirmed=bool(secret and secret.password_confirmed(action.service_id)))
             outcome.events.append(("Normal", "SecretUpdated", f"Refreshed the endpoint in Secret {desired.connection_secret_name}"))
+
+    async def _write_secret(
+        self,
+        body: dict[str, Any],
+        desired: Desired,
+        endpoint: Endpoint,
+        password: str,
+        service_id: str,
+        service_name: str,
+        confirmed: bool,
+    ) -> None:
+        await self.kube.write_connection_secret(
+            namespace=desired.namespace,
+            name=desired.connection_secret_name,
+            owner=body,
+            data=secret_data(endpoint, password),
+            annotations=secret_annotations(service_id, service_name, password, confirmed),
+        )
 
     def _classify(
         self, error: CloudError, credentials: Credentials, plan: core.Plan | None
