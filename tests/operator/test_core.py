@@ -131,6 +131,12 @@ def test_recorded_service_missing_from_list_is_confirmed_by_get_first():
     assert kinds(plan) == ["ConfirmGone"]
 
 
+def test_recorded_service_missing_from_a_stale_list_is_waited_for():
+    status = ManagedPostgresStatus(serviceId=SID)
+    plan = core.plan(make_desired(), observe(status=status, snapshot_stale=True))
+    assert plan.actions == [] and plan.active
+
+
 def test_recorded_service_confirmed_gone_is_recreated_with_event():
     status = ManagedPostgresStatus(serviceId=SID)
     plan = core.plan(make_desired(), observe(status=status, confirmed_gone=True))

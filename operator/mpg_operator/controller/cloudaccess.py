@@ -116,9 +116,9 @@ class _Entry:
 class ServiceSnapshots:
     """Batched observation: one LIST per organization serves every resource.
 
-    Concurrent callers share one request; a snapshot younger than ``max_age`` (and not older
-    than ``not_before``) is reused. A failed LIST is remembered for ``error_ttl`` seconds, so
-    many resources with a broken key do not each hammer the API.
+    Concurrent callers share one request; a snapshot younger than ``max_age`` is reused. A
+    failed LIST is remembered for ``error_ttl`` seconds, so many resources with a broken key do
+    not each hammer the API.
     """
 
     def __init__(self, *, error_ttl: float = 5.0) -> None:
@@ -126,21 +126,15 @@ class ServiceSnapshots:
         self._error_ttl = error_ttl
         self.lists_sent = 0
 
-    async def get(
-        self, client: CloudClient, *, max_age: float, not_before: float | None = None
-    ) -> Snapshot:
+    async def get(self, client: CloudClient, *, max_age: float) -> Snapshot:
         key = (client.base_url, client.organization_id, client.key_id)
         entry = self._entries.setdefault(key, _Entry())
         async with entry.lock:
             now = time.time()
             snap = entry.snapshot
-            if (
-                snap is not None
-                and now - snap.fetched_at <= max_age
-                and (not_before is None or snap.fetched_at >= not_before)
-            ):
+            if snap is not None and now - snap.fetched_at <= max_age:
                 return snap
-            if entry.error is not None and now - entry.error_at < self._error_ttl and not_before is None:
+            if entry.error is not None and now - entry.error_at < self._error_ttl:
                 raise entry.error
             sent_at = time.time()
             self.lists_sent += 1

@@ -148,12 +148,10 @@ class Reconciler:
         last_error: tuple[str, str, datetime | None] | None = None,
         with_secret: bool = True,
     ) -> core.Observed:
+        # Batched: a recent LIST of the organization serves this resource too, even if it predates
+        # our last request; the plan waits rather than acting on a snapshot that cannot show it.
         pending = _parse(status.create_pending_since)
-        not_before = max(
-            self._last_mutation.get(desired.uid, 0.0),
-            pending.timestamp() if pending else 0.0,
-        ) or None
-        snap = await self.snapshots.get(client, max_age=max_age, not_before=not_before)
+        snap = await self.snapshots.get(client, max_age=max_age)
         remote, duplicates = core.find_remote(snap.services, status.service_id, desired.uid)
         secret = (
             await self.kube.observe_connection_secret(desired.namespace, desired.connection_secret_name)
@@ -167,6 +165,7 @@ class Reconciler:
             duplicates=duplicates,
             secret=secret,
             snapshot_after_pending=pending is None or snap.fetched_at >= pending.timestamp(),
+            snapshot_stale=snap.fetched_at < self._last_mutation.get(desired.uid, 0.0),
             last_error=last_error,
         )
 

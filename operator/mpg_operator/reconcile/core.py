@@ -75,6 +75,8 @@ class Observed:
     """A GET of ``status.serviceId`` answered 404 (the LIST alone is not trusted for that)."""
     snapshot_after_pending: bool = True
     """The LIST used was fetched after ``status.createPendingSince``."""
+    snapshot_stale: bool = False
+    """The LIST used was fetched before this operator's last request for the resource."""
     last_error: tuple[str, str, datetime | None] | None = None
     """(reason, message, since) of the last failure recorded for this generation, if any."""
 
@@ -355,6 +357,9 @@ def _plan_without_remote(desired: Desired, observed: Observed, p: Plan) -> Plan:
     suppressed = _suppressed(observed)
     p.ready = Condition("False", Reason.CREATING, "The service is being created")
 
+    if status.service_id and observed.snapshot_stale:
+        p.synced = Condition("True", Reason.RECONCILED, f"Waiting for service {status.service_id} to be listed")
+        return p
     if status.service_id and not observed.confirmed_gone:
         # The LIST does not show our service: confirm with a GET before believing it.
         p.actions.append(ConfirmGone(status.service_id))
