@@ -1,9 +1,13 @@
 """Shared fixtures: the ClickHouse Cloud API simulator.
 
+Every :class:`~mpg_operator.simulator.Simulator` started anywhere in the test session (these
+fixtures, other test packages, ``SimulatorThread``) gets an observer that records its responses;
+after each test they are validated against the vendored OpenAPI document, and a test whose
+simulator answered something non-conforming fails in teardown (opt out with
+``@pytest.mark.no_conformance``).
+
 * ``simulator`` -- an async :class:`~mpg_operator.simulator.Simulator` on a free port with fast
-  state-machine durations (:data:`FAST`), no rate limit and no real PostgreSQL. Every response it
-  serves is validated against the vendored OpenAPI document when the test ends (a test whose
-  responses do not conform fails in teardown).
+  state-machine durations (:data:`FAST`), no rate limit and no real PostgreSQL.
 * ``simulator_pg`` -- the same with real PostgreSQL servers behind services (skipped, with the
   reason, when the PostgreSQL fleet cannot run here).
 * ``make_simulator`` -- a factory for simulators with other settings (same checks).
@@ -13,7 +17,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -23,25 +27,59 @@ from mpg_operator.simulator.conformance import ConformanceRecorder
 from mpg_operator.simulator.testing import FAST, SimApi
 
 
+_RECORDER = ConformanceRecorder()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "no_conformance: do not check simulator responses against the OpenAPI document")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_every_simulator() -> Iterator[None]:
+    """Attach the session recorder to every simulator started while the tests run."""
+    original = Simulator.start
+
+    async def start(self: Simulator, *args: Any, **kwargs: Any) -> Simulator:
+        result = await original(self, *args, **kwargs)
+        if not getattr(self, "_conformance_recorded", False):
+            self.add_observer(_RECORDER)
+            self._conformance_recorded = True  # type: ignore[attr-defined]
+        return result
+
+    Simulator.start = start  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Simulator.start = original  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _check_simulator_conformance(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test: the responses simulators served meanwhile must conform to the document."""
+    exempt = request.node.get_closest_marker("no_conformance") is not None
+    earlier = _RECORDER.drain()  # served while broader-scoped fixtures were set up
+    if earlier and not exempt:
+        pytest.fail("simulator responses (set-up) that do not conform to the OpenAPI document:\n"
+                    + "\n".join(earlier[:20]), pytrace=False)
+    yield
+    problems = _RECORDER.drain()
+    if problems and not exempt:
+        pytest.fail("simulator responses that do not conform to the OpenAPI document:\n" + "\n".join(problems[:20]),
+                    pytrace=False)
+
+
 async def _serve(**overrides: Any) -> AsyncIterator[Simulator]:
-    recorder = ConformanceRecorder()
     sim = Simulator(SimulatorConfig(**{**FAST, **overrides}))
     await sim.start()
-    sim.add_observer(recorder)
     try:
         yield sim
     finally:
         await sim.stop()
-    problems = recorder.problems()
-    assert not problems, "responses that do not conform to the OpenAPI document:\n" + "\n".join(problems)
 
 
 @pytest.fixture
 async def simulator() -> AsyncIterator[Simulator]:
-    """A running simulator: fast durations (``FAST``), no rate limit, no real PostgreSQL.
-
-    Its responses are checked against the vendored OpenAPI document at teardown.
-    """
+    """A running simulator: fast durations (``FAST``), no rate limit, no real PostgreSQL."""
     async for sim in _serve(real_postgres=False):
         yield sim
 
@@ -77,8 +115,8 @@ async def pg_api(simulator_pg: Simulator) -> AsyncIterator[SimApi]:
 async def make_simulator() -> AsyncIterator[Callable[..., Awaitable[tuple[Simulator, SimApi]]]]:
     """Factory for simulators with other settings: ``sim, api = await make_simulator(redact=False)``.
 
-    Starts with ``FAST`` + the overrides (``real_postgres=False`` unless given), checks conformance
-    and stops everything at teardown.
+    Starts with ``FAST`` + the overrides (``real_postgres=False`` unless given) and stops
+    everything at teardown.
     """
     async with contextlib.AsyncExitStack() as stack:
         session = await stack.enter_async_context(aiohttp.ClientSession())

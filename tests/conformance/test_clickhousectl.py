@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,9 +50,11 @@ class Ctl:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKHOUSE_")}
         env.update(DO_NOT_TRACK="1", HOME=self.home)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=self.home, timeout=60, check=False)
-        if ok:
-            # never print secrets: show only the sub-command on failure
-            assert proc.returncode == 0, f"clickhousectl postgres {args[0]} failed: rc={proc.returncode}"
+        if ok and proc.returncode != 0:
+            # never print secrets: the key secret and any password-looking JSON value are masked
+            err = proc.stderr.replace(self.sim.key_secret, "***")
+            err = re.sub(r'("(?:password|connectionString)"\s*:\s*)"[^"]*"', r'\1"***"', err)
+            raise AssertionError(f"clickhousectl postgres {args[0]} failed: rc={proc.returncode}: {err[-600:]}")
         return proc
 
     def json(self, *args: str) -> Any:

@@ -189,8 +189,18 @@ class ConformanceRecorder:
             self.exchanges.append(exchange)
 
     def problems(self) -> list[str]:
+        """Problems of every exchange recorded so far."""
         with self._lock:
             exchanges = list(self.exchanges)
+        out: list[str] = []
+        for ex in exchanges:
+            out.extend(check_exchange(ex))
+        return out
+
+    def drain(self) -> list[str]:
+        """Problems of the exchanges recorded since the last drain (which are then forgotten)."""
+        with self._lock:
+            exchanges, self.exchanges = self.exchanges, []
         out: list[str] = []
         for ex in exchanges:
             out.extend(check_exchange(ex))
