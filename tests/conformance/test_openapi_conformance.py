@@ -138,3 +138,18 @@ async def test_every_operation_answers_200_conformantly(make_simulator) -> None:
             covered.add(matched[1]["operationId"])
     every = {op["operationId"] for item in openapi_document()["paths"].values() for op in item.values()}
     assert every - covered == {"slowQueryPatternGet"}  # no query patterns are simulated: 404 only
+
+
+async def test_every_simulator_in_the_session_is_recorded() -> None:
+    """tests/conftest.py attaches its recorder to simulators started outside its fixtures too."""
+    from mpg_operator.simulator import Simulator, SimulatorConfig
+
+    async with Simulator(SimulatorConfig(port=0, real_postgres=False)) as sim:
+        recorders = [o for o in sim._observers if isinstance(o, ConformanceRecorder)]
+        assert len(recorders) == 1
+        before = len(recorders[0].exchanges)
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session, session.get(f"{sim.url}/organizations") as resp:
+            assert resp.status == 401
+        assert len(recorders[0].exchanges) == before + 1
