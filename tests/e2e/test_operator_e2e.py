@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 
 import psycopg
 import pytest
@@ -28,8 +29,32 @@ pytestmark = [
 NS = "shop"
 
 
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # noqa: BLE001
+            pass
+
+
 @pytest.fixture(scope="module")
-def sandbox():
+def all_logs():
+    """Every log record of the module (operator, kopf, httpx, simulator, emulator), at DEBUG."""
+    root = logging.getLogger()
+    handler, level = _Collect(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler.lines
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def sandbox(all_logs):
     options = {
         "create_seconds": 1.0,
         "resize_seconds": 1.0,
@@ -308,15 +333,18 @@ def test_orphan_keeps_the_remote_service(sandbox):
     assert "Orphaned" in {e["reason"] for e in sb.kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "keep-db"}
 
 
-def test_no_secret_leaks_into_events_or_status(sandbox):
+def test_no_secret_leaks_into_events_status_or_logs(sandbox, all_logs):
     sb = sandbox
     secrets = {sb.simulator.key_secret}
     for obj in sb.kube.list("v1", "Secret", NS):
         if obj["metadata"]["name"].endswith("-connection"):
             secrets.add(base64.b64decode(obj["data"]["password"]).decode())
     dumped = str(sb.kube.list("v1", "Event", NS)) + str(sb.kube.list("clickhouse.cloud/v1alpha1", "ManagedPostgres", NS))
+    logs = "\n".join(all_logs)
+    assert len(all_logs) > 100  # the operator, kopf and the HTTP clients did log
     for value in secrets:
         assert value not in dumped
+        assert value not in logs
 
 
 def test_rbac_of_the_chart_allows_exactly_the_calls_the_operator_made(sandbox):

@@ -113,6 +113,11 @@ class Reconciler:
             if now - self._recent_events.get(key, -1e9) < 600:
                 continue  # the same event was posted recently
             self._recent_events[key] = now
+            meta = body["metadata"]
+            log.log(
+                logging.WARNING if type_ == "Warning" else logging.INFO,
+                "%s/%s: %s: %s", meta.get("namespace"), meta.get("name"), reason, message,
+            )
             self.post_event(body, type_, reason, message)
 
     # --- observation ---------------------------------------------------------------------
