@@ -155,7 +155,7 @@ class Reconciler:
     ) -> core.Observed:
         # Batched: a recent LIST of the organization serves this resource too, even if it predates
         # our last request; the plan waits rather than acting on a snapshot that cannot show it.
-        pending = _parse(status.create_pending_since)
+        pending = core.parse_time(status.create_pending_since)
         snap = await self.snapshots.get(client, max_age=max_age)
         remote, duplicates = core.find_remote(snap.services, status.service_id, desired.uid)
         secret = (
@@ -202,7 +202,7 @@ class Reconciler:
             and synced.reason in REMEMBERED_ERRORS
             and synced.observed_generation == generation
         ):
-            last_error = (synced.reason, synced.message, _parse(synced.last_transition_time))
+            last_error = (synced.reason, synced.message, core.parse_time(synced.last_transition_time))
 
         try:
             client, credentials = await self._client(desired)
@@ -309,12 +309,15 @@ class Reconciler:
             else:
                 endpoint = Endpoint(hostname=endpoint.hostname, username=endpoint.username, ca_pem=ca)
                 await self._write_secret(body, desired, endpoint, password, service.id, service.name or desired.service_name, confirmed=True)
-        await self.kube.patch_status(
-            desired.namespace,
-            desired.name,
-            {"serviceId": service.id, "createPendingSince": None, "state": service.state, "hostname": service.hostname, "username": service.username},
-        )
-        outcome.status.update({"serviceId": service.id, "createPendingSince": None, "state": service.state, "hostname": service.hostname, "username": service.username})
+        recorded = {
+            "serviceId": service.id,
+            "createPendingSince": None,
+            "state": service.state,
+            "hostname": service.hostname,
+            "username": service.username,
+        }
+        await self.kube.patch_status(desired.namespace, desired.name, recorded)
+        outcome.status.update(recorded)
         outcome.events.append(("Normal", "Created", f"Created service {service.id} ({desired.service_name}, {desired.size}, {desired.region})"))
 
     async def _publish_secret(
@@ -484,15 +487,6 @@ class Reconciler:
             return False, msg
         self._emit(body, plan.events + outcome.events)
         return plan.release_finalizer, plan.ready.message if plan.ready else "deleted"
-
-
-def _parse(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _not_ready_unless_known(conditions: dict[str, Any], message: str) -> core.Condition | None:

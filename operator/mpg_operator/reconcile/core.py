@@ -159,7 +159,8 @@ class Plan:
 # --- helpers -----------------------------------------------------------------------------
 
 
-def _parse_time(value: str | None) -> datetime | None:
+def parse_time(value: str | None) -> datetime | None:
+    """An RFC 3339 time from status, or None."""
     if not value:
         return None
     try:
@@ -282,7 +283,7 @@ def plan(desired: Desired, observed: Observed) -> Plan:
             (Reason.TERMINAL_READ_REPLICA, "The service is a read replica: the API does not allow changing it")
         )
     elif diffs:
-        sent_at = _parse_time(pending.sent_at) if pending else None
+        sent_at = parse_time(pending.sent_at) if pending else None
         already_sent = (
             pending is not None
             and pending.digest == digest
@@ -371,7 +372,7 @@ def _plan_without_remote(desired: Desired, observed: Observed, p: Plan) -> Plan:
         )
         p.status.update({"serviceId": None, "state": None, "hostname": None})
 
-    pending_since = _parse_time(status.create_pending_since)
+    pending_since = parse_time(status.create_pending_since)
     if pending_since is not None and not status.service_id:
         waited = observed.now - pending_since
         if not observed.snapshot_after_pending or waited < CREATE_GRACE:
@@ -411,7 +412,7 @@ def plan_delete(desired: Desired, observed: Observed) -> Plan:
         p.release_finalizer = True
         return p
     if remote is None:
-        pending_since = _parse_time(observed.status.create_pending_since)
+        pending_since = parse_time(observed.status.create_pending_since)
         if pending_since is not None and (
             not observed.snapshot_after_pending or observed.now - pending_since < CREATE_GRACE
         ):
