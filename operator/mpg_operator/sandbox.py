@@ -31,6 +31,7 @@ class OperatorThread:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
+        self._saved_env: dict[str, str | None] = {}
         self.error: BaseException | None = None
 
     def start(self, timeout: float = 30.0) -> OperatorThread:
@@ -38,7 +39,9 @@ class OperatorThread:
 
         from mpg_operator.controller import handlers  # noqa: F401 -- registers the handlers
 
-        os.environ.update(self.env)  # read by the operator at start-up, as from a pod spec
+        # Read by the operator at start-up, as from a pod spec; restored by stop().
+        self._saved_env = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
 
         def run() -> None:
             try:
@@ -69,6 +72,11 @@ class OperatorThread:
         self._stop.set()
         self._thread.join(timeout)
         self._thread = None
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class Sandbox:

@@ -155,6 +155,7 @@ async def reconcile_loop(
             await _sleep(delay, wake, stopped)
     finally:
         runtime.wakeups.pop(uid, None)
+        runtime.generations.pop(uid, None)
         runtime.metrics.ready.pop(uid, None)
 
 

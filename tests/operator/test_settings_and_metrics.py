@@ -1,0 +1,61 @@
+"""Operator settings from the environment, and the /metrics endpoint."""
+
+import httpx
+import pytest
+
+from mpg_operator.controller.metrics import OperatorMetrics, serve_metrics
+from mpg_operator.controller.settings import OperatorSettings
+
+
+def test_settings_defaults():
+    s = OperatorSettings.from_env({})
+    assert s.client.base_url == "https://api.clickhouse.cloud/v1"
+    assert s.client.rate_limit == 10 and s.client.rate_window == 10
+    assert (s.poll_interval, s.poll_interval_active, s.list_max_age) == (300, 15, 30)
+    assert s.defaults.deletion_policy == "Delete" and s.default_credentials_secret is None
+
+
+def test_settings_from_env():
+    s = OperatorSettings.from_env({
+        "CLICKHOUSE_CLOUD_API_URL": "http://127.0.0.1:8123/v1/",
+        "MPG_DEFAULT_CREDENTIALS_SECRET": "mpg-system/clickhouse-cloud",
+        "MPG_DEFAULT_DELETION_POLICY": "Orphan",
+        "MPG_POLL_INTERVAL": "60",
+        "MPG_API_RATE_LIMIT": "20",
+    })
+    assert s.client.base_url == "http://127.0.0.1:8123/v1"
+    assert s.default_credentials_secret == ("mpg-system", "clickhouse-cloud")
+    assert s.defaults.deletion_policy == "Orphan" and s.poll_interval == 60 and s.client.rate_limit == 20
+
+
+@pytest.mark.parametrize("env", [
+    {"MPG_DEFAULT_CREDENTIALS_SECRET": "no-namespace"},
+    {"MPG_DEFAULT_DELETION_POLICY": "Destroy"},
+    {"MPG_POLL_INTERVAL": "0"},
+])
+def test_bad_settings_are_rejected_with_the_variable_named(env):
+    with pytest.raises(ValueError, match=next(iter(env))):
+        OperatorSettings.from_env(env)
+
+
+async def test_metrics_endpoint_serves_prometheus_text():
+    metrics = OperatorMetrics()
+    metrics.on_api_response("postgresServiceGetList", "200", 0.01)
+    metrics.on_api_response("postgresServiceGetList", "200", 0.01)
+    metrics.on_api_response("postgresServiceCreate", "429", 0.01)
+    metrics.reconciles["ok"] += 3
+    metrics.ready.update({"a": True, "b": False})
+    runner = await serve_metrics(metrics, "127.0.0.1", 0)
+    try:
+        port = runner.addresses[0][1]
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        await runner.cleanup()
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'mpg_operator_api_requests_total{operation="postgresServiceGetList",status="200"} 2' in text
+    assert 'mpg_operator_api_requests_total{operation="postgresServiceCreate",status="429"} 1' in text
+    assert 'mpg_operator_reconciles_total{result="ok"} 3' in text
+    assert 'mpg_operator_managedpostgres_ready{ready="true"} 1' in text
+    assert 'mpg_operator_managedpostgres_ready{ready="false"} 1' in text
