@@ -301,7 +301,7 @@ class Reconciler:
             endpoint = Endpoint(hostname=service.hostname or "", username=service.username or "postgres", ca_pem="")
             # No service name yet: until the CA is in, the Secret is not current.
             await self._write_secret(body, desired, endpoint, password, service.id, "", confirmed=True)
-            outcome.events.append(("Normal", "CredentialsPublished", f"Wrote the initial credentials to Secret {desired.connection_secret_name}"))
+            self._emit(body, [("Normal", "CredentialsPublished", f"Wrote the initial credentials to Secret {desired.connection_secret_name}")])
             try:
                 ca = await client.get_ca_certificates(service.id)
             except CloudError:
@@ -318,7 +318,7 @@ class Reconciler:
         }
         await self.kube.patch_status(desired.namespace, desired.name, recorded)
         outcome.status.update(recorded)
-        outcome.events.append(("Normal", "Created", f"Created service {service.id} ({desired.service_name}, {desired.size}, {desired.region})"))
+        self._emit(body, [("Normal", "Created", f"Created service {service.id} ({desired.service_name}, {desired.size}, {desired.region})")])
 
     async def _publish_secret(
         self,
