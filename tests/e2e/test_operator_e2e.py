@@ -362,3 +362,28 @@ def test_rbac_of_the_chart_allows_exactly_the_calls_the_operator_made(sandbox):
     calls = list(sandbox.kube.calls)
     assert calls, "the emulator recorded no calls"
     rbac_check.assert_rbac_covers(calls)
+
+
+def test_api_faults_neither_duplicate_nor_lose_anything(sandbox):
+    """30 % of API requests fail with 500/503 or lose their response; resources still converge,
+    each with exactly one service and a Secret that works."""
+    sb = sandbox
+    faults = sb.simulator.faults
+    faults.error_rate, faults.error_status = 0.3, 503
+    faults.drop(count=2, when="after", method="POST", path=r"/postgres$")
+    faults.drop(count=2, when="after", method="PATCH", path=r"/password$")
+    names = [f"chaos-{i}" for i in range(3)]
+    try:
+        uids = [sb.apply(manifest(name))["metadata"]["uid"] for name in names]
+        for name in names:
+            wait_ready(sb, name, timeout=120)
+    finally:
+        faults.reset()
+    for name, uid in zip(names, uids):
+        assert len(services_of(sb, uid)) == 1, f"{name} has duplicate services"
+        assert query(sb.secret(f"{name}-connection", NS)["uri"]) == 1
+    for name in names:
+        sb.delete(name, NS)
+    for name, uid in zip(names, uids):
+        sb.wait_for(lambda: sb.get(name, NS) is None, timeout=60, what=f"{name} deleted")
+        assert services_of(sb, uid) == []
