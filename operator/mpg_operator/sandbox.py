@@ -124,6 +124,7 @@ class Sandbox:
             "MPG_POLL_INTERVAL": "30",
             "MPG_POLL_INTERVAL_ACTIVE": "0.5",
             "MPG_LIST_MAX_AGE": "10",
+            "MPG_CREATE_GRACE": "3",  # the simulator lists a service as soon as it is created
             **self.operator_env,
         }
 

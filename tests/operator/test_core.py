@@ -115,6 +115,12 @@ def test_pending_create_past_grace_creates_again_with_warning():
     assert any(e[1] == "CreateRetried" for e in plan.events)
 
 
+def test_create_grace_is_configurable():
+    status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(seconds=10)).isoformat())
+    plan = core.plan(make_desired(), observe(status=status), create_grace=timedelta(seconds=5))
+    assert kinds(plan) == ["CreateService"]
+
+
 def test_service_found_by_tag_after_crash_is_adopted_not_recreated():
     status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(seconds=5)).isoformat())
     desired = make_desired()

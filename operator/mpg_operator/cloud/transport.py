@@ -234,7 +234,7 @@ class Transport:
                 elif status >= 500:
                     if not idempotent:
                         raise AmbiguousCreateError(
-                            f"HTTP {status}: {error.detail}; the request may have taken effect",
+                            f"{error.detail}; the request may have taken effect",
                             status=status, code=error.code, operation=operation,
                             request_id=error.request_id,
                         )

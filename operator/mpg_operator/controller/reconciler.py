@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import pydantic
@@ -95,6 +95,7 @@ class Reconciler:
         self.clients = clients
         self.snapshots = snapshots
         self.post_event = post_event
+        self._create_grace = timedelta(seconds=settings.create_grace)
         self._last_mutation: dict[str, float] = {}
         self._recent_events: dict[tuple[str, str, str], float] = {}
 
@@ -219,10 +220,10 @@ class Reconciler:
             if status.create_pending_since or not (conditions.get("Ready") and conditions["Ready"].status == "True"):
                 max_age = min(max_age, self.settings.poll_interval_active / 2)
             observed = await self._observe(client, desired, status, max_age=max_age, last_error=last_error)
-            plan = core.plan(desired, observed)
+            plan = core.plan(desired, observed, create_grace=self._create_grace)
             if any(isinstance(a, core.ConfirmGone) for a in plan.actions):
                 observed = await self._confirm_gone(client, observed, status)
-                plan = core.plan(desired, observed)
+                plan = core.plan(desired, observed, create_grace=self._create_grace)
             await self._execute(plan, body, desired, client, observed, outcome)
         except CloudError as e:
             cond, event = self._classify(e, credentials, plan)
@@ -475,7 +476,7 @@ class Reconciler:
             msg = f"Cannot delete service {status.service_id}: ClickHouse Cloud rejected the API key: {e.detail}. {escape}"
             self._emit(body, [("Warning", "DeletionBlocked", msg)])
             return False, msg
-        plan = core.plan_delete(desired, observed)
+        plan = core.plan_delete(desired, observed, create_grace=self._create_grace)
         outcome = _Outcome()
         try:
             await self._execute(plan, body, desired, client, observed, outcome)

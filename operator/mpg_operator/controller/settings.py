@@ -21,6 +21,7 @@ class OperatorSettings:
     ``MPG_POLL_INTERVAL``                 seconds between passes in steady state            ``300``
     ``MPG_POLL_INTERVAL_ACTIVE``          seconds between passes while a change is in flight ``15``
     ``MPG_LIST_MAX_AGE``                  seconds a LIST of an organization is reused       ``30``
+    ``MPG_CREATE_GRACE``                  seconds an unanswered create may take to be listed ``60``
     ==================================== =============================================== ==========
 
     API URL, timeouts and rate limit: see :class:`~mpg_operator.cloud.config.ClientSettings`.
@@ -32,6 +33,7 @@ class OperatorSettings:
     poll_interval: float = 300.0
     poll_interval_active: float = 15.0
     list_max_age: float = 30.0
+    create_grace: float = 60.0
     jitter: float = 0.2
 
     @classmethod
@@ -62,4 +64,5 @@ class OperatorSettings:
             poll_interval=seconds("MPG_POLL_INTERVAL", 300.0),
             poll_interval_active=seconds("MPG_POLL_INTERVAL_ACTIVE", 15.0),
             list_max_age=seconds("MPG_LIST_MAX_AGE", 30.0),
+            create_grace=seconds("MPG_CREATE_GRACE", 60.0),
         )

@@ -27,7 +27,7 @@ from mpg_operator.reconcile.desired import OWNER_TAGS, TAG_UID, Desired
 from mpg_operator.resource import DeletionPolicy, ManagedPostgresStatus
 
 CREATE_GRACE = timedelta(seconds=60)
-"""How long a create whose outcome is unknown is waited for before it is sent again."""
+"""Default wait for a create whose outcome is unknown to show in a LIST before it is sent again."""
 
 UPDATE_SETTLE = timedelta(minutes=30)
 """How long an update in flight is waited for before it is sent again."""
@@ -229,8 +229,11 @@ def _suppressed(observed: Observed) -> tuple[str, str] | None:
 # --- planning ----------------------------------------------------------------------------
 
 
-def plan(desired: Desired, observed: Observed) -> Plan:
-    """Decide the next steps for a live (not deleting) ManagedPostgres."""
+def plan(desired: Desired, observed: Observed, *, create_grace: timedelta = CREATE_GRACE) -> Plan:
+    """Decide the next steps for a live (not deleting) ManagedPostgres.
+
+    ``create_grace``: how long a create whose outcome is unknown may take to show in a LIST.
+    """
     p = Plan()
     p.status["connectionSecretName"] = desired.connection_secret_name
     p.status["deletionPolicy"] = desired.deletion_policy
@@ -239,7 +242,7 @@ def plan(desired: Desired, observed: Observed) -> Plan:
     status = observed.status
 
     if remote is None:
-        return _plan_without_remote(desired, observed, p)
+        return _plan_without_remote(desired, observed, p, create_grace)
 
     if status.service_id != remote.id:
         p.actions.append(AdoptService(remote.id))
@@ -353,7 +356,7 @@ def plan(desired: Desired, observed: Observed) -> Plan:
     return p
 
 
-def _plan_without_remote(desired: Desired, observed: Observed, p: Plan) -> Plan:
+def _plan_without_remote(desired: Desired, observed: Observed, p: Plan, create_grace: timedelta) -> Plan:
     status = observed.status
     suppressed = _suppressed(observed)
     p.ready = Condition("False", Reason.CREATING, "The service is being created")
@@ -375,7 +378,7 @@ def _plan_without_remote(desired: Desired, observed: Observed, p: Plan) -> Plan:
     pending_since = parse_time(status.create_pending_since)
     if pending_since is not None and not status.service_id:
         waited = observed.now - pending_since
-        if not observed.snapshot_after_pending or waited < CREATE_GRACE:
+        if not observed.snapshot_after_pending or waited < create_grace:
             p.synced = Condition(
                 "Unknown",
                 Reason.CREATE_PENDING,
@@ -397,7 +400,7 @@ def _plan_without_remote(desired: Desired, observed: Observed, p: Plan) -> Plan:
     return p
 
 
-def plan_delete(desired: Desired, observed: Observed) -> Plan:
+def plan_delete(desired: Desired, observed: Observed, *, create_grace: timedelta = CREATE_GRACE) -> Plan:
     """Decide the next step for a ManagedPostgres being deleted.
 
     ``release_finalizer`` is set once nothing remains to be done remotely.
@@ -414,7 +417,7 @@ def plan_delete(desired: Desired, observed: Observed) -> Plan:
     if remote is None:
         pending_since = parse_time(observed.status.create_pending_since)
         if pending_since is not None and (
-            not observed.snapshot_after_pending or observed.now - pending_since < CREATE_GRACE
+            not observed.snapshot_after_pending or observed.now - pending_since < create_grace
         ):
             p.ready = Condition("False", Reason.DELETING, "Waiting for the outcome of a create request before deleting")
             return p
