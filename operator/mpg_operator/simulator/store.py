@@ -345,6 +345,25 @@ class Store:
         self._services[svc.id] = svc
         return svc
 
+    def _derived_service(self, org_id: str, origin: Service, fields: dict[str, Any], **extra: Any) -> Service:
+        """A replica or restore: provider, region, version, size, password and config come from ``origin``."""
+        return self._new_service(
+            org_id,
+            name=fields["name"],
+            provider=origin.provider,
+            region=origin.region,
+            postgres_version=origin.postgres_version,
+            size=origin.size,
+            ha_type="none",
+            tags=fields["tags"],
+            password=origin.password,
+            pg_config=fields["pg_config"] if fields["pg_config"] is not None else dict(origin.pg_config),
+            pg_bouncer_config=(
+                fields["pg_bouncer_config"] if fields["pg_bouncer_config"] is not None else dict(origin.pg_bouncer_config)
+            ),
+            **extra,
+        )
+
     async def create_replica(self, org_id: str, parent_id: str, fields: dict[str, Any]) -> Service:
         parent = self.get(org_id, parent_id)
         self._alive(parent)
@@ -353,21 +372,7 @@ class Store:
         if not self.has_backup(parent):
             raise bad("Parent server is not ready for read replicas. There are no backups, yet.")
         self._check_quota(org_id)
-        svc = self._new_service(
-            org_id,
-            name=fields["name"],
-            provider=parent.provider,
-            region=parent.region,
-            postgres_version=parent.postgres_version,
-            size=parent.size,
-            ha_type="none",
-            tags=fields["tags"],
-            is_primary=False,
-            parent_id=parent.id,
-            password=parent.password,
-            pg_config=fields["pg_config"] if fields["pg_config"] is not None else dict(parent.pg_config),
-            pg_bouncer_config=fields["pg_bouncer_config"] if fields["pg_bouncer_config"] is not None else dict(parent.pg_bouncer_config),
-        )
+        svc = self._derived_service(org_id, parent, fields, is_primary=False, parent_id=parent.id)
         svc.phases = self._create_phases(self.config.replica_seconds)
         await self._start_server(svc)
         self._services[svc.id] = svc
@@ -389,21 +394,7 @@ class Store:
                 f"{earliest.isoformat(timespec='seconds')} and {now_wall.isoformat(timespec='seconds')}"
             )
         self._check_quota(org_id)
-        svc = self._new_service(
-            org_id,
-            name=fields["name"],
-            provider=source.provider,
-            region=source.region,
-            postgres_version=source.postgres_version,
-            size=source.size,
-            ha_type="none",
-            tags=fields["tags"],
-            is_primary=True,
-            source_id=source.id,
-            password=source.password,
-            pg_config=fields["pg_config"] if fields["pg_config"] is not None else dict(source.pg_config),
-            pg_bouncer_config=fields["pg_bouncer_config"] if fields["pg_bouncer_config"] is not None else dict(source.pg_bouncer_config),
-        )
+        svc = self._derived_service(org_id, source, fields, is_primary=True, source_id=source.id)
         step = self.config.restore_phase_seconds
         t = self.clock()
         if self.faults.stuck_creating:
