@@ -175,6 +175,11 @@ class PendingUpdate(_Model):
 
     digest: str = Field(description="Digest of the fields sent.")
     sent_at: str = Field(alias="sentAt", description="When the update was sent (RFC 3339).")
+    matched_at: str | None = Field(
+        default=None,
+        alias="matchedAt",
+        description="When the service first showed the update; it counts as applied once it still does a while later.",
+    )
 
 
 class ManagedPostgresStatus(_Model):

@@ -125,6 +125,7 @@ class Sandbox:
             "MPG_POLL_INTERVAL_ACTIVE": "0.5",
             "MPG_LIST_MAX_AGE": "10",
             "MPG_CREATE_GRACE": "3",  # the simulator lists a service as soon as it is created
+            "MPG_UPDATE_CONFIRM": "2",
             **self.operator_env,
         }
 

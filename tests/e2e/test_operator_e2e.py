@@ -216,6 +216,35 @@ def test_drift_made_elsewhere_is_corrected(sandbox):
     wait_applied(sb, "drift-db")
 
 
+def test_a_resize_that_flips_back_is_not_reported_applied_early(sandbox):
+    """The API may show a new size, revert, then land: observedGeneration waits for the real landing."""
+    import time
+
+    sb = sandbox
+    obj = sb.apply(manifest("flip-db"))
+    obj = wait_applied(sb, "flip-db")
+    sid = obj["status"]["serviceId"]
+    config = sb.simulator.config
+    resize_seconds, config.resize_seconds = config.resize_seconds, 6.0  # the flip shows for 1.2 s
+    sb.simulator.faults.flip_back = True
+    try:
+        obj = sb.apply(manifest("flip-db", size="r8gd.xlarge"))
+        generation = obj["metadata"]["generation"]
+        sb.wait_for(
+            lambda: (sb.get("flip-db", NS).get("status") or {}).get("observedGeneration") == generation,
+            timeout=60, interval=0.02, what="resize applied",
+        )
+        applied_at = time.time()
+    finally:
+        sb.simulator.faults.flip_back = False
+        config.resize_seconds = resize_seconds
+    patches = [r for r in sb.simulator.requests if r.method == "PATCH" and r.path.endswith(sid)]
+    assert len(patches) == 1, "the update was sent again instead of waited for"
+    # The new size shows 1.2-2.4 s after the PATCH, reverts, and lands at 6 s.
+    assert applied_at - patches[0].timestamp >= 6.0
+    assert sb.get("flip-db", NS)["status"]["size"] == "r8gd.xlarge"
+
+
 def test_deleted_secret_is_recreated_with_working_credentials(sandbox):
     sb = sandbox
     sb.apply(manifest("secret-db"))

@@ -260,15 +260,38 @@ def test_update_is_resent_after_settle_timeout():
     assert kinds(plan) == ["UpdateService"]
 
 
-def test_update_lands_clears_pending_and_applies_generation():
+def test_update_counts_as_applied_only_once_it_keeps_showing():
     desired = make_desired()
-    pending = PendingUpdate(digest=desired.mutable_digest(), sentAt=NOW.isoformat())
-    plan = core.plan(
-        desired,
-        observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID, pendingUpdate=pending), secret=good_secret()),
-    )
+    sent = PendingUpdate(digest=desired.mutable_digest(), sentAt=(NOW - timedelta(minutes=1)).isoformat())
+    status = ManagedPostgresStatus(serviceId=SID, pendingUpdate=sent)
+    plan = core.plan(desired, observe(remote=make_remote(desired), status=status, secret=good_secret()))
+    assert plan.status["pendingUpdate"]["matchedAt"] == NOW.isoformat()
+    assert not plan.fully_applied and plan.active
+
+    matched = PendingUpdate(digest=sent.digest, sentAt=sent.sent_at, matchedAt=(NOW - timedelta(seconds=5)).isoformat())
+    status = ManagedPostgresStatus(serviceId=SID, pendingUpdate=matched)
+    plan = core.plan(desired, observe(remote=make_remote(desired), status=status, secret=good_secret()))
+    assert not plan.fully_applied  # 5 s < the 15 s confirmation
+
+    matched = PendingUpdate(digest=sent.digest, sentAt=sent.sent_at, matchedAt=(NOW - timedelta(seconds=20)).isoformat())
+    status = ManagedPostgresStatus(serviceId=SID, pendingUpdate=matched)
+    plan = core.plan(desired, observe(remote=make_remote(desired), status=status, secret=good_secret()))
     assert plan.status["pendingUpdate"] is None
-    assert plan.fully_applied
+    assert plan.fully_applied and not plan.active
+
+
+def test_update_that_flips_back_is_waited_for_not_resent():
+    desired = make_desired(size="r8gd.xlarge")
+    matched = PendingUpdate(
+        digest=desired.mutable_digest(),
+        sentAt=(NOW - timedelta(minutes=1)).isoformat(),
+        matchedAt=(NOW - timedelta(seconds=5)).isoformat(),
+    )
+    status = ManagedPostgresStatus(serviceId=SID, pendingUpdate=matched)
+    plan = core.plan(desired, observe(remote=make_remote(desired, size="r8gd.large"), status=status, secret=good_secret()))
+    assert plan.actions == []
+    assert plan.status["pendingUpdate"]["matchedAt"] is None
+    assert not plan.fully_applied and plan.active
 
 
 def test_rename_refreshes_the_secret_endpoint():

@@ -93,3 +93,19 @@ async def test_faults_do_not_break_the_server(sim_api, simulator: Simulator) -> 
     served = [r.status for r in simulator.requests]
     assert served.count(0) == 2 and served.count(502) == 3
     assert "dropped" in outcomes and outcomes.count(502) == 3 and outcomes[-1] == 200
+
+
+async def test_flip_back_shows_the_new_size_reverts_then_lands(make_simulator) -> None:
+    simulator, api = await make_simulator(resize_seconds=1.0)
+    svc = await api.create("flippy")
+    await api.wait_state(svc["id"], "running")
+    simulator.faults.flip_back = True
+    await api.ok("PATCH", f"/postgres/{svc['id']}", {"size": "r8gd.xlarge", "tags": []})
+    seen = []
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        size = (await api.ok("GET", f"/postgres/{svc['id']}"))["size"]
+        if not seen or seen[-1] != size:
+            seen.append(size)
+        await asyncio.sleep(0.02)
+    assert seen == ["r8gd.large", "r8gd.xlarge", "r8gd.large", "r8gd.xlarge"]

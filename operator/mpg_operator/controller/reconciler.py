@@ -96,6 +96,7 @@ class Reconciler:
         self.snapshots = snapshots
         self.post_event = post_event
         self._create_grace = timedelta(seconds=settings.create_grace)
+        self._update_confirm = timedelta(seconds=settings.update_confirm)
         self._last_mutation: dict[str, float] = {}
         self._recent_events: dict[tuple[str, str, str], float] = {}
 
@@ -217,13 +218,14 @@ class Reconciler:
         plan: core.Plan | None = None
         try:
             max_age = self.settings.list_max_age
-            if status.create_pending_since or not (conditions.get("Ready") and conditions["Ready"].status == "True"):
-                max_age = min(max_age, self.settings.poll_interval_active / 2)
+            ready = conditions.get("Ready") is not None and conditions["Ready"].status == "True"
+            if status.create_pending_since or status.pending_update or not ready:
+                max_age = min(max_age, self.settings.poll_interval_active / 2)  # something is in flight
             observed = await self._observe(client, desired, status, max_age=max_age, last_error=last_error)
-            plan = core.plan(desired, observed, create_grace=self._create_grace)
+            plan = core.plan(desired, observed, create_grace=self._create_grace, update_confirm=self._update_confirm)
             if any(isinstance(a, core.ConfirmGone) for a in plan.actions):
                 observed = await self._confirm_gone(client, observed, status)
-                plan = core.plan(desired, observed, create_grace=self._create_grace)
+                plan = core.plan(desired, observed, create_grace=self._create_grace, update_confirm=self._update_confirm)
             await self._execute(plan, body, desired, client, observed, outcome)
         except CloudError as e:
             cond, event = self._classify(e, credentials, plan)

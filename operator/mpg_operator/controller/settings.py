@@ -22,6 +22,7 @@ class OperatorSettings:
     ``MPG_POLL_INTERVAL_ACTIVE``          seconds between passes while a change is in flight ``15``
     ``MPG_LIST_MAX_AGE``                  seconds a LIST of an organization is reused       ``30``
     ``MPG_CREATE_GRACE``                  seconds an unanswered create may take to be listed ``60``
+    ``MPG_UPDATE_CONFIRM``                seconds an update must keep showing to count      ``15``
     ==================================== =============================================== ==========
 
     API URL, timeouts and rate limit: see :class:`~mpg_operator.cloud.config.ClientSettings`.
@@ -34,6 +35,7 @@ class OperatorSettings:
     poll_interval_active: float = 15.0
     list_max_age: float = 30.0
     create_grace: float = 60.0
+    update_confirm: float = 15.0
     jitter: float = 0.2
 
     @classmethod
@@ -65,4 +67,5 @@ class OperatorSettings:
             poll_interval_active=seconds("MPG_POLL_INTERVAL_ACTIVE", 15.0),
             list_max_age=seconds("MPG_LIST_MAX_AGE", 30.0),
             create_grace=seconds("MPG_CREATE_GRACE", 60.0),
+            update_confirm=seconds("MPG_UPDATE_CONFIRM", 15.0),
         )

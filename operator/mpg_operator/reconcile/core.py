@@ -32,6 +32,9 @@ CREATE_GRACE = timedelta(seconds=60)
 UPDATE_SETTLE = timedelta(minutes=30)
 """How long an update in flight is waited for before it is sent again."""
 
+UPDATE_CONFIRM = timedelta(seconds=15)
+"""How long an update must keep showing before it counts as applied (the API may flip back)."""
+
 TERMINAL_RETRY = timedelta(hours=1)
 """How long a request the API rejected is not retried, unless the spec changes."""
 
@@ -229,10 +232,17 @@ def _suppressed(observed: Observed) -> tuple[str, str] | None:
 # --- planning ----------------------------------------------------------------------------
 
 
-def plan(desired: Desired, observed: Observed, *, create_grace: timedelta = CREATE_GRACE) -> Plan:
+def plan(
+    desired: Desired,
+    observed: Observed,
+    *,
+    create_grace: timedelta = CREATE_GRACE,
+    update_confirm: timedelta = UPDATE_CONFIRM,
+) -> Plan:
     """Decide the next steps for a live (not deleting) ManagedPostgres.
 
     ``create_grace``: how long a create whose outcome is unknown may take to show in a LIST.
+    ``update_confirm``: how long a sent update must keep showing before it counts as applied.
     """
     p = Plan()
     p.status["connectionSecretName"] = desired.connection_secret_name
@@ -286,6 +296,9 @@ def plan(desired: Desired, observed: Observed, *, create_grace: timedelta = CREA
             (Reason.TERMINAL_READ_REPLICA, "The service is a read replica: the API does not allow changing it")
         )
     elif diffs:
+        if pending is not None and pending.matched_at:
+            # It showed, then flipped back: not applied after all (the request stays in flight).
+            p.status["pendingUpdate"] = {"digest": pending.digest, "sentAt": pending.sent_at, "matchedAt": None}
         sent_at = parse_time(pending.sent_at) if pending else None
         already_sent = (
             pending is not None
@@ -302,8 +315,15 @@ def plan(desired: Desired, observed: Observed, *, create_grace: timedelta = CREA
             update_in_flight = True
         else:
             update_in_flight = True  # wait for running before changing anything
-    else:
-        p.status["pendingUpdate"] = None
+    elif pending is not None:
+        matched_at = parse_time(pending.matched_at)
+        if matched_at is None:
+            p.status["pendingUpdate"] = {"digest": pending.digest, "sentAt": pending.sent_at, "matchedAt": observed.now.isoformat()}
+            update_in_flight = True
+        elif observed.now - matched_at < update_confirm:
+            update_in_flight = True
+        else:
+            p.status["pendingUpdate"] = None
 
     secret = observed.secret
     running = state == ServiceState.RUNNING
@@ -349,7 +369,7 @@ def plan(desired: Desired, observed: Observed, *, create_grace: timedelta = CREA
     else:
         p.ready = Condition("False", Reason.PROVISIONING, f"The service is {state or 'in an unknown state'}")
 
-    p.fully_applied = running and credentials_ok and not diffs and not synced_problems
+    p.fully_applied = running and credentials_ok and not diffs and not synced_problems and not update_in_flight
     p.active = not (running and credentials_ok and not update_in_flight) and not synced_problems
     if update_in_flight and p.ready.status == "True":
         p.ready = Condition("True", Reason.UPDATING, f"Service is running; applying changes to {', '.join(diffs)}")

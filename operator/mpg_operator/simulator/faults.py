@@ -8,6 +8,7 @@ request path). Example::
     sim.faults.error_rate = 0.2                            # 20 % of requests answer 500
     sim.faults.latency = 0.5                               # every request waits 0.5 s
     sim.faults.stuck_creating = True                       # new services never leave "creating"
+    sim.faults.flip_back = True                            # resizes show the new value, revert, then land
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Faults:
     latency_method: str | None = None
     latency_path: str | None = None
     stuck_creating: bool = False
+    flip_back: bool = False  # size/haType changes show briefly, flip back, then land ("transient inversion")
     forced_reset_seconds: float = 1.0  # X-RateLimit-Reset sent with a forced 429
     seed: int | None = None
     forced: list[ForcedStatus] = field(default_factory=list)
@@ -79,6 +81,7 @@ class Faults:
             self.latency = 0.0
             self.latency_method = self.latency_path = None
             self.stuck_creating = False
+            self.flip_back = False
             self.forced.clear()
             self.drops.clear()
 

@@ -423,7 +423,11 @@ class Store:
             if attr in changes:
                 svc.pending = [p for p in svc.pending if p[1] != attr]
                 if changes[attr] != getattr(svc, attr):
-                    svc.pending.append((now + self.config.resize_seconds, attr, changes[attr]))
+                    due = now + self.config.resize_seconds
+                    if self.faults.flip_back:  # the API has been seen to show the target, revert, then land
+                        svc.pending.append((now + 0.2 * self.config.resize_seconds, attr, changes[attr]))
+                        svc.pending.append((now + 0.4 * self.config.resize_seconds, attr, getattr(svc, attr)))
+                    svc.pending.append((due, attr, changes[attr]))
         if changes.get("tags") is not None:
             svc.tags = changes["tags"]
         elif not self.config.tags_merge_patch:
