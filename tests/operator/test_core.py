@@ -367,3 +367,19 @@ def test_delete_waits_for_an_unresolved_create():
 def test_delete_of_never_created_resource_releases():
     plan = core.plan_delete(make_desired(), observe())
     assert plan.release_finalizer and plan.actions == []
+
+
+def test_event_vocabulary_is_fixed_and_documented():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sources = "".join(
+        (root / "operator" / "mpg_operator" / rel).read_text()
+        for rel in ("reconcile/core.py", "controller/reconciler.py")
+    )
+    # Every event is posted with a member of EventReason, never a bare string.
+    assert not re.search(r'"(Normal|Warning)",\s*"', sources)
+    readme = (root / "README.md").read_text()
+    for reason in core.EventReason:
+        assert f"`{reason.value}`" in readme, f"README does not list event reason {reason.value}"

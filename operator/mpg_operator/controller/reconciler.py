@@ -37,6 +37,7 @@ from mpg_operator.controller.cloudaccess import (
 from mpg_operator.controller.kube import KubeApi
 from mpg_operator.controller.settings import OperatorSettings
 from mpg_operator.reconcile import core
+from mpg_operator.reconcile.core import EventReason
 from mpg_operator.reconcile.connection import (
     Endpoint,
     ObservedSecret,
@@ -193,7 +194,7 @@ class Reconciler:
                 f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
             )
             await self._write_conditions(body, conditions, synced=core.Condition("False", core.Reason.TERMINAL_INVALID_SPEC, message))
-            self._emit(body, [("Warning", "InvalidSpec", message)])
+            self._emit(body, [("Warning", EventReason.INVALID_SPEC, message)])
             return PassResult(requeue_after=self._interval(False), error=message)
 
         synced = conditions.get("Synced")
@@ -211,7 +212,7 @@ class Reconciler:
         except CredentialsError as e:
             cond = core.Condition("False", core.Reason.TERMINAL_CREDENTIALS, str(e))
             await self._write_conditions(body, conditions, synced=cond, ready=_not_ready_unless_known(conditions, str(e)))
-            self._emit(body, [("Warning", "CredentialsError", str(e))])
+            self._emit(body, [("Warning", EventReason.CREDENTIALS_ERROR, str(e))])
             return PassResult(requeue_after=self._interval(False), error=str(e))
 
         outcome = _Outcome()
@@ -279,13 +280,13 @@ class Reconciler:
                 await client.update_service(action.service_id, desired.patch_request())
                 self._last_mutation[desired.uid] = time.time()
                 outcome.status["pendingUpdate"] = {"digest": action.digest, "sentAt": _rfc3339(_now())}
-                outcome.events.append(("Normal", "Updated", f"Sent update of {', '.join(action.changed)} to service {action.service_id}"))
+                outcome.events.append(("Normal", EventReason.UPDATED, f"Sent update of {', '.join(action.changed)} to service {action.service_id}"))
             elif isinstance(action, core.PublishSecret):
                 await self._publish_secret(body, desired, client, observed.secret, action, outcome)
             elif isinstance(action, core.DeleteService):
                 await client.delete_service(action.service_id)
                 self._last_mutation[desired.uid] = time.time()
-                outcome.events.append(("Normal", "DeleteRequested", f"Requested deletion of service {action.service_id}"))
+                outcome.events.append(("Normal", EventReason.DELETE_REQUESTED, f"Requested deletion of service {action.service_id}"))
 
     async def _create(self, body: dict[str, Any], desired: Desired, client: CloudClient, outcome: _Outcome) -> None:
         pending_since = _rfc3339(_now())
@@ -304,7 +305,7 @@ class Reconciler:
             endpoint = Endpoint(hostname=service.hostname or "", username=service.username or "postgres", ca_pem="")
             # No service name yet: until the CA is in, the Secret is not current.
             await self._write_secret(body, desired, endpoint, password, service.id, "", confirmed=True)
-            self._emit(body, [("Normal", "CredentialsPublished", f"Wrote the initial credentials to Secret {desired.connection_secret_name}")])
+            self._emit(body, [("Normal", EventReason.CREDENTIALS_PUBLISHED, f"Wrote the initial credentials to Secret {desired.connection_secret_name}")])
             try:
                 ca = await client.get_ca_certificates(service.id)
             except CloudError:
@@ -321,7 +322,7 @@ class Reconciler:
         }
         await self.kube.patch_status(desired.namespace, desired.name, recorded)
         outcome.status.update(recorded)
-        self._emit(body, [("Normal", "Created", f"Created service {service.id} ({desired.service_name}, {desired.size}, {desired.region})")])
+        self._emit(body, [("Normal", EventReason.CREATED, f"Created service {service.id} ({desired.service_name}, {desired.size}, {desired.region})")])
 
     async def _publish_secret(
         self,
@@ -349,16 +350,16 @@ class Reconciler:
             await write(password, confirmed=False)  # the Secret first: a crash after this loses nothing
             await client.set_password(action.service_id, password)
             await write(password, confirmed=True)
-            outcome.events.append(("Normal", "CredentialsPublished", f"Set a new password and published it in Secret {desired.connection_secret_name}"))
+            outcome.events.append(("Normal", EventReason.CREDENTIALS_PUBLISHED, f"Set a new password and published it in Secret {desired.connection_secret_name}"))
         elif action.password == "apply":
             password = old["password"]
             await client.set_password(action.service_id, password)
             await write(password, confirmed=True)
-            outcome.events.append(("Normal", "CredentialsPublished", f"Applied the password from Secret {desired.connection_secret_name}"))
+            outcome.events.append(("Normal", EventReason.CREDENTIALS_PUBLISHED, f"Applied the password from Secret {desired.connection_secret_name}"))
         else:
             password = old.get("password", "")
             await write(password, confirmed=bool(secret and secret.password_confirmed(action.service_id)))
-            outcome.events.append(("Normal", "SecretUpdated", f"Refreshed the endpoint in Secret {desired.connection_secret_name}"))
+            outcome.events.append(("Normal", EventReason.SECRET_UPDATED, f"Refreshed the endpoint in Secret {desired.connection_secret_name}"))
 
     async def _write_secret(
         self,
@@ -384,21 +385,21 @@ class Reconciler:
         creating = plan is not None and any(isinstance(a, core.CreateService) for a in plan.actions)
         if isinstance(error, AmbiguousCreateError):
             msg = f"The outcome of a create request is unknown ({error}); looking for the service by its owner tag before retrying"
-            return core.Condition("Unknown", core.Reason.CREATE_PENDING, msg), ("Warning", "CreateOutcomeUnknown", msg)
+            return core.Condition("Unknown", core.Reason.CREATE_PENDING, msg), ("Warning", EventReason.CREATE_OUTCOME_UNKNOWN, msg)
         if isinstance(error, AuthError):
             msg = f"ClickHouse Cloud rejected the API key from Secret {credentials.source} (keys keyId, keySecret): {error.detail}"
-            return core.Condition("False", core.Reason.TERMINAL_CREDENTIALS, msg), ("Warning", "CredentialsError", msg)
+            return core.Condition("False", core.Reason.TERMINAL_CREDENTIALS, msg), ("Warning", EventReason.CREDENTIALS_ERROR, msg)
         if isinstance(error, NotFoundError) and plan is None:
             msg = f"Organization {credentials.organization_id} (from Secret {credentials.source}, key organizationId) was not found: {error.detail}"
-            return core.Condition("False", core.Reason.TERMINAL_CREDENTIALS, msg), ("Warning", "CredentialsError", msg)
+            return core.Condition("False", core.Reason.TERMINAL_CREDENTIALS, msg), ("Warning", EventReason.CREDENTIALS_ERROR, msg)
         if isinstance(error, InvalidRequestError):
             msg = f"ClickHouse Cloud rejected the spec: {error.detail}"
-            return core.Condition("False", core.Reason.TERMINAL_INVALID_SPEC, msg), ("Warning", "InvalidSpec", msg)
+            return core.Condition("False", core.Reason.TERMINAL_INVALID_SPEC, msg), ("Warning", EventReason.INVALID_SPEC, msg)
         if isinstance(error, ConflictError) and creating:
             msg = f"ClickHouse Cloud refused to create the service (quota reached?): {error.detail}"
-            return core.Condition("False", core.Reason.QUOTA_EXCEEDED, msg), ("Warning", "CreateFailed", msg)
+            return core.Condition("False", core.Reason.QUOTA_EXCEEDED, msg), ("Warning", EventReason.CREATE_FAILED, msg)
         msg = f"ClickHouse Cloud API error, will retry: {error}"
-        return core.Condition("False", core.Reason.API_ERROR, msg), ("Warning", "ApiError", msg)
+        return core.Condition("False", core.Reason.API_ERROR, msg), ("Warning", EventReason.API_ERROR, msg)
 
     # --- status ----------------------------------------------------------------------------
 
@@ -450,7 +451,7 @@ class Reconciler:
             desired = self._desired(body)
         except pydantic.ValidationError:
             msg = "The spec is invalid, so the remote service cannot be identified; nothing is deleted"
-            self._emit(body, [("Warning", "DeletionSkipped", msg)])
+            self._emit(body, [("Warning", EventReason.DELETION_SKIPPED, msg)])
             return True, msg
         nothing_created = not status.service_id and not status.create_pending_since
         if desired.deletion_policy == "Orphan":
@@ -467,16 +468,16 @@ class Reconciler:
             observed = await self._observe(client, desired, status, max_age=1.0, with_secret=False)
         except CredentialsError as e:
             if nothing_created:
-                self._emit(body, [("Normal", "Deleted", "No service was ever created; nothing to delete")])
+                self._emit(body, [("Normal", EventReason.DELETED, "No service was ever created; nothing to delete")])
                 return True, "nothing created"
             msg = f"Cannot delete service {status.service_id or '(create pending)'}: {e}. {escape}"
-            self._emit(body, [("Warning", "DeletionBlocked", msg)])
+            self._emit(body, [("Warning", EventReason.DELETION_BLOCKED, msg)])
             return False, msg
         except AuthError as e:
             if nothing_created:
                 return True, "nothing created"
             msg = f"Cannot delete service {status.service_id}: ClickHouse Cloud rejected the API key: {e.detail}. {escape}"
-            self._emit(body, [("Warning", "DeletionBlocked", msg)])
+            self._emit(body, [("Warning", EventReason.DELETION_BLOCKED, msg)])
             return False, msg
         plan = core.plan_delete(desired, observed, create_grace=self._create_grace)
         outcome = _Outcome()
@@ -486,7 +487,7 @@ class Reconciler:
             plan.release_finalizer = True
         except ConflictError as e:
             msg = f"ClickHouse Cloud refused to delete service {status.service_id}: {e.detail}. Delete its read replicas first, or: {escape}"
-            self._emit(body, plan.events + outcome.events + [("Warning", "DeletionBlocked", msg)])
+            self._emit(body, plan.events + outcome.events + [("Warning", EventReason.DELETION_BLOCKED, msg)])
             return False, msg
         self._emit(body, plan.events + outcome.events)
         return plan.release_finalizer, plan.ready.message if plan.ready else "deleted"

@@ -60,6 +60,29 @@ class Reason(StrEnum):
     QUOTA_EXCEEDED = "QuotaExceeded"
 
 
+class EventReason(StrEnum):
+    """The fixed vocabulary of the Events the operator posts on a ManagedPostgres."""
+
+    CREATED = "Created"
+    ADOPTED = "Adopted"
+    UPDATED = "Updated"
+    CREDENTIALS_PUBLISHED = "CredentialsPublished"
+    SECRET_UPDATED = "SecretUpdated"
+    DELETE_REQUESTED = "DeleteRequested"
+    DELETED = "Deleted"
+    ORPHANED = "Orphaned"
+    INVALID_SPEC = "InvalidSpec"
+    CREDENTIALS_ERROR = "CredentialsError"
+    API_ERROR = "ApiError"
+    CREATE_FAILED = "CreateFailed"
+    CREATE_OUTCOME_UNKNOWN = "CreateOutcomeUnknown"
+    CREATE_RETRIED = "CreateRetried"
+    SERVICE_MISSING = "ServiceMissing"
+    DUPLICATE_SERVICES = "DuplicateServices"
+    DELETION_BLOCKED = "DeletionBlocked"
+    DELETION_SKIPPED = "DeletionSkipped"
+
+
 # --- observations and actions ---------------------------------------------------------
 
 
@@ -256,14 +279,14 @@ def plan(
 
     if status.service_id != remote.id:
         p.actions.append(AdoptService(remote.id))
-        p.events.append(("Normal", "Adopted", f"Found service {remote.id} by its owner tag; adopting it"))
+        p.events.append(("Normal", EventReason.ADOPTED, f"Found service {remote.id} by its owner tag; adopting it"))
     p.status.update(observed_status_fields(remote))
     p.status["createPendingSince"] = None
     if observed.duplicates:
         p.events.append(
             (
                 "Warning",
-                "DuplicateServices",
+                EventReason.DUPLICATE_SERVICES,
                 f"Other services carry this resource's owner tag and are left alone: {', '.join(observed.duplicates)}",
             )
         )
@@ -391,7 +414,7 @@ def _plan_without_remote(desired: Desired, observed: Observed, p: Plan, create_g
         return p
     if status.service_id and observed.confirmed_gone:
         p.events.append(
-            ("Warning", "ServiceMissing", f"Service {status.service_id} no longer exists in ClickHouse Cloud; creating a new one")
+            ("Warning", EventReason.SERVICE_MISSING, f"Service {status.service_id} no longer exists in ClickHouse Cloud; creating a new one")
         )
         p.status.update({"serviceId": None, "state": None, "hostname": None})
 
@@ -407,7 +430,7 @@ def _plan_without_remote(desired: Desired, observed: Observed, p: Plan, create_g
             )
             return p
         p.events.append(
-            ("Warning", "CreateRetried", f"No service with owner tag {TAG_UID}={desired.uid} appeared; creating again")
+            ("Warning", EventReason.CREATE_RETRIED, f"No service with owner tag {TAG_UID}={desired.uid} appeared; creating again")
         )
 
     if suppressed:
@@ -430,7 +453,7 @@ def plan_delete(desired: Desired, observed: Observed, *, create_grace: timedelta
     if desired.deletion_policy == DeletionPolicy.ORPHAN:
         which = remote.id if remote else observed.status.service_id
         p.events.append(
-            ("Normal", "Orphaned", f"deletionPolicy is Orphan: service {which or '(none)'} is kept in ClickHouse Cloud")
+            ("Normal", EventReason.ORPHANED, f"deletionPolicy is Orphan: service {which or '(none)'} is kept in ClickHouse Cloud")
         )
         p.release_finalizer = True
         return p
@@ -442,7 +465,7 @@ def plan_delete(desired: Desired, observed: Observed, *, create_grace: timedelta
             p.ready = Condition("False", Reason.DELETING, "Waiting for the outcome of a create request before deleting")
             return p
         if observed.status.service_id:
-            p.events.append(("Normal", "Deleted", f"Service {observed.status.service_id} is gone"))
+            p.events.append(("Normal", EventReason.DELETED, f"Service {observed.status.service_id} is gone"))
         p.release_finalizer = True
         return p
     if remote.state == ServiceState.DELETING:
