@@ -205,6 +205,11 @@ class ManagedPostgresStatus(_Model):
     deletion_policy: str | None = Field(
         default=None, alias="deletionPolicy", description="Effective deletion policy (spec or operator default)."
     )
+    credentials_secret_name: str | None = Field(
+        default=None,
+        alias="credentialsSecretName",
+        description="The API-key Secret this resource holds a finalizer on, so it outlives the resource's deletion.",
+    )
     create_pending_since: str | None = Field(
         default=None,
         alias="createPendingSince",

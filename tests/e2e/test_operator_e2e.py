@@ -329,6 +329,43 @@ def test_missing_credentials_are_named_and_deletion_does_not_hang(sandbox):
     sb.wait_for(lambda: sb.get("nocreds-db", NS) is None, timeout=30, what="deleted without hanging")
 
 
+def test_credentials_deleted_together_with_the_resource_do_not_strand_it(sandbox):
+    """A namespace or an Argo CD app deletion removes the API-key Secret and the resource at once."""
+    sb = sandbox
+    sb.put_credentials(NS, name="team-creds")
+    obj = sb.apply(manifest("together-db", credentialsRef={"name": "team-creds"}))
+    uid = obj["metadata"]["uid"]
+    wait_ready(sb, "together-db")
+    finalizer = f"clickhouse.cloud/in-use-by-{uid}"
+    assert finalizer in sb.kube.get("v1", "Secret", "team-creds", NS)["metadata"]["finalizers"]
+    assert sb.get("together-db", NS)["status"]["credentialsSecretName"] == "team-creds"
+
+    sb.kube.delete("v1", "Secret", "team-creds", NS)  # the Secret goes first ...
+    assert sb.kube.get("v1", "Secret", "team-creds", NS)["metadata"].get("deletionTimestamp")
+    sb.delete("together-db", NS)  # ... and the resource can still delete its service
+    sb.wait_for(lambda: sb.get("together-db", NS) is None, timeout=60, what="resource deleted")
+    assert services_of(sb, uid) == []
+    sb.wait_for(lambda: sb.kube.get("v1", "Secret", "team-creds", NS) is None, timeout=30, what="secret released")
+
+
+def test_switching_credentials_moves_the_finalizer(sandbox):
+    sb = sandbox
+    sb.put_credentials(NS, name="creds-a")
+    sb.put_credentials(NS, name="creds-b")
+    obj = sb.apply(manifest("switch-db", credentialsRef={"name": "creds-a"}))
+    finalizer = f"clickhouse.cloud/in-use-by-{obj['metadata']['uid']}"
+    wait_ready(sb, "switch-db")
+    sb.apply(manifest("switch-db", credentialsRef={"name": "creds-b"}))
+    sb.wait_for(
+        lambda: finalizer in (sb.kube.get("v1", "Secret", "creds-b", NS)["metadata"].get("finalizers") or []),
+        timeout=30, what="finalizer on the new Secret",
+    )
+    assert finalizer not in (sb.kube.get("v1", "Secret", "creds-a", NS)["metadata"].get("finalizers") or [])
+    sb.delete("switch-db", NS)
+    sb.wait_for(lambda: sb.get("switch-db", NS) is None, timeout=60, what="resource deleted")
+    assert finalizer not in (sb.kube.get("v1", "Secret", "creds-b", NS)["metadata"].get("finalizers") or [])
+
+
 def test_immutable_fields_are_rejected_by_the_crd(sandbox):
     sb = sandbox
     sb.apply(manifest("immutable-db"))

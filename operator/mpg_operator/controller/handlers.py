@@ -174,6 +174,8 @@ async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     runtime = _runtime(memo)
     meta = body.get("metadata", {})
     fresh = await runtime.kube.get_resource(meta.get("namespace"), meta.get("name"))
-    done, message = await runtime.reconciler.finalize(fresh or dict(body))
+    current = fresh or dict(body)
+    done, message = await runtime.reconciler.finalize(current)
     if not done:
         raise kopf.TemporaryError(message, delay=runtime.settings.poll_interval_active)
+    await runtime.reconciler.release_credentials(current)

@@ -176,6 +176,31 @@ class KubeApi:
         await self._run(self._core.patch_namespaced_secret, name, namespace, patch, _content_type=MERGE_PATCH)
 
 
+    async def set_secret_finalizer(self, namespace: str, name: str, finalizer: str, present: bool) -> None:
+        """Add or remove one finalizer on a Secret (optimistic concurrency; a gone Secret is fine)."""
+        for _ in range(5):
+            secret = await self.read_secret(namespace, name)
+            if secret is None:
+                return
+            meta = secret["metadata"]
+            finalizers = list(meta.get("finalizers") or [])
+            if (finalizer in finalizers) == present:
+                return
+            if present and meta.get("deletionTimestamp"):
+                return  # no new finalizers on an object being deleted
+            finalizers = finalizers + [finalizer] if present else [f for f in finalizers if f != finalizer]
+            patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
+            try:
+                await self._run(self._core.patch_namespaced_secret, name, namespace, patch, _content_type=MERGE_PATCH)
+                return
+            except ApiException as e:
+                if e.status == 404:
+                    return
+                if e.status != 409:
+                    raise
+        raise RuntimeError(f"could not update the finalizers of Secret {namespace}/{name}: too many conflicts")
+
+
 def _decode(data: dict[str, str]) -> dict[str, str]:
     out = {}
     for key, value in data.items():

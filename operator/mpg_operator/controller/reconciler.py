@@ -99,6 +99,7 @@ class Reconciler:
         self._create_grace = timedelta(seconds=settings.create_grace)
         self._update_confirm = timedelta(seconds=settings.update_confirm)
         self._last_mutation: dict[str, float] = {}
+        self._protected: dict[str, str | None] = {}
         self._recent_events: dict[tuple[str, str, str], float] = {}
 
     # --- scheduling --------------------------------------------------------------------
@@ -215,6 +216,7 @@ class Reconciler:
             self._emit(body, [("Warning", EventReason.CREDENTIALS_ERROR, str(e))])
             return PassResult(requeue_after=self._interval(False), error=str(e))
 
+        await self._protect_credentials(body, desired, status)
         outcome = _Outcome()
         plan: core.Plan | None = None
         try:
@@ -250,6 +252,39 @@ class Reconciler:
             requeue_after=self._interval(plan.active),
             ready=bool(plan.ready and plan.ready.status == "True"),
         )
+
+    # --- the credentials Secret outlives the resource ----------------------------------------
+
+    @staticmethod
+    def credentials_finalizer(uid: str) -> str:
+        """This resource's finalizer on its API-key Secret (one per resource: no shared counting)."""
+        return f"clickhouse.cloud/in-use-by-{uid}"
+
+    async def _protect_credentials(self, body: dict[str, Any], desired: Desired, status: ManagedPostgresStatus) -> None:
+        """Hold a finalizer on the credentialsRef Secret, so that deleting it together with the
+        resource (a namespace or an Argo CD application going away) cannot strand the deletion."""
+        wanted = desired.credentials_secret_name
+        if self._protected.get(desired.uid) == wanted and status.credentials_secret_name == wanted:
+            return
+        finalizer = self.credentials_finalizer(desired.uid)
+        old = status.credentials_secret_name
+        if old and old != wanted:
+            await self.kube.set_secret_finalizer(desired.namespace, old, finalizer, present=False)
+        if wanted:
+            await self.kube.set_secret_finalizer(desired.namespace, wanted, finalizer, present=True)
+        if status.credentials_secret_name != wanted:
+            await self.kube.patch_status(desired.namespace, desired.name, {"credentialsSecretName": wanted})
+        self._protected[desired.uid] = wanted
+
+    async def release_credentials(self, body: dict[str, Any]) -> None:
+        """Drop this resource's finalizer from its API-key Secret (after deletion is done)."""
+        meta = body["metadata"]
+        status = body.get("status") or {}
+        spec_ref = ((body.get("spec") or {}).get("credentialsRef") or {}).get("name")
+        finalizer = self.credentials_finalizer(meta["uid"])
+        for name in {status.get("credentialsSecretName"), spec_ref} - {None}:
+            await self.kube.set_secret_finalizer(meta["namespace"], name, finalizer, present=False)
+        self._protected.pop(meta["uid"], None)
 
     async def _confirm_gone(
         self, client: CloudClient, observed: core.Observed, status: ManagedPostgresStatus
