@@ -71,19 +71,9 @@ def test_every_spec_field_is_described():
 
 
 def test_spec_model_accepts_the_issue_example():
-    spec = resource.ManagedPostgresSpec.model_validate(
-        {
-            "provider": "aws",
-            "region": "us-west-2",
-            "size": "r8gd.large",
-            "postgresVersion": "18",
-            "haType": "none",
-            "serviceName": "orders db",
-            "tags": {"team": "orders"},
-            "credentialsRef": {"name": "clickhouse-cloud"},
-            "connectionSecret": {"name": "orders-db-connection"},
-            "deletionPolicy": "Delete",
-        }
-    )
+    from mpg_operator.demo import EXAMPLE  # the issue's example, as in deploy/examples/orders-db.yaml
+
+    spec = resource.ManagedPostgresSpec.model_validate(EXAMPLE["spec"])
     assert spec.service_name == "orders db"
     assert spec.credentials_ref.name == "clickhouse-cloud"
+    assert spec.connection_secret.name == "orders-db-connection"
