@@ -124,7 +124,6 @@ class ServiceSnapshots:
     def __init__(self, *, error_ttl: float = 5.0) -> None:
         self._entries: dict[tuple[str, str, str], _Entry] = {}
         self._error_ttl = error_ttl
-        self.lists_sent = 0
 
     async def get(self, client: CloudClient, *, max_age: float) -> Snapshot:
         key = (client.base_url, client.organization_id, client.key_id)
@@ -137,7 +136,6 @@ class ServiceSnapshots:
             if entry.error is not None and now - entry.error_at < self._error_ttl:
                 raise entry.error
             sent_at = time.time()
-            self.lists_sent += 1
             try:
                 services = await client.list_services()
             except CloudError as e:

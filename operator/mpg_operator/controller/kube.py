@@ -59,6 +59,7 @@ class KubeApi:
     """The few Kubernetes calls the operator makes."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient, *, threads: int = 8) -> None:
+        self._api_client = api_client
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
@@ -105,7 +106,7 @@ class KubeApi:
             if e.status == 404:
                 return None
             raise
-        return kubernetes.client.ApiClient().sanitize_for_serialization(secret)
+        return self._api_client.sanitize_for_serialization(secret)
 
     async def read_secret_data(
         self, namespace: str, name: str, keys: tuple[str, ...]

@@ -194,7 +194,8 @@ class Reconciler:
             message = "Invalid spec: " + "; ".join(
                 f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
             )
-            await self._write_conditions(body, conditions, synced=core.Condition("False", core.Reason.TERMINAL_INVALID_SPEC, message))
+            invalid = core.Condition("False", core.Reason.TERMINAL_INVALID_SPEC, message)
+            await self._write_status(body, conditions, {}, synced=invalid, ready=None, applied=False)
             self._emit(body, [("Warning", EventReason.INVALID_SPEC, message)])
             return PassResult(requeue_after=self._interval(False), error=message)
 
@@ -212,7 +213,8 @@ class Reconciler:
             client, credentials = await self._client(desired)
         except CredentialsError as e:
             cond = core.Condition("False", core.Reason.TERMINAL_CREDENTIALS, str(e))
-            await self._write_conditions(body, conditions, synced=cond, ready=_not_ready_unless_known(conditions, str(e)))
+            ready = _not_ready_unless_known(conditions, str(e))
+            await self._write_status(body, conditions, {}, synced=cond, ready=ready, applied=False)
             self._emit(body, [("Warning", EventReason.CREDENTIALS_ERROR, str(e))])
             return PassResult(requeue_after=self._interval(False), error=str(e))
 
@@ -437,9 +439,6 @@ class Reconciler:
         return core.Condition("False", core.Reason.API_ERROR, msg), ("Warning", EventReason.API_ERROR, msg)
 
     # --- status ----------------------------------------------------------------------------
-
-    async def _write_conditions(self, body, conditions, *, synced=None, ready=None) -> None:
-        await self._write_status(body, conditions, {}, synced=synced, ready=ready, applied=False)
 
     async def _write_status(
         self,
