@@ -9,6 +9,7 @@ show in status, so GitOps tools see no drift between what was applied and what i
 from __future__ import annotations
 
 from enum import StrEnum
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,15 +28,88 @@ MAX_USER_TAGS = 47  # the API allows 50; the operator adds three ownership tags
 RESERVED_TAG_PREFIXES = ("chc_", "mpg-operator.")
 
 
-TagValue = Annotated[str, Field(min_length=1, max_length=256, pattern=TAG_PATTERN)]
+MAX_NAME_LENGTH = 63  # metadata.name goes into a label value
+MAX_SERVICE_NAME_LENGTH = 50  # the API's limit for a service name
+SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"  # RFC 1123 subdomain
+REGION_PATTERN = r"^[a-z0-9][a-z0-9-]*[a-z0-9]$"
+SIZE_PATTERN = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"
+
+Rule = dict[str, str]
 
 
-def _immutable(field: str) -> dict[str, Any]:
-    return {
-        "x-kubernetes-validations": [
-            {"rule": "self == oldSelf", "message": f"{field} is immutable"}
-        ]
-    }
+def _rule(rule: str, message: str) -> Rule:
+    return {"rule": rule, "message": message}
+
+
+def _cel(*rules: Rule, drop: tuple[str, ...] = ()) -> Callable[[dict[str, Any]], None]:
+    """``json_schema_extra`` that adds CEL rules to a field's schema.
+
+    ``drop`` removes keywords (e.g. ``pattern``) from the CRD only: the pydantic model keeps
+    checking them, while the CRD says what is wrong in words instead of a regular expression.
+    """
+
+    def extra(schema: dict[str, Any]) -> None:
+        for key in drop:
+            schema.pop(key, None)
+        if rules:
+            schema.setdefault("x-kubernetes-validations", []).extend(rules)
+
+    return extra
+
+
+def _immutable(field: str) -> Rule:
+    return _rule("self == oldSelf", f"{field} is immutable: it cannot be changed after creation")
+
+
+TagValue = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=256,
+        pattern=TAG_PATTERN,
+        json_schema_extra=_cel(
+            _rule(
+                f"self.matches('{TAG_PATTERN}')",
+                "tag values must be 1-256 characters of letters, digits, '.', '_' or '-' (no spaces, '/' or ':')",
+            ),
+            drop=("pattern",),
+        ),
+    ),
+]
+
+ROOT_VALIDATIONS: list[Rule] = [
+    _rule(
+        f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+        f"metadata.name must be at most {MAX_NAME_LENGTH} characters: the operator uses it as a label value",
+    ),
+    _rule(
+        f"has(self.spec.serviceName) || self.metadata.name.size() <= {MAX_SERVICE_NAME_LENGTH}",
+        f"metadata.name is longer than {MAX_SERVICE_NAME_LENGTH} characters, the limit of a ClickHouse Cloud "
+        f"service name, and spec.serviceName is not set: set spec.serviceName (1-{MAX_SERVICE_NAME_LENGTH} "
+        "characters) or use a shorter metadata.name",
+    ),
+    _rule(
+        "has(self.spec.connectionSecret) || !has(self.spec.credentialsRef) "
+        "|| self.spec.credentialsRef.name != self.metadata.name + '-connection'",
+        "the default connection Secret <metadata.name>-connection is the spec.credentialsRef Secret: set "
+        "spec.connectionSecret.name to another Secret (the operator never writes into the API-key Secret)",
+    ),
+]
+"""Rules on the whole object (only there can CEL read ``metadata.name``); see :mod:`mpg_operator.crd`."""
+
+SPEC_VALIDATIONS: list[Rule] = [
+    _rule(
+        "has(self.postgresVersion) == has(oldSelf.postgresVersion)"
+        " && (!has(self.postgresVersion) || self.postgresVersion == oldSelf.postgresVersion)",
+        "postgresVersion is immutable: it cannot be added, removed or changed after creation",
+    ),
+    _rule(
+        "!has(self.connectionSecret) || !has(self.credentialsRef) "
+        "|| self.connectionSecret.name != self.credentialsRef.name",
+        "spec.connectionSecret.name must differ from spec.credentialsRef.name: the operator never writes "
+        "database credentials into the API-key Secret",
+    ),
+]
 
 
 class _Model(BaseModel):
@@ -53,39 +127,77 @@ class SecretReference(_Model):
     name: str = Field(
         min_length=1,
         max_length=253,
-        description="Name of the Secret, in the namespace of the ManagedPostgres.",
+        description=(
+            "Name of the Secret, in the namespace of the ManagedPostgres: a valid Secret name "
+            "(lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, "
+            "at most 253 characters)."
+        ),
+        json_schema_extra=_cel(
+            _rule(
+                f"self.matches('{SECRET_NAME_PATTERN}')",
+                "must be a valid Secret name: lower-case letters, digits, '-' and '.', starting and ending "
+                "with a letter or digit (RFC 1123 subdomain)",
+            )
+        ),
     )
 
 
 class ManagedPostgresSpec(_Model):
     """Desired state of a ClickHouse Cloud Managed Postgres service."""
 
+    model_config = ConfigDict(
+        populate_by_name=True, extra="ignore", json_schema_extra={"x-kubernetes-validations": SPEC_VALIDATIONS}
+    )
+
     provider: str = Field(
-        description="Cloud provider of the service. Immutable.",
-        json_schema_extra={"enum": ["aws", "gcp"], **_immutable("provider")},
+        description="Cloud provider of the service: aws or gcp. Immutable.",
+        json_schema_extra={"enum": ["aws", "gcp"], "x-kubernetes-validations": [_immutable("provider")]},
     )
     region: str = Field(
         min_length=1,
         max_length=63,
-        pattern=r"^[a-z0-9][a-z0-9-]*[a-z0-9]$",
-        description="Cloud region of the service, e.g. us-west-2. Immutable.",
-        json_schema_extra=_immutable("region"),
+        pattern=REGION_PATTERN,
+        description=(
+            "Cloud region of the service, e.g. us-west-2 (lower-case letters, digits and '-'). "
+            "Immutable. ClickHouse Cloud decides which regions exist: an unknown region shows as "
+            "condition Synced=False with the API's message."
+        ),
+        json_schema_extra=_cel(
+            _rule(
+                f"self.matches('{REGION_PATTERN}')",
+                "region must be a cloud region name such as us-west-2: lower-case letters, digits and '-', "
+                "starting and ending with a letter or digit",
+            ),
+            _immutable("region"),
+            drop=("pattern",),
+        ),
     )
     size: str = Field(
         min_length=1,
         max_length=63,
-        pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$",
+        pattern=SIZE_PATTERN,
         description=(
-            "Instance size, e.g. r8gd.large. Can be changed (resize). The list of sizes "
-            "changes over time, so ClickHouse Cloud validates it: an unknown size shows "
-            "as condition Synced=False with the API's message."
+            "Instance size, e.g. r8gd.large (lower-case letters, digits, '.' and '-'). Can be "
+            "changed (resize). The list of sizes changes over time, so ClickHouse Cloud validates "
+            "it: an unknown size shows as condition Synced=False with the API's message."
+        ),
+        json_schema_extra=_cel(
+            _rule(
+                f"self.matches('{SIZE_PATTERN}')",
+                "size must be an instance size such as r8gd.large: lower-case letters, digits, '.' and '-', "
+                "starting and ending with a letter or digit",
+            ),
+            drop=("pattern",),
         ),
     )
     postgres_version: str | None = Field(
         default=None,
         alias="postgresVersion",
-        description='Major PostgreSQL version ("17" or "18"). Immutable. Defaults to the server default (17).',
-        json_schema_extra={"enum": ["17", "18"], **_immutable("postgresVersion")},
+        description=(
+            'Major PostgreSQL version ("17" or "18"). Defaults to the server default (17). Immutable: '
+            "it cannot be added, removed or changed after creation."
+        ),
+        json_schema_extra={"enum": ["17", "18"]},
     )
     ha_type: str | None = Field(
         default=None,
@@ -100,31 +212,38 @@ class ManagedPostgresSpec(_Model):
         default=None,
         alias="serviceName",
         min_length=1,
-        max_length=50,
+        max_length=MAX_SERVICE_NAME_LENGTH,
         description=(
-            "Name of the remote service (1-50 characters). Defaults to metadata.name. "
-            "Can be changed: a rename changes the hostname and CA certificate, and the "
-            "connection Secret follows."
+            "Name of the remote service (1-50 characters, spaces allowed, no control characters). "
+            "Defaults to metadata.name, which must then be at most 50 characters. Can be changed: "
+            "a rename changes the hostname and CA certificate, and the connection Secret follows."
+        ),
+        json_schema_extra=_cel(
+            _rule(
+                "!self.matches('[\\\\x00-\\\\x1f\\\\x7f-\\\\x9f]')",
+                "serviceName must not contain control characters (tab, newline, ...)",
+            )
         ),
     )
     tags: dict[str, TagValue] | None = Field(
         default=None,
         description=(
-            "Tags of the remote service. Keys and values: letters, digits, '.', '_' and '-' "
-            "(keys up to 128, values 1-256 characters); keys starting with chc_ or "
-            "mpg-operator. are reserved."
+            "Tags of the remote service, at most 47 (the API allows 50; the operator adds three). "
+            "Keys and values: letters, digits, '.', '_' and '-' (keys 1-128, values 1-256 "
+            "characters); keys starting with chc_ or mpg-operator. (in any case) are reserved."
         ),
         json_schema_extra={
             "maxProperties": MAX_USER_TAGS,
             "x-kubernetes-validations": [
-                {
-                    "rule": "self.all(k, k.size() <= 128 && k.matches('^[a-zA-Z0-9._-]+$'))",
-                    "message": "tag keys must be 1-128 characters of letters, digits, '.', '_' or '-'",
-                },
-                {
-                    "rule": "self.all(k, !k.startsWith('chc_') && !k.startsWith('mpg-operator.'))",
-                    "message": "tag keys starting with chc_ or mpg-operator. are reserved",
-                },
+                _rule(
+                    f"self.all(k, k.size() <= 128 && k.matches('{TAG_PATTERN}'))",
+                    "tag keys must be 1-128 characters of letters, digits, '.', '_' or '-' (no spaces, '/' or ':')",
+                ),
+                _rule(
+                    "self.all(k, !k.matches('(?i)^(chc_|mpg-operator[.])'))",
+                    "tag keys starting with chc_ (reserved by ClickHouse Cloud) or mpg-operator. (reserved by "
+                    "the operator) are not allowed, in any case (CHC_x, Chc_x too)",
+                ),
             ],
         },
     )
@@ -141,7 +260,8 @@ class ManagedPostgresSpec(_Model):
         alias="connectionSecret",
         description=(
             "Secret the operator writes the connection details to (host, port, username, "
-            "password, database, sslmode, uri, jdbcUrl, ca.crt). Defaults to <metadata.name>-connection."
+            "password, database, sslmode, uri, jdbcUrl, ca.crt). Defaults to <metadata.name>-connection. "
+            "Must not be the credentialsRef Secret."
         ),
     )
     deletion_policy: str | None = Field(
@@ -220,8 +340,26 @@ class ManagedPostgresStatus(_Model):
         alias="pendingUpdate",
         description="The last update sent to the service; cleared once the service shows it.",
     )
-    last_synced_at: str | None = Field(
-        default=None, alias="lastSyncedAt", description="When the service was last compared with the spec."
+    create_attempts: int | None = Field(
+        default=None,
+        alias="createAttempts",
+        description="Create requests sent without a service to show for them; later attempts wait longer (backoff).",
+    )
+    organization_id: str | None = Field(
+        default=None,
+        alias="organizationId",
+        description=(
+            "The ClickHouse Cloud organization the service lives in. A credentialsRef that points to "
+            "another organization cannot reach it: the operator then changes nothing and says so."
+        ),
+    )
+    password_version: str | None = Field(
+        default=None,
+        alias="passwordVersion",
+        description=(
+            "Opaque token of the password the API accepted last; the connection Secret carries the same "
+            "token when its password is that one (not the password or a digest of it)."
+        ),
     )
     observed_generation: int | None = Field(
         default=None,

@@ -64,6 +64,7 @@ def good_secret(service_id=SID, name="orders-db", password="Secr3tPassw0rdXYZ"):
             ANN_SERVICE_NAME: name,
             ANN_PASSWORD_DIGEST: password_digest(service_id, password),
         },
+        controller_uid=UID,
     )
 
 
@@ -179,7 +180,7 @@ def test_running_without_secret_generates_password_and_publishes():
 def test_secret_with_unconfirmed_password_is_applied_not_replaced():
     desired = make_desired()
     secret = good_secret(password="UserChosenPassw0rd")
-    secret = ObservedSecret(data=secret.data, annotations={**secret.annotations, ANN_PASSWORD_DIGEST: "stale"})
+    secret = ObservedSecret(data=secret.data, annotations={**secret.annotations, ANN_PASSWORD_DIGEST: "stale"}, controller_uid=UID)
     plan = core.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=secret))
     (action,) = plan.actions
     assert action.password == "apply" and not action.refresh_endpoint
@@ -188,7 +189,7 @@ def test_secret_with_unconfirmed_password_is_applied_not_replaced():
 def test_secret_with_weak_password_is_reported_not_sent():
     desired = make_desired()
     secret = good_secret(password="weak")
-    secret = ObservedSecret(data=secret.data, annotations={**secret.annotations, ANN_PASSWORD_DIGEST: "stale"})
+    secret = ObservedSecret(data=secret.data, annotations={**secret.annotations, ANN_PASSWORD_DIGEST: "stale"}, controller_uid=UID)
     plan = core.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=secret))
     assert plan.actions == []
     assert plan.synced.reason == core.Reason.TERMINAL_PASSWORD
@@ -354,7 +355,10 @@ def test_delete_calls_delete_then_waits_for_gone():
     assert kinds(plan) == ["DeleteService"] and not plan.release_finalizer
     plan = core.plan_delete(desired, observe(remote=make_remote(desired, state="deleting")))
     assert plan.actions == [] and not plan.release_finalizer
+    # Not listed: only a GET answering 404 confirms it is gone.
     plan = core.plan_delete(desired, observe(remote=None, status=ManagedPostgresStatus(serviceId=SID)))
+    assert kinds(plan) == ["ConfirmGone"] and not plan.release_finalizer
+    plan = core.plan_delete(desired, observe(remote=None, status=ManagedPostgresStatus(serviceId=SID), confirmed_gone=True))
     assert plan.release_finalizer
 
 
@@ -383,3 +387,135 @@ def test_event_vocabulary_is_fixed_and_documented():
     readme = (root / "README.md").read_text()
     for reason in core.EventReason:
         assert f"`{reason.value}`" in readme, f"README does not list event reason {reason.value}"
+
+
+# --- deletion never decides from a snapshot older than its own last request (defect 1, 9) ---
+
+PENDING_NOW = ManagedPostgresStatus(createPendingSince=NOW.isoformat())
+
+
+@pytest.mark.parametrize(
+    "case, remote, status, kw, expect",
+    [
+        # The LIST predates this operator's own POST: it cannot show the service; GET it.
+        ("listed before the create", None, ManagedPostgresStatus(serviceId=SID), {"snapshot_stale": True}, "ConfirmGone"),
+        ("not listed, id known", None, ManagedPostgresStatus(serviceId=SID), {}, "ConfirmGone"),
+        ("GET answered 404", None, ManagedPostgresStatus(serviceId=SID), {"confirmed_gone": True}, "release"),
+        # The LIST predates our DELETE: it still shows "running"; GET instead of deleting twice.
+        ("running in a LIST older than our DELETE", "running", ManagedPostgresStatus(serviceId=SID), {"snapshot_stale": True}, "ConfirmGone"),
+        ("GET shows deleting", "deleting", ManagedPostgresStatus(serviceId=SID), {"fetched_by_id": True}, "wait"),
+        ("GET shows running", "running", ManagedPostgresStatus(serviceId=SID), {"fetched_by_id": True}, "DeleteService"),
+        ("fresh LIST shows running", "running", ManagedPostgresStatus(serviceId=SID), {}, "DeleteService"),
+        # A create in flight: wait for its outcome, whatever the LIST says.
+        ("create pending, stale LIST", None, PENDING_NOW, {"snapshot_stale": True}, "wait"),
+        ("create pending, LIST before the mark", None, PENDING_NOW, {"snapshot_after_pending": False}, "wait"),
+        ("create pending, within grace", None, PENDING_NOW, {}, "wait"),
+        ("create pending, found by tag", "running", PENDING_NOW, {}, "DeleteService"),
+        ("never created", None, ManagedPostgresStatus(), {}, "release"),
+    ],
+)
+def test_plan_delete_table(case, remote, status, kw, expect):
+    desired = make_desired()
+    plan = core.plan_delete(desired, observe(remote=make_remote(desired, state=remote) if remote else None, status=status, **kw))
+    got = "release" if plan.release_finalizer else (kinds(plan)[0] if plan.actions else "wait")
+    assert got == expect, case
+
+
+def test_pending_create_long_past_grace_releases_deletion():
+    status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(minutes=10)).isoformat())
+    assert core.plan_delete(make_desired(), observe(status=status)).release_finalizer
+
+
+# --- credentials switched to another organization (defect 4) ---------------------------------
+
+
+def test_credentials_of_another_organization_never_recreate_the_service():
+    status = ManagedPostgresStatus(serviceId=SID, organizationId="org-a")
+    plan = core.plan(make_desired(), observe(remote=None, status=status, confirmed_gone=True, organization_id="org-b"))
+    assert plan.actions == []
+    assert plan.synced.reason == core.Reason.TERMINAL_ORGANIZATION_CHANGED
+    assert "org-a" in plan.synced.message and "org-b" in plan.synced.message
+    assert plan.ready is None  # the service itself may still work: Ready is left as it was
+
+
+def test_credentials_of_another_organization_block_deletion():
+    status = ManagedPostgresStatus(serviceId=SID, organizationId="org-a")
+    plan = core.plan_delete(make_desired(), observe(remote=None, status=status, organization_id="org-b"))
+    assert plan.actions == [] and not plan.release_finalizer
+    assert plan.events[0][1] == core.EventReason.DELETION_BLOCKED
+
+
+def test_same_organization_records_it():
+    desired = make_desired()
+    plan = core.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=good_secret(), organization_id="org-a"))
+    assert plan.status["organizationId"] == "org-a" and plan.ready.status == "True"
+
+
+# --- the connection Secret is written only when owned (defects 2, 3, 8) ----------------------
+
+
+@pytest.mark.parametrize(
+    "controller_uid, annotations, claimable",
+    [
+        (UID, {}, True),
+        ("someone-else", {}, False),
+        (None, {}, False),  # an unrelated Secret (or the API-key Secret)
+        (None, {"mpg-operator.clickhouse.cloud/hand-over-to": "orders-db"}, True),
+        (None, {"mpg-operator.clickhouse.cloud/hand-over-to": "other-db"}, False),
+        ("someone-else", {"mpg-operator.clickhouse.cloud/hand-over-to": "orders-db"}, False),
+    ],
+)
+def test_secret_claimable_only_when_owned_or_handed_over(controller_uid, annotations, claimable):
+    secret = ObservedSecret(data={"password": "x"}, annotations=annotations, controller_uid=controller_uid)
+    assert secret.claimable_by(UID, "orders-db") is claimable
+
+
+def test_a_taken_secret_name_blocks_the_create():
+    foreign = ObservedSecret(data={"password": "Th31rsNotOurs"}, controller_uid="another-resource")
+    plan = core.plan(make_desired(), observe(secret=foreign))
+    assert plan.actions == []
+    assert plan.synced.reason == plan.ready.reason == core.Reason.TERMINAL_SECRET_CONFLICT
+    assert "orders-db-connection" in plan.synced.message and "hand-over-to=orders-db" in plan.synced.message
+    assert [e[1] for e in plan.events] == [core.EventReason.SECRET_CONFLICT]
+
+
+def test_a_taken_secret_is_never_written_for_a_running_service():
+    desired = make_desired()
+    foreign = ObservedSecret(data={}, controller_uid="another-resource")
+    plan = core.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=foreign))
+    assert not any(isinstance(a, core.PublishSecret) for a in plan.actions)
+    assert plan.ready.status == "False" and plan.synced.reason == core.Reason.TERMINAL_SECRET_CONFLICT
+
+
+# --- Ready means the Secret holds the password the API accepted last (defect 5) -------------
+
+
+def test_a_secret_with_an_older_password_version_is_not_trusted():
+    desired = make_desired()
+    old = good_secret()
+    old = ObservedSecret(data=old.data, annotations={**old.annotations, "mpg-operator.clickhouse.cloud/password-version": "v1"}, controller_uid=UID)
+    status = ManagedPostgresStatus(serviceId=SID, passwordVersion="v2")
+    plan = core.plan(desired, observe(remote=make_remote(desired), status=status, secret=old))
+    (action,) = plan.actions
+    assert action.password == "apply"  # set through the API again before Ready
+    status = ManagedPostgresStatus(serviceId=SID, passwordVersion="v1")
+    plan = core.plan(desired, observe(remote=make_remote(desired), status=status, secret=old))
+    assert plan.actions == [] and plan.ready.status == "True"
+
+
+# --- creates that show nothing are retried with backoff (defect 9) ---------------------------
+
+
+@pytest.mark.parametrize(
+    "attempts, waited_s, creates",
+    [(1, 59, False), (1, 61, True), (2, 61, False), (2, 121, True), (3, 239, False), (3, 241, True), (12, 1700, False), (12, 1801, True)],
+)
+def test_create_retries_back_off(attempts, waited_s, creates):
+    status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(seconds=waited_s)).isoformat(), createAttempts=attempts)
+    plan = core.plan(make_desired(), observe(status=status), create_grace=timedelta(seconds=60))
+    assert (kinds(plan) == ["CreateService"]) is creates
+
+
+def test_reason_is_terminal_is_the_one_definition():
+    assert core.Reason.TERMINAL_SECRET_CONFLICT.is_terminal and core.Reason.QUOTA_EXCEEDED.is_terminal
+    assert not core.Reason.API_ERROR.is_terminal and not core.Reason.CREATE_PENDING.is_terminal

@@ -17,6 +17,7 @@ import kubernetes
 from kubernetes.client.rest import ApiException
 
 from mpg_operator.reconcile.connection import (
+    ANN_HAND_OVER_TO,
     LABEL_INSTANCE_OF,
     LABEL_MANAGED_BY,
     MANAGED_BY,
@@ -55,6 +56,30 @@ class SecretKeyError(Exception):
         return f"Secret {self.namespace}/{self.name} does not exist"
 
 
+class SecretConflictError(Exception):
+    """The connection Secret exists and is not this resource's to write (left untouched)."""
+
+
+class SecretRejectedError(Exception):
+    """Kubernetes refused to store the connection Secret (e.g. an invalid name); says why."""
+
+
+def _controller_uid(meta: dict[str, Any]) -> str | None:
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+def _status_message(e: ApiException) -> str:
+    import json
+
+    try:
+        return json.loads(e.body or "{}").get("message") or str(e.reason)
+    except (ValueError, AttributeError):
+        return str(e.reason)
+
+
 class KubeApi:
     """The few Kubernetes calls the operator makes."""
 
@@ -84,9 +109,9 @@ class KubeApi:
                 return None
             raise
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the status subresource (``None`` values remove fields)."""
-        await self._run(
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the status subresource (``None`` values remove fields); returns the object."""
+        return await self._run(
             self._custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
@@ -129,8 +154,20 @@ class KubeApi:
         return ObservedSecret(
             data=_decode(secret.get("data") or {}),
             annotations=dict(meta.get("annotations") or {}),
-            owner_uids=tuple(ref.get("uid", "") for ref in meta.get("ownerReferences") or []),
+            controller_uid=_controller_uid(meta),
         )
+
+    @staticmethod
+    def _owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+        meta = owner["metadata"]
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
 
     async def write_connection_secret(
         self,
@@ -138,13 +175,20 @@ class KubeApi:
         namespace: str,
         name: str,
         owner: dict[str, Any],
-        data: dict[str, str],
+        data: dict[str, str] | None,
         annotations: dict[str, str | None],
     ) -> None:
-        """Create the Secret (owned by the resource) or merge new keys/annotations into it."""
-        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        """Create the Secret, owned by the resource, or update it if the resource owns it.
+
+        A Secret that exists and is not the resource's (no controller reference to it, and not
+        handed over with the ``hand-over-to`` annotation) is never modified:
+        :class:`SecretConflictError`. ``data=None`` only claims the Secret (before a create, so
+        that the password the create returns is sure to have a place). Kubernetes refusing the
+        Secret itself raises :class:`SecretRejectedError`.
+        """
         owner_meta = owner["metadata"]
         labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE_OF: owner_meta["name"]}
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in (data or {}).items()}
         body = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -154,28 +198,48 @@ class KubeApi:
                 "namespace": namespace,
                 "labels": labels,
                 "annotations": {k: v for k, v in annotations.items() if v is not None},
-                "ownerReferences": [
-                    {
-                        "apiVersion": API_VERSION,
-                        "kind": KIND,
-                        "name": owner_meta["name"],
-                        "uid": owner_meta["uid"],
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
+                "ownerReferences": [self._owner_reference(owner)],
             },
             "data": encoded,
         }
-        try:
-            await self._run(self._core.create_namespaced_secret, namespace, body)
-            return
-        except ApiException as e:
-            if e.status != 409:
-                raise
-        patch = {"metadata": {"labels": labels, "annotations": annotations}, "data": encoded}
-        await self._run(self._core.patch_namespaced_secret, name, namespace, patch, _content_type=MERGE_PATCH)
-
+        for _ in range(5):
+            try:
+                await self._run(self._core.create_namespaced_secret, namespace, body)
+                return
+            except ApiException as e:
+                if e.status in (400, 422):
+                    raise SecretRejectedError(f"Kubernetes refused Secret {name!r}: {_status_message(e)}") from None
+                if e.status != 409:
+                    raise
+            existing = await self.read_secret(namespace, name)
+            if existing is None:
+                continue  # deleted meanwhile: create it
+            meta = existing.get("metadata") or {}
+            uid = _controller_uid(meta)
+            handed_over = uid is None and (meta.get("annotations") or {}).get(ANN_HAND_OVER_TO) == owner_meta["name"]
+            if uid != owner_meta["uid"] and not handed_over:
+                raise SecretConflictError(f"Secret {namespace}/{name} exists and is not owned by this resource")
+            if data is None:
+                return  # already ours: claimed
+            patch: dict[str, Any] = {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": annotations,
+                    # Optimistic concurrency: the ownership just checked is the one written over.
+                    "resourceVersion": meta.get("resourceVersion"),
+                },
+                "data": encoded,
+            }
+            if handed_over:
+                others = [r for r in meta.get("ownerReferences") or [] if not r.get("controller")]
+                patch["metadata"]["ownerReferences"] = others + [self._owner_reference(owner)]
+            try:
+                await self._run(self._core.patch_namespaced_secret, name, namespace, patch, _content_type=MERGE_PATCH)
+                return
+            except ApiException as e:
+                if e.status not in (404, 409):
+                    raise
+        raise RuntimeError(f"could not write Secret {namespace}/{name}: it kept changing")
 
     async def set_secret_finalizer(self, namespace: str, name: str, finalizer: str, present: bool) -> None:
         """Add or remove one finalizer on a Secret (optimistic concurrency; a gone Secret is fine)."""

@@ -8,6 +8,7 @@ creates a second service (see :mod:`mpg_operator.reconcile.core`).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import random
@@ -34,7 +35,7 @@ from mpg_operator.controller.cloudaccess import (
     ServiceSnapshots,
     resolve_credentials,
 )
-from mpg_operator.controller.kube import KubeApi
+from mpg_operator.controller.kube import KubeApi, SecretConflictError, SecretRejectedError
 from mpg_operator.controller.settings import OperatorSettings
 from mpg_operator.reconcile import core
 from mpg_operator.reconcile.core import EventReason
@@ -42,6 +43,7 @@ from mpg_operator.reconcile.connection import (
     Endpoint,
     ObservedSecret,
     generate_password,
+    new_password_version,
     secret_annotations,
     secret_data,
 )
@@ -54,6 +56,14 @@ EventSink = Callable[[dict[str, Any], str, str, str], None]
 """(resource body, type, reason, message) -> None; posts a Kubernetes Event."""
 
 REMEMBERED_ERRORS = (core.Reason.TERMINAL_INVALID_SPEC, core.Reason.QUOTA_EXCEEDED)
+"""Rejections remembered per generation (not re-sent): the others are recomputed from each observation."""
+
+SECRET_WRITE_ATTEMPTS = 4
+"""Tries to store a password the API returned once (create), with backoff, before giving up on it."""
+
+
+class DeletionStarted(Exception):
+    """The resource began deleting while a pass was about to create its service: nothing is sent."""
 
 
 def _now() -> datetime:
@@ -62,6 +72,11 @@ def _now() -> datetime:
 
 def _rfc3339(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _rfc3339_precise(dt: datetime) -> str:
+    """With microseconds: compared with the send time of a LIST, so a whole second is too coarse."""
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -176,6 +191,7 @@ class Reconciler:
             snapshot_after_pending=pending is None or snap.fetched_at >= pending.timestamp(),
             snapshot_stale=snap.fetched_at < self._last_mutation.get(desired.uid, 0.0),
             last_error=last_error,
+            organization_id=client.organization_id,
         )
 
     # --- the live pass ---------------------------------------------------------------------
@@ -229,23 +245,27 @@ class Reconciler:
             observed = await self._observe(client, desired, status, max_age=max_age, last_error=last_error)
             plan = core.plan(desired, observed, create_grace=self._create_grace, update_confirm=self._update_confirm)
             if any(isinstance(a, core.ConfirmGone) for a in plan.actions):
-                observed = await self._confirm_gone(client, observed, status)
+                observed = await self._confirm_gone(client, observed, status.service_id or "")
                 plan = core.plan(desired, observed, create_grace=self._create_grace, update_confirm=self._update_confirm)
             await self._execute(plan, body, desired, client, observed, outcome)
-        except CloudError as e:
-            cond, event = self._classify(e, credentials, plan)
+        except DeletionStarted:
+            return PassResult(requeue_after=self.settings.poll_interval)
+        except (CloudError, SecretConflictError, SecretRejectedError) as e:
+            cond, event = self._classify(e, credentials, plan, desired)
             outcome.events.append(event)
             status_fields = dict(plan.status) if plan else {}
             status_fields.update(outcome.status)
             ready = plan.ready if plan and plan.ready and plan.ready.status != "True" else None
+            if isinstance(e, (SecretConflictError, SecretRejectedError)):
+                ready = core.Condition("False", cond.reason, cond.message)
             await self._write_status(body, conditions, status_fields, synced=cond, ready=ready, applied=False)
             self._emit(body, (plan.events if plan else []) + outcome.events)
-            temporary = e.temporary or isinstance(e, AmbiguousCreateError)
-            return PassResult(requeue_after=self._interval(temporary or plan is None or plan.active), error=str(e))
+            temporary = getattr(e, "temporary", False) or isinstance(e, AmbiguousCreateError)
+            active = temporary or plan is None or (plan.active and not core.Reason(cond.reason).is_terminal)
+            return PassResult(requeue_after=self._interval(active), error=str(e))
 
         status_fields = dict(plan.status)
         status_fields.update(outcome.status)
-        status_fields["lastSyncedAt"] = _rfc3339(_now())
         await self._write_status(
             body, conditions, status_fields, synced=plan.synced, ready=plan.ready, applied=plan.fully_applied
         )
@@ -254,6 +274,23 @@ class Reconciler:
             requeue_after=self._interval(plan.active),
             ready=bool(plan.ready and plan.ready.status == "True"),
         )
+
+    async def _patch_status(self, body: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+        """Write status fields now, and keep ``body`` in step with what is stored."""
+        meta = body["metadata"]
+        stored = await self.kube.patch_status(meta["namespace"], meta["name"], fields)
+        if isinstance(stored, dict):
+            body["status"] = stored.get("status") or {}
+            body["metadata"] = stored.get("metadata") or meta
+        else:  # a client that returns nothing: apply the merge patch locally
+            current = dict(body.get("status") or {})
+            for key, value in fields.items():
+                if value is None:
+                    current.pop(key, None)
+                else:
+                    current[key] = value
+            body["status"] = current
+        return body
 
     # --- the credentials Secret outlives the resource ----------------------------------------
 
@@ -275,7 +312,7 @@ class Reconciler:
         if wanted:
             await self.kube.set_secret_finalizer(desired.namespace, wanted, finalizer, present=True)
         if status.credentials_secret_name != wanted:
-            await self.kube.patch_status(desired.namespace, desired.name, {"credentialsSecretName": wanted})
+            await self._patch_status(body, {"credentialsSecretName": wanted})
         self._protected[desired.uid] = wanted
 
     async def release_credentials(self, body: dict[str, Any]) -> None:
@@ -287,17 +324,15 @@ class Reconciler:
         for name in {status.get("credentialsSecretName"), spec_ref} - {None}:
             await self.kube.set_secret_finalizer(meta["namespace"], name, finalizer, present=False)
         self._protected.pop(meta["uid"], None)
+        self._last_mutation.pop(meta["uid"], None)
 
-    async def _confirm_gone(
-        self, client: CloudClient, observed: core.Observed, status: ManagedPostgresStatus
-    ) -> core.Observed:
-        assert status.service_id
+    async def _confirm_gone(self, client: CloudClient, observed: core.Observed, service_id: str) -> core.Observed:
+        """GET the service: a 404 confirms it is gone; otherwise the GET's answer is the observation."""
         try:
-            service = await client.get_service(status.service_id)
+            service = await client.get_service(service_id)
         except NotFoundError:
-            return dataclasses.replace(observed, confirmed_gone=True)
-        # Listed late (or the LIST was stale): trust the GET.
-        return dataclasses.replace(observed, remote=service)
+            return dataclasses.replace(observed, remote=None, confirmed_gone=True)
+        return dataclasses.replace(observed, remote=service, fetched_by_id=True, snapshot_stale=False)
 
     async def _execute(
         self,
@@ -310,66 +345,103 @@ class Reconciler:
     ) -> None:
         for action in plan.actions:
             if isinstance(action, core.AdoptService):
-                await self.kube.patch_status(desired.namespace, desired.name, {"serviceId": action.service_id, "createPendingSince": None})
+                await self._patch_status(body, {"serviceId": action.service_id, "createPendingSince": None})
             elif isinstance(action, core.CreateService):
-                await self._create(body, desired, client, outcome)
+                await self._create(body, desired, client, observed, outcome)
             elif isinstance(action, core.UpdateService):
                 await client.update_service(action.service_id, desired.patch_request())
                 self._last_mutation[desired.uid] = time.time()
                 outcome.status["pendingUpdate"] = {"digest": action.digest, "sentAt": _rfc3339(_now())}
                 outcome.events.append(("Normal", EventReason.UPDATED, f"Sent update of {', '.join(action.changed)} to service {action.service_id}"))
             elif isinstance(action, core.PublishSecret):
-                await self._publish_secret(body, desired, client, observed.secret, action, outcome)
+                await self._publish_secret(body, desired, client, observed, action, outcome)
             elif isinstance(action, core.DeleteService):
-                await client.delete_service(action.service_id)
                 self._last_mutation[desired.uid] = time.time()
+                await client.delete_service(action.service_id)
                 outcome.events.append(("Normal", EventReason.DELETE_REQUESTED, f"Requested deletion of service {action.service_id}"))
 
-    async def _create(self, body: dict[str, Any], desired: Desired, client: CloudClient, outcome: _Outcome) -> None:
-        pending_since = _rfc3339(_now())
-        # Announce the create before sending it: after a crash we look for the service first.
-        await self.kube.patch_status(desired.namespace, desired.name, {"createPendingSince": pending_since})
+    async def _create(
+        self, body: dict[str, Any], desired: Desired, client: CloudClient, observed: core.Observed, outcome: _Outcome
+    ) -> None:
+        # 1. The Secret the password will go to is ours and storable before anything is created.
+        await self._write_secret(body, desired, None, "", "", "", None)
+        # 2. Announce the create before sending it: after a crash we look for the service first.
+        attempts = (observed.status.create_attempts or 0) + 1
+        version = new_password_version()
+        announced = await self._patch_status(
+            body,
+            {
+                "createPendingSince": _rfc3339_precise(_now()),
+                "createAttempts": attempts,
+                "organizationId": client.organization_id,
+                "passwordVersion": version,
+            },
+        )
+        if announced["metadata"].get("deletionTimestamp"):
+            # Deletion began meanwhile; the finalizer sees createPendingSince and waits it out.
+            await self._patch_status(body, {"createPendingSince": None, "createAttempts": None})
+            raise DeletionStarted()
         self._last_mutation[desired.uid] = time.time()
         try:
             service = await client.create_service(desired.create_request())
         except (InvalidRequestError, ConflictError, AuthError):
             # Rejected: nothing was created.
-            await self.kube.patch_status(desired.namespace, desired.name, {"createPendingSince": None})
+            await self._patch_status(body, {"createPendingSince": None, "createAttempts": None})
             raise
-        # The password is returned this once: persist it before anything else.
-        if service.password is not None and service.id:
-            password = service.password.get_secret_value()
-            endpoint = Endpoint(hostname=service.hostname or "", username=service.username or "postgres", ca_pem="")
-            # No service name yet: until the CA is in, the Secret is not current.
-            await self._write_secret(body, desired, endpoint, password, service.id, "", confirmed=True)
-            self._emit(body, [("Normal", EventReason.CREDENTIALS_PUBLISHED, f"Wrote the initial credentials to Secret {desired.connection_secret_name}")])
-            try:
-                ca = await client.get_ca_certificates(service.id)
-            except CloudError:
-                pass  # the next pass fetches it
-            else:
-                endpoint = Endpoint(hostname=endpoint.hostname, username=endpoint.username, ca_pem=ca)
-                await self._write_secret(body, desired, endpoint, password, service.id, service.name or desired.service_name, confirmed=True)
-        recorded = {
+        recorded: dict[str, Any] = {
             "serviceId": service.id,
             "createPendingSince": None,
+            "createAttempts": None,
             "state": service.state,
             "hostname": service.hostname,
             "username": service.username,
         }
-        await self.kube.patch_status(desired.namespace, desired.name, recorded)
-        outcome.status.update(recorded)
-        self._emit(body, [("Normal", EventReason.CREATED, f"Created service {service.id} ({desired.service_name}, {desired.size}, {desired.region})")])
+        try:
+            # 3. The password is returned this once: persist it before anything else.
+            if service.password is not None and service.id:
+                await self._store_initial_password(body, desired, client, service, version)
+        finally:
+            await self._patch_status(body, recorded)
+            outcome.status.update(recorded)
+            self._emit(body, [("Normal", EventReason.CREATED, f"Created service {service.id} ({desired.service_name}, {desired.size}, {desired.region})")])
+
+    async def _store_initial_password(
+        self, body: dict[str, Any], desired: Desired, client: CloudClient, service: Any, version: str
+    ) -> None:
+        password = service.password.get_secret_value()
+        endpoint = Endpoint(hostname=service.hostname or "", username=service.username or "postgres", ca_pem="")
+        delay = 0.5
+        for attempt in range(SECRET_WRITE_ATTEMPTS):
+            try:
+                # No service name yet: until the CA is in, the Secret is not current.
+                await self._write_secret(body, desired, endpoint, password, service.id, "", version)
+                break
+            except (SecretConflictError, SecretRejectedError):
+                raise  # the next pass reports it; the password is then set anew
+            except Exception:  # noqa: BLE001 -- Kubernetes unavailable for a moment: try again
+                if attempt == SECRET_WRITE_ATTEMPTS - 1:
+                    raise
+                log.warning("Writing Secret %s/%s failed; retrying in %.1fs", desired.namespace, desired.connection_secret_name, delay)
+                await asyncio.sleep(delay)
+                delay *= 2
+        self._emit(body, [("Normal", EventReason.CREDENTIALS_PUBLISHED, f"Wrote the initial credentials to Secret {desired.connection_secret_name}")])
+        try:
+            ca = await client.get_ca_certificates(service.id)
+        except CloudError:
+            return  # the next pass fetches it
+        endpoint = Endpoint(hostname=endpoint.hostname, username=endpoint.username, ca_pem=ca)
+        await self._write_secret(body, desired, endpoint, password, service.id, service.name or desired.service_name, version)
 
     async def _publish_secret(
         self,
         body: dict[str, Any],
         desired: Desired,
         client: CloudClient,
-        secret: ObservedSecret | None,
+        observed: core.Observed,
         action: core.PublishSecret,
         outcome: _Outcome,
     ) -> None:
+        secret: ObservedSecret | None = observed.secret
         old = secret.data if secret else {}
         if action.refresh_endpoint or not old.get("host"):
             service = await client.get_service(action.service_id)
@@ -379,47 +451,68 @@ class Reconciler:
             endpoint = Endpoint(hostname=old["host"], username=old.get("username") or "postgres", ca_pem=old.get("ca.crt", ""))
         outcome.status.update({"hostname": endpoint.hostname, "username": endpoint.username})
 
-        async def write(password: str, confirmed: bool) -> None:
-            await self._write_secret(body, desired, endpoint, password, action.service_id, action.service_name, confirmed)
+        async def write(password: str, version: str | None) -> None:
+            await self._write_secret(body, desired, endpoint, password, action.service_id, action.service_name, version)
 
         if action.password == "generate":
             password = generate_password()
-            await write(password, confirmed=False)  # the Secret first: a crash after this loses nothing
+            await write(password, None)  # the Secret first: a crash after this loses nothing
+            version = await self._announce_password(body)
             await client.set_password(action.service_id, password)
-            await write(password, confirmed=True)
+            await write(password, version)
             outcome.events.append(("Normal", EventReason.CREDENTIALS_PUBLISHED, f"Set a new password and published it in Secret {desired.connection_secret_name}"))
         elif action.password == "apply":
             password = old["password"]
+            version = await self._announce_password(body)
             await client.set_password(action.service_id, password)
-            await write(password, confirmed=True)
+            await write(password, version)
             outcome.events.append(("Normal", EventReason.CREDENTIALS_PUBLISHED, f"Applied the password from Secret {desired.connection_secret_name}"))
         else:
             password = old.get("password", "")
-            await write(password, confirmed=bool(secret and secret.password_confirmed(action.service_id)))
+            version = None
+            if secret is not None and secret.password_confirmed(action.service_id, observed.status.password_version):
+                version = observed.status.password_version or new_password_version()
+                outcome.status["passwordVersion"] = version
+            await write(password, version)
             outcome.events.append(("Normal", EventReason.SECRET_UPDATED, f"Refreshed the endpoint in Secret {desired.connection_secret_name}"))
+
+    async def _announce_password(self, body: dict[str, Any]) -> str:
+        """Before a password is sent: record the version it will have, which no Secret carries yet,
+        so that no Secret passes for current until the one with this password is written."""
+        version = new_password_version()
+        await self._patch_status(body, {"passwordVersion": version})
+        return version
 
     async def _write_secret(
         self,
         body: dict[str, Any],
         desired: Desired,
-        endpoint: Endpoint,
+        endpoint: Endpoint | None,
         password: str,
         service_id: str,
         service_name: str,
-        confirmed: bool,
+        version: str | None,
     ) -> None:
+        """Write the connection Secret (``endpoint=None``: only make sure it exists and is ours)."""
         await self.kube.write_connection_secret(
             namespace=desired.namespace,
             name=desired.connection_secret_name,
             owner=body,
-            data=secret_data(endpoint, password),
-            annotations=secret_annotations(service_id, service_name, password, confirmed),
+            data=secret_data(endpoint, password) if endpoint is not None else None,
+            annotations=secret_annotations(service_id, service_name, password, version) if endpoint is not None else {},
         )
 
     def _classify(
-        self, error: CloudError, credentials: Credentials, plan: core.Plan | None
+        self, error: Exception, credentials: Credentials, plan: core.Plan | None, desired: Desired
     ) -> tuple[core.Condition, tuple[str, str, str]]:
         creating = plan is not None and any(isinstance(a, core.CreateService) for a in plan.actions)
+        if isinstance(error, SecretConflictError):
+            msg = core.secret_conflict_message(desired, None)
+            return core.Condition("False", core.Reason.TERMINAL_SECRET_CONFLICT, msg), ("Warning", EventReason.SECRET_CONFLICT, msg)
+        if isinstance(error, SecretRejectedError):
+            msg = f"spec.connectionSecret: {error}; nothing was created"
+            return core.Condition("False", core.Reason.TERMINAL_INVALID_SPEC, msg), ("Warning", EventReason.INVALID_SPEC, msg)
+        assert isinstance(error, CloudError)
         if isinstance(error, AmbiguousCreateError):
             msg = f"The outcome of a create request is unknown ({error}); looking for the service by its owner tag before retrying"
             return core.Condition("Unknown", core.Reason.CREATE_PENDING, msg), ("Warning", EventReason.CREATE_OUTCOME_UNKNOWN, msg)
@@ -450,6 +543,7 @@ class Reconciler:
         ready: core.Condition | None,
         applied: bool,
     ) -> None:
+        """Write what changed in status, and nothing when nothing did (steady state costs no write)."""
         meta = body["metadata"]
         generation = int(meta.get("generation") or 0)
         now = _rfc3339(_now())
@@ -459,8 +553,6 @@ class Reconciler:
                 continue
             old = merged.get(type_)
             transition = now if old is None or old.get("status") != cond.status else old.get("lastTransitionTime", now)
-            if old is not None and old.get("reason") != cond.reason and old.get("status") == cond.status:
-                transition = old.get("lastTransitionTime", now)
             merged[type_] = {
                 "type": type_,
                 "status": cond.status,
@@ -473,7 +565,12 @@ class Reconciler:
         status["conditions"] = [merged[t] for t in ("Ready", "Synced") if t in merged]
         if applied:
             status["observedGeneration"] = generation
-        await self.kube.patch_status(meta["namespace"], meta["name"], status)
+        current = body.get("status") or {}
+        changed = {k: v for k, v in status.items() if current.get(k) != v}
+        if current.get("lastSyncedAt") is not None:
+            changed["lastSyncedAt"] = None  # written by earlier versions on every pass
+        if changed:
+            await self._patch_status(body, changed)
 
     # --- deletion ----------------------------------------------------------------------------
 
@@ -497,33 +594,51 @@ class Reconciler:
             f"(kubectl patch managedpostgres {meta['name']} -n {meta['namespace']} --type merge "
             "-p '{\"spec\":{\"deletionPolicy\":\"Orphan\"}}')"
         )
+        which = status.service_id or "(create pending)"
         try:
             client, credentials = await self._client(desired)
             observed = await self._observe(client, desired, status, max_age=1.0, with_secret=False)
+            plan = core.plan_delete(desired, observed, create_grace=self._create_grace)
+            confirm = next((a for a in plan.actions if isinstance(a, core.ConfirmGone)), None)
+            if confirm is not None:
+                observed = await self._confirm_gone(client, observed, confirm.service_id)
+                plan = core.plan_delete(desired, observed, create_grace=self._create_grace)
         except CredentialsError as e:
             if nothing_created:
                 self._emit(body, [("Normal", EventReason.DELETED, "No service was ever created; nothing to delete")])
                 return True, "nothing created"
-            msg = f"Cannot delete service {status.service_id or '(create pending)'}: {e}. {escape}"
+            msg = f"Cannot delete service {which}: {e}. {escape}"
             self._emit(body, [("Warning", EventReason.DELETION_BLOCKED, msg)])
             return False, msg
-        except AuthError as e:
+        except CloudError as e:
             if nothing_created:
+                self._emit(body, [("Normal", EventReason.DELETED, "No service was ever created; nothing to delete")])
                 return True, "nothing created"
-            msg = f"Cannot delete service {status.service_id}: ClickHouse Cloud rejected the API key: {e.detail}. {escape}"
+            if e.temporary:
+                msg = f"ClickHouse Cloud API error while deleting service {which}, will retry: {e}"
+                self._emit(body, [("Warning", EventReason.API_ERROR, msg)])
+                return False, msg
+            msg = f"Cannot delete service {which}: ClickHouse Cloud answered {e}. {escape}"
             self._emit(body, [("Warning", EventReason.DELETION_BLOCKED, msg)])
             return False, msg
-        plan = core.plan_delete(desired, observed, create_grace=self._create_grace)
+        events = [
+            (type_, reason, f"{message}. {escape}" if reason == EventReason.DELETION_BLOCKED else message)
+            for type_, reason, message in plan.events
+        ]
         outcome = _Outcome()
         try:
             await self._execute(plan, body, desired, client, observed, outcome)
         except NotFoundError:
-            plan.release_finalizer = True
+            plan.release_finalizer = True  # a DELETE answered 404: gone
         except ConflictError as e:
-            msg = f"ClickHouse Cloud refused to delete service {status.service_id}: {e.detail}. Delete its read replicas first, or: {escape}"
-            self._emit(body, plan.events + outcome.events + [("Warning", EventReason.DELETION_BLOCKED, msg)])
+            msg = f"ClickHouse Cloud refused to delete service {which}: {e.detail}. Delete its read replicas first, or: {escape}"
+            self._emit(body, events + outcome.events + [("Warning", EventReason.DELETION_BLOCKED, msg)])
             return False, msg
-        self._emit(body, plan.events + outcome.events)
+        except CloudError as e:
+            msg = f"ClickHouse Cloud API error while deleting service {which}, will retry: {e}"
+            self._emit(body, events + outcome.events + [("Warning", EventReason.API_ERROR, msg)])
+            return False, msg
+        self._emit(body, events + outcome.events)
         return plan.release_finalizer, plan.ready.message if plan.ready else "deleted"
 
 

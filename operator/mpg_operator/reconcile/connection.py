@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 import string
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -12,6 +13,9 @@ ANNOTATION_PREFIX = "mpg-operator.clickhouse.cloud"
 ANN_SERVICE_ID = f"{ANNOTATION_PREFIX}/service-id"
 ANN_SERVICE_NAME = f"{ANNOTATION_PREFIX}/service-name"
 ANN_PASSWORD_DIGEST = f"{ANNOTATION_PREFIX}/password-digest"
+ANN_PASSWORD_VERSION = f"{ANNOTATION_PREFIX}/password-version"
+ANN_HAND_OVER_TO = f"{ANNOTATION_PREFIX}/hand-over-to"
+"""Set by a user on an existing Secret (value: the ManagedPostgres name) to let the operator take it over."""
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "mpg-operator"
 LABEL_INSTANCE_OF = f"{ANNOTATION_PREFIX}/managedpostgres"
@@ -47,6 +51,11 @@ def password_acceptable(password: str | None) -> bool:
     )
 
 
+def new_password_version() -> str:
+    """An opaque token naming one password the API accepted (recorded in status and on the Secret)."""
+    return uuid.uuid4().hex[:16]
+
+
 def password_digest(service_id: str, password: str) -> str:
     """Digest recording that ``password`` was accepted by the API for ``service_id``."""
     return hashlib.sha256(f"{service_id}\0{password}".encode()).hexdigest()[:40]
@@ -68,16 +77,34 @@ class ObservedSecret:
 
     data: dict[str, str] = field(default_factory=dict, repr=False)
     annotations: dict[str, str] = field(default_factory=dict)
-    owner_uids: tuple[str, ...] = ()
+    controller_uid: str | None = None
+    """uid of the object named by the Secret's controller ownerReference, if any."""
 
     @property
     def password(self) -> str | None:
         return self.data.get(PASSWORD_KEY) or None
 
-    def password_confirmed(self, service_id: str) -> bool:
-        """True when the stored password is the one the API accepted for this service."""
+    def owned_by(self, uid: str) -> bool:
+        return self.controller_uid == uid
+
+    def claimable_by(self, uid: str, name: str) -> bool:
+        """The operator may write this Secret for the resource ``uid``/``name``: it owns it, or the
+        Secret has no controller and was handed over (annotation ``hand-over-to: <name>``)."""
+        if self.controller_uid is not None:
+            return self.controller_uid == uid
+        return self.annotations.get(ANN_HAND_OVER_TO) == name
+
+    def password_confirmed(self, service_id: str, version: str | None) -> bool:
+        """True when the stored password is the one the API accepted last for this service.
+
+        The digest proves the password was accepted once; ``version`` (from status) proves it is
+        the latest one accepted: a Secret left over from earlier (connection Secret renamed A -> B
+        -> A) carries an older version and is not trusted.
+        """
         pw = self.password
-        return bool(pw) and self.annotations.get(ANN_PASSWORD_DIGEST) == password_digest(service_id, pw)
+        if not pw or self.annotations.get(ANN_PASSWORD_DIGEST) != password_digest(service_id, pw):
+            return False
+        return version is None or self.annotations.get(ANN_PASSWORD_VERSION) == version
 
     def endpoint_current(self, service_id: str, service_name: str | None) -> bool:
         """True when host, CA and URIs were written for this service id and its current name."""
@@ -108,10 +135,15 @@ def secret_data(endpoint: Endpoint, password: str) -> dict[str, str]:
     }
 
 
-def secret_annotations(service_id: str, service_name: str, password: str, confirmed: bool) -> dict[str, str | None]:
-    """Bookkeeping annotations; ``None`` removes the digest (password not yet confirmed)."""
+def secret_annotations(
+    service_id: str, service_name: str, password: str, version: str | None
+) -> dict[str, str | None]:
+    """Bookkeeping annotations. ``version`` names the password the API accepted; ``None`` removes
+    digest and version (the password is not confirmed yet)."""
     return {
         ANN_SERVICE_ID: service_id,
         ANN_SERVICE_NAME: service_name,
-        ANN_PASSWORD_DIGEST: password_digest(service_id, password) if confirmed else None,
+        ANN_PASSWORD_DIGEST: password_digest(service_id, password) if version else None,
+        ANN_PASSWORD_VERSION: version,
+        ANN_HAND_OVER_TO: None,
     }

@@ -38,6 +38,9 @@ UPDATE_CONFIRM = timedelta(seconds=15)
 TERMINAL_RETRY = timedelta(hours=1)
 """How long a request the API rejected is not retried, unless the spec changes."""
 
+CREATE_BACKOFF_MAX = timedelta(minutes=30)
+"""The longest wait before a create that showed nothing is sent again (the wait doubles per attempt)."""
+
 
 class Reason(StrEnum):
     """Condition reasons. Those starting with ``Terminal`` need a change by the user."""
@@ -57,7 +60,14 @@ class Reason(StrEnum):
     TERMINAL_CREDENTIALS = "TerminalCredentialsError"
     TERMINAL_PASSWORD = "TerminalInvalidPassword"
     TERMINAL_READ_REPLICA = "TerminalReadReplica"
+    TERMINAL_SECRET_CONFLICT = "TerminalSecretConflict"
+    TERMINAL_ORGANIZATION_CHANGED = "TerminalOrganizationChanged"
     QUOTA_EXCEEDED = "QuotaExceeded"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Needs a change by the user: the same request is not re-sent for this generation."""
+        return self.startswith("Terminal") or self is Reason.QUOTA_EXCEEDED
 
 
 class EventReason(StrEnum):
@@ -81,6 +91,7 @@ class EventReason(StrEnum):
     DUPLICATE_SERVICES = "DuplicateServices"
     DELETION_BLOCKED = "DeletionBlocked"
     DELETION_SKIPPED = "DeletionSkipped"
+    SECRET_CONFLICT = "SecretConflict"
 
 
 # --- observations and actions ---------------------------------------------------------
@@ -99,6 +110,10 @@ class Observed:
     secret: ObservedSecret | None = None
     confirmed_gone: bool = False
     """A GET of ``status.serviceId`` answered 404 (the LIST alone is not trusted for that)."""
+    fetched_by_id: bool = False
+    """``remote`` comes from a GET sent after this operator's last request for the resource."""
+    organization_id: str | None = None
+    """The organization of the API key the resource's credentials name now."""
     snapshot_after_pending: bool = True
     """The LIST used was fetched after ``status.createPendingSince``."""
     snapshot_stale: bool = False
@@ -125,7 +140,8 @@ class CreateService(Action):
 
 @dataclass(frozen=True)
 class ConfirmGone(Action):
-    """GET the recorded service id to confirm a 404 before anything is re-created."""
+    """GET the recorded service id: a 404 confirms it is gone (never a LIST alone); any other
+    answer replaces what the LIST showed (the LIST may predate this operator's last request)."""
 
     service_id: str
 
@@ -245,11 +261,52 @@ def _suppressed(observed: Observed) -> tuple[str, str] | None:
     if not observed.last_error:
         return None
     reason, message, since = observed.last_error
-    if not reason.startswith("Terminal") and reason != Reason.QUOTA_EXCEEDED:
+    if not (reason.startswith("Terminal") or reason == Reason.QUOTA_EXCEEDED):
         return None
     if since is not None and observed.now - since >= TERMINAL_RETRY:
         return None
     return reason, message
+
+
+def organization_mismatch(desired: Desired, observed: Observed) -> str | None:
+    """A message when the credentials now point to another organization than the service's.
+
+    A credentials switch cannot move a service: the other organization's API never shows it, and
+    reading that as "the service is gone" would create a second, empty database.
+    """
+    recorded = observed.status.organization_id
+    if not recorded or not observed.organization_id or recorded == observed.organization_id:
+        return None
+    which = observed.status.service_id or "(create pending)"
+    return (
+        f"Service {which} lives in organization {recorded}, but the API key of "
+        f"{'spec.credentialsRef' if desired.credentials_secret_name else 'the operator default'} is for "
+        f"organization {observed.organization_id}; a service cannot move between organizations, so "
+        "nothing is changed. Point credentialsRef back to a key of the service's organization"
+    )
+
+
+def secret_conflict(desired: Desired, observed: Observed) -> str | None:
+    """A message when the connection Secret exists and is not this resource's to write."""
+    secret = observed.secret
+    if secret is None or secret.claimable_by(desired.uid, desired.name):
+        return None
+    return secret_conflict_message(desired, secret.controller_uid)
+
+
+def secret_conflict_message(desired: Desired, controller_uid: str | None) -> str:
+    owner = f"is owned by another object (uid {controller_uid})" if controller_uid else "is not owned by this ManagedPostgres"
+    return (
+        f"Secret {desired.connection_secret_name} already exists and {owner}; it is left untouched. "
+        "Choose another spec.connectionSecret.name, delete that Secret, or hand it over with the annotation "
+        f"mpg-operator.clickhouse.cloud/hand-over-to={desired.name}"
+    )
+
+
+def create_wait(create_grace: timedelta, attempts: int) -> timedelta:
+    """How long a create may take to show before it is sent again: doubles with each attempt."""
+    wait = create_grace * (2 ** max(0, attempts - 1))
+    return min(wait, max(create_grace, CREATE_BACKOFF_MAX))
 
 
 # --- planning ----------------------------------------------------------------------------
@@ -274,6 +331,12 @@ def plan(
     remote = observed.remote
     status = observed.status
 
+    moved = organization_mismatch(desired, observed)
+    if moved:
+        p.synced = Condition("False", Reason.TERMINAL_ORGANIZATION_CHANGED, moved)
+        p.active = False
+        return p
+
     if remote is None:
         return _plan_without_remote(desired, observed, p, create_grace)
 
@@ -282,6 +345,9 @@ def plan(
         p.events.append(("Normal", EventReason.ADOPTED, f"Found service {remote.id} by its owner tag; adopting it"))
     p.status.update(observed_status_fields(remote))
     p.status["createPendingSince"] = None
+    p.status["createAttempts"] = None
+    if observed.organization_id:
+        p.status["organizationId"] = observed.organization_id
     if observed.duplicates:
         p.events.append(
             (
@@ -351,9 +417,12 @@ def plan(
     secret = observed.secret
     running = state == ServiceState.RUNNING
     credentials_ok = False  # once this plan's actions have run
-    if running:
+    taken = secret_conflict(desired, observed)
+    if taken:
+        synced_problems.insert(0, (Reason.TERMINAL_SECRET_CONFLICT, taken))
+    elif running:
         refresh = secret is None or not secret.endpoint_current(remote.id, remote.name)
-        confirmed = secret is not None and secret.password_confirmed(remote.id)
+        confirmed = secret is not None and secret.password_confirmed(remote.id, status.password_version)
         if confirmed or is_replica:
             # Replicas inherit the primary's password; the API refuses to set one.
             password_mode = "keep"
@@ -383,6 +452,8 @@ def plan(
 
     if running and credentials_ok:
         p.ready = Condition("True", Reason.AVAILABLE, f"Service is running; Secret {desired.connection_secret_name} is published")
+    elif running and taken:
+        p.ready = Condition("False", Reason.TERMINAL_SECRET_CONFLICT, taken)
     elif running:
         p.ready = Condition("False", Reason.CREDENTIALS_PENDING, "Publishing the connection Secret")
     elif state == ServiceState.CREATING:
@@ -412,16 +483,25 @@ def _plan_without_remote(desired: Desired, observed: Observed, p: Plan, create_g
         p.actions.append(ConfirmGone(status.service_id))
         p.synced = Condition("Unknown", Reason.API_ERROR, f"Service {status.service_id} is not listed; checking")
         return p
+    taken = secret_conflict(desired, observed)
+    if taken:
+        # Never create a service whose password could not be stored.
+        p.synced = Condition("False", Reason.TERMINAL_SECRET_CONFLICT, taken)
+        p.ready = Condition("False", Reason.TERMINAL_SECRET_CONFLICT, taken)
+        p.events.append(("Warning", EventReason.SECRET_CONFLICT, taken))
+        p.active = False
+        return p
     if status.service_id and observed.confirmed_gone:
         p.events.append(
             ("Warning", EventReason.SERVICE_MISSING, f"Service {status.service_id} no longer exists in ClickHouse Cloud; creating a new one")
         )
-        p.status.update({"serviceId": None, "state": None, "hostname": None})
+        p.status.update({"serviceId": None, "state": None, "hostname": None, "passwordVersion": None})
 
     pending_since = parse_time(status.create_pending_since)
+    attempts = status.create_attempts or 0
     if pending_since is not None and not status.service_id:
         waited = observed.now - pending_since
-        if not observed.snapshot_after_pending or waited < create_grace:
+        if observed.snapshot_stale or not observed.snapshot_after_pending or waited < create_wait(create_grace, attempts):
             p.synced = Condition(
                 "Unknown",
                 Reason.CREATE_PENDING,
@@ -430,7 +510,12 @@ def _plan_without_remote(desired: Desired, observed: Observed, p: Plan, create_g
             )
             return p
         p.events.append(
-            ("Warning", EventReason.CREATE_RETRIED, f"No service with owner tag {TAG_UID}={desired.uid} appeared; creating again")
+            (
+                "Warning",
+                EventReason.CREATE_RETRIED,
+                f"No service with owner tag {TAG_UID}={desired.uid} appeared after create attempt {max(attempts, 1)}; "
+                f"creating again (the next attempt waits {create_wait(create_grace, attempts + 1).total_seconds():.0f}s)",
+            )
         )
 
     if suppressed:
@@ -446,26 +531,43 @@ def _plan_without_remote(desired: Desired, observed: Observed, p: Plan, create_g
 def plan_delete(desired: Desired, observed: Observed, *, create_grace: timedelta = CREATE_GRACE) -> Plan:
     """Decide the next step for a ManagedPostgres being deleted.
 
-    ``release_finalizer`` is set once nothing remains to be done remotely.
+    ``release_finalizer`` is set once nothing remains to be done remotely. A service is only
+    concluded gone when a GET answered 404 (or a DELETE did): a LIST may predate this operator's
+    own create or delete request.
     """
     p = Plan()
     remote = observed.remote
+    status = observed.status
     if desired.deletion_policy == DeletionPolicy.ORPHAN:
-        which = remote.id if remote else observed.status.service_id
+        which = remote.id if remote else status.service_id
         p.events.append(
             ("Normal", EventReason.ORPHANED, f"deletionPolicy is Orphan: service {which or '(none)'} is kept in ClickHouse Cloud")
         )
         p.release_finalizer = True
         return p
+    moved = organization_mismatch(desired, observed)
+    if moved:
+        p.ready = Condition("False", Reason.TERMINAL_ORGANIZATION_CHANGED, moved)
+        p.events.append(("Warning", EventReason.DELETION_BLOCKED, moved))
+        return p
+    service_id = remote.id if remote is not None else status.service_id
+    if service_id and not observed.confirmed_gone and not observed.fetched_by_id and (remote is None or observed.snapshot_stale):
+        p.actions.append(ConfirmGone(service_id))
+        p.ready = Condition("False", Reason.DELETING, f"Checking service {service_id}")
+        return p
+    if remote is None and status.service_id:
+        p.events.append(("Normal", EventReason.DELETED, f"Service {status.service_id} is gone"))
+        p.release_finalizer = True
+        return p
     if remote is None:
-        pending_since = parse_time(observed.status.create_pending_since)
+        pending_since = parse_time(status.create_pending_since)
         if pending_since is not None and (
-            not observed.snapshot_after_pending or observed.now - pending_since < create_grace
+            observed.snapshot_stale
+            or not observed.snapshot_after_pending
+            or observed.now - pending_since < create_wait(create_grace, status.create_attempts or 0)
         ):
             p.ready = Condition("False", Reason.DELETING, "Waiting for the outcome of a create request before deleting")
             return p
-        if observed.status.service_id:
-            p.events.append(("Normal", EventReason.DELETED, f"Service {observed.status.service_id} is gone"))
         p.release_finalizer = True
         return p
     if remote.state == ServiceState.DELETING:
