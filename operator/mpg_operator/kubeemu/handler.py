@@ -24,9 +24,12 @@ from typing import TYPE_CHECKING, Any
 import aiohttp.web
 import attrs
 import kmock
+import yaml
 from kmock._internal import enums, rendering
 
+from mpg_operator.kubeemu import protobuf
 from mpg_operator.kubeemu.errors import ApiError
+from mpg_operator.kubeemu.protobuf import PROTOBUF
 from mpg_operator.kubeemu.resources import ResourceType
 
 if TYPE_CHECKING:
@@ -97,6 +100,44 @@ def rbac_verb(method: str, named: bool, params: dict[str, str]) -> str:
     }.get(method, method.lower())
 
 
+BODY_TYPES = ["application/json", "application/yaml", PROTOBUF]
+PATCH_TYPES = ["application/json-patch+json", "application/merge-patch+json",
+               "application/strategic-merge-patch+json", "application/apply-patch+yaml"]
+
+
+def unsupported_media_type(accepted: list[str]) -> ApiError:
+    """415 naming the media types the server does accept (as the real server words it)."""
+    return ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
+                         + ", ".join(accepted), "UnsupportedMediaType")
+
+
+def decode_body(method: str, content_type: str, body: bytes) -> tuple[Any, ApiError | None]:
+    """A request body as JSON-like data, by its Content-Type (JSON, YAML, apply YAML, protobuf)."""
+    media = content_type.split(";")[0].strip().lower()
+    writes = method in ("POST", "PUT", "PATCH")
+    if media == PROTOBUF:
+        try:
+            return protobuf.decode(body), None
+        except (protobuf.ProtobufError, UnicodeDecodeError, ValueError) as e:
+            return None, (ApiError(415, f"the body of the request was in an unknown format - accepted media "
+                                        f"types include: application/json, application/yaml ({e}; protobuf "
+                                        f"is understood for {', '.join(protobuf.supported_kinds())})",
+                                   "UnsupportedMediaType") if writes or method == "DELETE" else None)
+    if media in ("application/apply-patch+yaml", "application/yaml"):
+        try:
+            return yaml.safe_load(body), None
+        except yaml.YAMLError as e:
+            return None, ApiError(400, f"error decoding YAML: {e}", "BadRequest")
+    try:
+        return json.loads(body), None
+    except ValueError:
+        if not writes:
+            return None, None
+        if media and "json" not in media:
+            return None, unsupported_media_type(PATCH_TYPES if method == "PATCH" else BODY_TYPES)
+        return None, ApiError(400, "the body of the request was in an unknown format: invalid JSON", "BadRequest")
+
+
 def _json(body: Any, status: int = 200) -> aiohttp.web.Response:
     return aiohttp.web.Response(text=json.dumps(body), status=status, content_type="application/json")
 
@@ -128,18 +169,12 @@ class EmulatorHandler(kmock.RawHandler):
             parsed = parse_path(raw.path)
             params = dict(raw.query)
             data: Any = None
-            undecodable = False
+            error: ApiError | None = None
             if body:
-                try:
-                    data = json.loads(body)
-                except ValueError:
-                    undecodable = raw.method in ("POST", "PUT", "PATCH")
+                data, error = decode_body(raw.method, raw.headers.get("Content-Type", ""), body)
             request = self._record(raw, parsed, params, body, data)
-            if undecodable:
-                content_type = raw.headers.get("Content-Type", "")
-                raise ApiError(400 if "json" in content_type or not content_type else 415,
-                               "the body of the request was in an unknown format - accepted media types "
-                               "include: application/json (kubeemu does not speak protobuf)")
+            if error is not None:
+                raise error
             if self._payloads:
                 try:
                     return await super()._handle(request)

@@ -26,6 +26,7 @@ class ResourceType:
     unconditional_update: bool = True  # built-ins accept PUT without resourceVersion; CRs do not
     custom: bool = False  # served from a CRD: items carry kind/apiVersion, schema validation applies
     field_selectors: frozenset[str] = field(default=_BASE_FIELDS)
+    storage: tuple[str, str] | None = None  # shares another type's objects (converted on the way in and out)
 
     @property
     def api_version(self) -> str:
@@ -37,8 +38,8 @@ class ResourceType:
 
     @property
     def storage_key(self) -> tuple[str, str]:
-        """Objects are shared by all versions of a group/plural."""
-        return (self.group, self.plural)
+        """Objects are shared by all versions of a group/plural (and events.k8s.io events with core ones)."""
+        return self.storage or (self.group, self.plural)
 
     def discovery(self) -> list[dict[str, Any]]:
         """Entries for this resource in an ``APIResourceList``."""
@@ -74,12 +75,28 @@ BUILTINS: list[ResourceType] = [
           field_selectors=_BASE_FIELDS | {"status.phase"}),
     _core("secrets", "Secret", field_selectors=_BASE_FIELDS | {"type"}),
     _core("configmaps", "ConfigMap", short_names=("cm",)),
+    _core("pods", "Pod", short_names=("po",), status_subresource=True, categories=("all",)),
     _core("serviceaccounts", "ServiceAccount", short_names=("sa",)),
     _core("events", "Event", short_names=("ev",), field_selectors=_BASE_FIELDS | {
         "involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
         "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
         "reason", "reportingComponent", "source", "type"}),
-    ResourceType("events.k8s.io", "v1", "events", "Event", True, singular="event", short_names=("ev",)),
+    ResourceType("events.k8s.io", "v1", "events", "Event", True, singular="event", short_names=("ev",),
+                 storage=("", "events")),
+    _core("services", "Service", short_names=("svc",), status_subresource=True, categories=("all",)),
+    ResourceType("apps", "v1", "deployments", "Deployment", True, singular="deployment", short_names=("deploy",),
+                 categories=("all",), status_subresource=True, has_generation=True),
+    ResourceType("rbac.authorization.k8s.io", "v1", "roles", "Role", True, singular="role"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, singular="rolebinding"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, singular="clusterrole"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False,
+                 singular="clusterrolebinding"),
+    ResourceType("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies", "ValidatingAdmissionPolicy",
+                 False, singular="validatingadmissionpolicy", categories=("api-extensions",),
+                 status_subresource=True, has_generation=True),
+    ResourceType("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings",
+                 "ValidatingAdmissionPolicyBinding", False, singular="validatingadmissionpolicybinding",
+                 categories=("api-extensions",), has_generation=True),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True, singular="lease"),
     ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
                  False, singular="customresourcedefinition", short_names=("crd", "crds"),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mpg_operator.kubeemu import errors, selectors
+from mpg_operator.kubeemu.conversions import CONVERTERS
 from mpg_operator.kubeemu.errors import ApiError
 from mpg_operator.kubeemu.patching import json_patch, merge_patch, strategic_merge_patch
 from mpg_operator.kubeemu.resources import BUILTINS, ResourceType, types_from_crd
@@ -165,6 +166,8 @@ class Store:
 
     def present(self, obj: dict[str, Any], rt: ResourceType) -> dict[str, Any]:
         """A copy of a stored object as served under ``rt``'s version."""
+        if rt.storage is not None and rt.group_resource in CONVERTERS:
+            return CONVERTERS[rt.group_resource][0](obj)
         out = copy.deepcopy(obj)
         out["apiVersion"] = rt.api_version
         out["kind"] = rt.kind
@@ -247,6 +250,9 @@ class Store:
         """POST: 201-style creation with uid, resourceVersion, generation, creationTimestamp."""
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request was in an unknown format")
+        if rt.storage is not None:
+            created = self.create(self.stored_type(rt), namespace, self._to_stored(rt, body), dry_run)
+            return self.present(created, rt)
         with self.lock:
             self._check_scope(rt, namespace)
             obj = copy.deepcopy(body)
@@ -437,6 +443,10 @@ class Store:
         """PUT (main resource or ``/status``) with optimistic concurrency."""
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request was in an unknown format")
+        if rt.storage is not None:
+            replaced = self.replace(self.stored_type(rt), namespace, name, self._to_stored(rt, body),
+                                    subresource, dry_run)
+            return self.present(replaced, rt)
         with self.lock:
             old = self._existing(rt, namespace, name)
             meta = body.get("metadata") or {}
@@ -471,6 +481,9 @@ class Store:
                     new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
             if not isinstance(new, dict):
                 raise errors.bad_request("the patched object is not a JSON object")
+            if rt.storage is not None:
+                return self.present(self._update(self.stored_type(rt), old, self._to_stored(rt, new),
+                                                 subresource, dry_run), rt)
             return self._update(rt, old, new, subresource, dry_run)
 
     def _update(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any], subresource: str | None,
@@ -648,10 +661,24 @@ class Store:
         self._remove(self._types[("", "v1", "namespaces")], ns)
 
     def _type_for_storage(self, storage_key: tuple[str, str]) -> ResourceType | None:
+        found = None
         for rt in self._types.values():
             if rt.storage_key == storage_key:
-                return rt
-        return None
+                if rt.storage is None:
+                    return rt
+                found = found or rt
+        return found
+
+    def stored_type(self, rt: ResourceType) -> ResourceType:
+        """The type whose form objects of ``rt`` are stored in (``rt`` itself unless converted)."""
+        if rt.storage is None:
+            return rt
+        return self._type_for_storage(rt.storage) or rt
+
+    @staticmethod
+    def _to_stored(rt: ResourceType, body: dict[str, Any]) -> dict[str, Any]:
+        converter = CONVERTERS.get(rt.group_resource)
+        return converter[1](body) if converter else body
 
     def _uninstall_crd(self, crd: dict[str, Any]) -> None:
         key = (crd["spec"]["group"], crd["spec"]["names"]["plural"])

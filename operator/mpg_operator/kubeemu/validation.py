@@ -2,7 +2,8 @@
 
 Mirrors the API server's order: prune unknown fields, validate the schema (``jsonschema`` after
 translating the Kubernetes extensions), then evaluate ``x-kubernetes-validations`` with
-``cel-python`` (transition rules with ``oldSelf`` only on updates where the old value exists).
+``cel-python`` (transition rules with ``oldSelf`` only on updates where the old value exists;
+root-level rules see ``self.metadata.name`` and ``self.metadata.generateName``, as on the server).
 Messages follow the real server: ``spec.region: Invalid value: "string": region is immutable``.
 """
 
@@ -295,7 +296,18 @@ def validate_schema(
     if result:
         return result  # the server skips CEL when the schema itself fails
     old_body = {k: v for k, v in (old or {}).items() if k not in _META_KEYS}
-    return list(_cel_errors(body, schema, old_body, old is not None, []))
+    # Root-level rules may read self.metadata.name and self.metadata.generateName (nothing else).
+    cel_body = {**body, **_cel_metadata(obj)}
+    cel_old = {**old_body, **_cel_metadata(old or {})}
+    return list(_cel_errors(cel_body, schema, cel_old, old is not None, []))
+
+
+def _cel_metadata(obj: dict[str, Any]) -> dict[str, Any]:
+    """The part of ``metadata`` the API server exposes to root-level CEL rules."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return {}
+    return {"metadata": {k: meta[k] for k in ("name", "generateName") if k in meta}}
 
 
 def validate_custom_resource(
