@@ -89,6 +89,7 @@ def crd() -> dict[str, Any]:
                                 "A ClickHouse Cloud Managed Postgres service, its connection Secret and its state."
                             ),
                             "required": ["spec"],
+                            "x-kubernetes-validations": list(resource.ROOT_VALIDATIONS),
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

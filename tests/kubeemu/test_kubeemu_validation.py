@@ -110,11 +110,12 @@ def test_project_crd_rules_evaluate() -> None:
 
     assert validate_custom_resource(crd, mp(tags={"team": "db"})) == []
     assert validate_custom_resource(crd, mp(tags={"chc_x": "v"})) == [
-        'spec.tags: Invalid value: "object": tag keys starting with chc_ or mpg-operator. are reserved']
+        'spec.tags: Invalid value: "object": tag keys starting with chc_ (reserved by ClickHouse Cloud) or '
+        'mpg-operator. (reserved by the operator) are not allowed, in any case (CHC_x, Chc_x too)']
     changed = mp()
     changed["spec"]["region"] = "eu-west-1"
     assert validate_custom_resource(crd, changed, old=mp()) == [
-        'spec.region: Invalid value: "string": region is immutable']
+        'spec.region: Invalid value: "string": region is immutable: it cannot be changed after creation']
     dup = mp()
     dup["status"] = {"conditions": [{"type": "Ready", "status": "True", "reason": "A"},
                                     {"type": "Ready", "status": "False", "reason": "B"}]}
