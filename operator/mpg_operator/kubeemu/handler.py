@@ -27,7 +27,7 @@ import kmock
 import yaml
 from kmock._internal import enums, rendering
 
-from mpg_operator.kubeemu import protobuf
+from mpg_operator.kubeemu import openapi, protobuf, tables
 from mpg_operator.kubeemu.errors import ApiError
 from mpg_operator.kubeemu.protobuf import PROTOBUF
 from mpg_operator.kubeemu.resources import ResourceType
@@ -240,12 +240,21 @@ class EmulatorHandler(kmock.RawHandler):
             if name:
                 field_selector = ",".join(filter(None, [field_selector, f"metadata.name={name}"]))
             return await self._watch(raw, rt, ns, params, field_selector)
+        as_table = tables.wants_table(raw.headers.get("Accept", ""))
         if method == "GET" and name:
-            return _json(store.get(rt, ns, name))
+            obj = store.get(rt, ns, name)
+            if as_table:
+                return _json(self._table(rt, [obj], params, obj["metadata"].get("resourceVersion", "")))
+            return _json(obj)
         if method == "GET":
             limit = int(params["limit"]) if params.get("limit", "").isdigit() else None
-            return _json(store.list(rt, ns, params.get("labelSelector"), params.get("fieldSelector"),
-                                    limit, params.get("continue")))
+            listing = store.list(rt, ns, params.get("labelSelector"), params.get("fieldSelector"),
+                                 limit, params.get("continue"))
+            if as_table:
+                items = [{"apiVersion": rt.api_version, "kind": rt.kind, **item} for item in listing["items"]]
+                return _json(self._table(rt, items, params, listing["metadata"]["resourceVersion"],
+                                         listing["metadata"].get("continue")))
+            return _json(listing)
         if method == "POST" and not name:
             return _json(store.create(rt, ns, data, dry_run), 201)
         if method == "PUT" and name:
@@ -264,6 +273,12 @@ class EmulatorHandler(kmock.RawHandler):
         raise ApiError(405, "the server does not allow this method on the requested resource",
                        "MethodNotAllowed")
 
+    def _table(self, rt: ResourceType, objects: list[dict[str, Any]], params: dict[str, str],
+               resource_version: str, continue_: str | None = None, columns: bool = True) -> dict[str, Any]:
+        crd = self.store.crds().get(rt.storage_key) if rt.custom else None
+        return tables.table(rt, objects, crd, params.get("includeObject", "Metadata"), resource_version,
+                            continue_, columns)
+
     # ---------------------------------------------------------------- discovery
 
     def _discovery(self, path: str, parsed: ParsedPath | None) -> aiohttp.web.StreamResponse:
@@ -277,6 +292,14 @@ class EmulatorHandler(kmock.RawHandler):
             return aiohttp.web.Response(text="ok")
         if path == "/version":
             return _json(SERVER_VERSION)
+        if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
+            docs = openapi.group_version_documents(types, self.store.crds())
+            if path == "/openapi/v3":
+                return _json(openapi.index(docs))
+            doc = docs.get(path.removeprefix("/openapi/v3/"))
+            if doc is None:
+                raise ApiError(404, "the server could not find the requested resource", "NotFound")
+            return _json(doc)
         if path == "/":
             paths = {"/api", "/api/v1", "/apis", "/version", "/healthz", "/livez", "/readyz"}
             for group, versions in groups.items():
@@ -350,7 +373,15 @@ class EmulatorHandler(kmock.RawHandler):
         try:
             await response.prepare(raw)
 
+            as_table = tables.wants_table(raw.headers.get("Accept", ""))
+            first = [True]
+
             async def send(event: dict[str, Any]) -> None:
+                if as_table and event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                    obj = event["object"]
+                    event = {"type": event["type"], "object": self._table(
+                        rt, [obj], params, obj["metadata"].get("resourceVersion", ""), columns=first[0])}
+                    first[0] = False
                 await response.write(json.dumps(event).encode() + b"\n")
 
             for obj in initial:

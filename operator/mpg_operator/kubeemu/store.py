@@ -117,6 +117,11 @@ class Store:
                     return rt
         raise ApiError(404, f'no matches for kind "{kind}" in version "{api_version}"', "NotFound")
 
+    def crds(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """The installed CRDs by (group, plural)."""
+        with self.lock:
+            return dict(self._crds)
+
     @property
     def resource_version(self) -> int:
         return self._rv
@@ -355,6 +360,39 @@ class Store:
                 obj["status"] = {"phase": "Active"}
         elif rt.group == "apiextensions.k8s.io" and rt.plural == "customresourcedefinitions":
             self._check_crd(obj)
+        elif rt.group == "" and rt.plural == "services":
+            self._default_service(obj, old)
+        elif rt.group == "apps" and rt.plural == "deployments":
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("replicas", 1)
+            spec.setdefault("revisionHistoryLimit", 10)
+            spec.setdefault("progressDeadlineSeconds", 600)
+            spec.setdefault("strategy", {"type": "RollingUpdate",
+                                         "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+
+    def _default_service(self, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        """Defaults and a cluster IP, as the API server's Service registry sets them (no proxying)."""
+        spec = obj.setdefault("spec", {})
+        spec.setdefault("type", "ClusterIP")
+        spec.setdefault("sessionAffinity", "None")
+        for port in spec.get("ports") or []:
+            port.setdefault("protocol", "TCP")
+            port.setdefault("targetPort", port.get("port"))
+        if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
+            old_ip = ((old or {}).get("spec") or {}).get("clusterIP")
+            if old_ip:
+                spec["clusterIP"] = old_ip
+            else:
+                used = {(o.get("spec") or {}).get("clusterIP") for o in self._objects.get(("", "services"), {}).values()}
+                for index in range(1, 65000):
+                    candidate = f"10.96.{index // 250}.{index % 250 + 1}"
+                    if candidate not in used:
+                        spec["clusterIP"] = candidate
+                        break
+            spec["clusterIPs"] = [spec["clusterIP"]]
+            spec.setdefault("ipFamilies", ["IPv4"])
+            spec.setdefault("ipFamilyPolicy", "SingleStack")
+            spec.setdefault("internalTrafficPolicy", "Cluster")
 
     def _check_metadata(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         """Label syntax and ownerReference completeness, as the API server's ObjectMeta validation."""
