@@ -1,0 +1,250 @@
+"""The bad-input corpus (``bad_inputs.py``): every case rejected by the CRD, or conditioned by the
+operator with a clear message, a Warning event and no avoidable mutating API call.
+
+* CRD cases run against the Kubernetes emulator with the project's CRD (fast, no operator).
+* Operator cases run end to end in one Sandbox (simulator without PostgreSQL, emulator, the real
+  operator): all applied at once, each with its own API key and organization, so the simulator's
+  requests are counted per case by the organization in their path.
+
+Full corpus: ``.venv/bin/pytest -q tests/campaigns/test_bad_input.py`` (about a minute).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+pytest.importorskip("kmock")
+pytest.importorskip("celpy")
+
+from bad_inputs import (  # noqa: E402
+    CONDITION,
+    CRD,
+    CRD_CASES,
+    NAMESPACE,
+    OPERATOR_CASES,
+    BadInput,
+    manifest_of,
+    mp,
+)
+
+from mpg_operator import crd as crd_module  # noqa: E402
+from mpg_operator.kubeemu import ApiError, KubeEmulator  # noqa: E402
+from mpg_operator.resource import API_VERSION, KIND  # noqa: E402
+
+MUTATING = ("POST", "PATCH", "DELETE", "PUT")
+_ORG_IN_PATH = re.compile(r"/v1/organizations/([^/]+)")
+
+
+# --------------------------------------------------------------------------- the corpus itself
+
+
+def test_the_corpus_is_large_and_well_formed():
+    cases = CRD_CASES + OPERATOR_CASES
+    assert len(cases) >= 80
+    assert len({c.name for c in cases}) == len(cases), "case names must be unique"
+    for case in cases:
+        assert case.expect in (CRD, CONDITION) and case.message and case.what, case.name
+        if case.expect == CONDITION:
+            assert case.reason and case.condition in ("Synced", "Ready"), case.name
+
+
+# --------------------------------------------------------------------------- CRD level (fast)
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    with KubeEmulator(crds=[crd_module.crd()], namespaces=[NAMESPACE]) as emu:
+        yield emu
+        assert emu.server_errors == []
+
+
+def test_a_valid_resource_is_accepted(emulator):
+    stored = emulator.apply(mp("baseline-ok", serviceName="orders db (eu).v2", postgresVersion="18", haType="sync",
+                               tags={"team": "orders", "Cost-Center.2": "a_b-c.d"},
+                               credentialsRef={"name": "clickhouse-cloud"},
+                               connectionSecret={"name": "orders.db-connection"}, deletionPolicy="Orphan"))
+    assert stored["spec"]["serviceName"] == "orders db (eu).v2"
+    assert emulator.apply(mp("n" * 50))  # the longest default serviceName
+    assert emulator.apply(mp("m" * 63, serviceName="short"))  # the longest name (a label value)
+
+
+@pytest.mark.parametrize("case", CRD_CASES, ids=lambda c: c.name)
+def test_crd_rejects(emulator, case: BadInput):
+    if case.old is not None:
+        emulator.apply(copy.deepcopy(case.old))  # the valid object the update starts from
+    with pytest.raises(ApiError) as err:
+        emulator.apply(manifest_of(case))
+    assert err.value.code == 422, err.value.message
+    assert case.message in err.value.message, f"{case.name}: {err.value.message}"
+    name = case.manifest["metadata"]["name"]
+    stored = emulator.get(API_VERSION, KIND, name, NAMESPACE)
+    if case.old is None:
+        assert stored is None, "a rejected object must not be stored"
+    else:
+        assert stored["spec"] == case.old["spec"], "a rejected update must not change the object"
+        emulator.delete(API_VERSION, KIND, name, NAMESPACE)
+
+
+@pytest.mark.parametrize("case", OPERATOR_CASES, ids=lambda c: c.name)
+def test_operator_cases_pass_the_crd(emulator, case: BadInput):
+    """Input only the operator or the API can judge must reach them (not be refused as malformed)."""
+    body = manifest_of(case)
+    body["metadata"]["name"] = "crd-ok-" + case.name
+    body["spec"].pop("connectionSecret", None)  # the name-specific default-secret rule needs the real name
+    assert emulator.apply(body)
+
+
+# --------------------------------------------------------------------------- operator level (end to end)
+
+
+def _credentials(sb: Any, case_name: str, kind: str) -> tuple[dict[str, str] | None, str | None]:
+    """The case's credentials Secret data (None: no Secret) and the organization its requests go to."""
+    if kind in ("missing", "none"):
+        return None, None
+    key_id, key_secret, org_id = sb.simulator.add_key()
+    data = {"keyId": key_id, "keySecret": key_secret, "organizationId": org_id}
+    if kind == "no-keySecret":
+        del data["keySecret"]
+    elif kind == "no-organizationId":
+        del data["organizationId"]
+        return data, None
+    elif kind == "empty-keyId":
+        data["keyId"] = ""
+    elif kind == "wrong-keySecret":
+        data["keySecret"] = "not-the-key-secret-" + uuid.uuid4().hex
+    elif kind == "unknown-keyId":
+        data["keyId"] = "unknown" + uuid.uuid4().hex[:12]
+    elif kind == "wrong-org":
+        data["organizationId"] = str(uuid.uuid4())
+    elif kind == "org-not-uuid":
+        data["organizationId"] = "not-a-uuid-" + uuid.uuid4().hex[:8]
+    else:
+        assert kind == "fresh", kind
+    return data, data.get("organizationId")
+
+
+def _secret(name: str, data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NAMESPACE}, "stringData": data}
+
+
+class Campaign:
+    def __init__(self, sb: Any) -> None:
+        self.sb = sb
+        self.org_of: dict[str, str | None] = {}  # case name -> organization id in its requests
+        self.setup_orgs: set[str] = set()
+        self.conditions: dict[str, dict | None] = {}
+        self.unrelated: dict[str, dict[str, str]] = {}  # pre-existing Secrets and their data
+
+    def run(self) -> Campaign:
+        sb = self.sb
+        for case in OPERATOR_CASES:
+            for obj in case.setup:
+                if obj["kind"] == "Secret":
+                    sb.apply(copy.deepcopy(obj))
+                    self.unrelated[obj["metadata"]["name"]] = dict(obj["stringData"])
+                else:  # another ManagedPostgres, Ready first
+                    data, org = _credentials(sb, obj["metadata"]["name"], "fresh")
+                    sb.apply(_secret(obj["spec"]["credentialsRef"]["name"], data))
+                    self.setup_orgs.add(org)
+                    sb.apply(copy.deepcopy(obj))
+        for case in OPERATOR_CASES:
+            for obj in case.setup:
+                if obj["kind"] == KIND:
+                    sb.wait_for(lambda n=obj["metadata"]["name"]: sb.is_ready(n, NAMESPACE), timeout=60,
+                                what=f"{obj['metadata']['name']} Ready")
+        for case in OPERATOR_CASES:
+            data, org = _credentials(sb, case.name, case.credentials)
+            self.org_of[case.name] = org
+            if data is not None:
+                sb.apply(_secret(case.manifest["spec"]["credentialsRef"]["name"], data))
+            sb.apply(manifest_of(case))
+
+        def settled() -> bool:
+            for case in OPERATOR_CASES:
+                cond = sb.condition(case.name, case.condition, NAMESPACE)
+                self.conditions[case.name] = cond
+            return all(c and c.get("status") == "False" and c.get("reason") == case.reason
+                       for case, c in ((k, self.conditions[k.name]) for k in OPERATOR_CASES))
+
+        deadline = time.monotonic() + 60
+        while not settled() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(5)  # ten active poll intervals: a rejected request must not be sent again
+        for case in OPERATOR_CASES:
+            self.conditions[case.name] = sb.condition(case.name, case.condition, NAMESPACE)
+        return self
+
+    def mutating_requests(self, org: str | None) -> list[Any]:
+        return [r for r in self.sb.simulator.requests
+                if r.method in MUTATING and (m := _ORG_IN_PATH.match(r.path)) and m.group(1).lower() == (org or "").lower()]
+
+    def warnings_for(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.sb.kube.list("v1", "Event", NAMESPACE)
+                if (e.get("involvedObject") or {}).get("name") == name and e.get("type") == "Warning"]
+
+
+@pytest.fixture(scope="module")
+def campaign():
+    from mpg_operator.sandbox import Sandbox
+
+    options = {"real_postgres": False, "rate_limit": None, "create_seconds": 0.5, "resize_seconds": 0.5,
+               "delete_seconds": 0.2}
+    with Sandbox(simulator_options=options, namespaces=(NAMESPACE,)) as sb:
+        yield Campaign(sb).run()
+        assert sb.kube.server_errors == []
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("case", OPERATOR_CASES, ids=lambda c: c.name)
+def test_operator_conditions(campaign: Campaign, case: BadInput):
+    sb = campaign.sb
+    cond = campaign.conditions.get(case.name)
+    problems = []
+    if not cond or cond.get("status") != "False" or cond.get("reason") != case.reason:
+        problems.append(f"{case.condition} should be False/{case.reason}, is {cond and (cond.get('status'), cond.get('reason'))}"
+                        f": {cond and cond.get('message')!r}")
+    elif case.message not in (cond.get("message") or ""):
+        problems.append(f"{case.condition} message should contain {case.message!r}: {cond.get('message')!r}")
+    warnings = campaign.warnings_for(case.name)
+    if not warnings:
+        problems.append("no Warning event")
+    org = campaign.org_of.get(case.name)
+    calls = campaign.mutating_requests(org) if org else []
+    shown = [f"{r.method} {r.path.rsplit('/organizations/', 1)[-1].split('/', 1)[-1]} -> {r.status}" for r in calls]
+    if len(calls) > case.mutating_calls or (case.mutating_calls and len(calls) != case.mutating_calls):
+        problems.append(f"mutating API calls: expected {case.mutating_calls}, got {len(calls)}: {shown}")
+    if org:
+        created = [s for s in sb.remote_services() if s.org_id.lower() == org.lower()]
+        if created:
+            problems.append(f"{len(created)} service(s) created")
+    for name, data in campaign.unrelated.items():
+        if name in str(case.manifest) or name == f"{case.name}-connection":
+            current = sb.secret(name, NAMESPACE) or {}
+            if current != data:
+                problems.append(f"the Secret {name} it does not own was changed (keys now {sorted(current)})")
+    assert not problems, f"{case.name} ({case.what}): " + "; ".join(problems)
+
+
+@pytest.mark.e2e
+def test_no_mutating_call_outside_the_budget(campaign: Campaign):
+    """Every mutating request is attributed to a case (or a setup resource), none to anything else."""
+    known = {org.lower() for org in campaign.org_of.values() if org} | {o.lower() for o in campaign.setup_orgs}
+    strays = [(r.method, r.path) for r in campaign.sb.simulator.requests
+              if r.method in MUTATING and ((m := _ORG_IN_PATH.match(r.path)) is None or m.group(1).lower() not in known)]
+    assert strays == []
+
+
+@pytest.mark.e2e
+def test_the_first_owner_of_a_shared_secret_keeps_it(campaign: Campaign):
+    sb = campaign.sb
+    assert sb.is_ready("op-secret-shared-first", NAMESPACE)
+    secret = sb.kube.get("v1", "Secret", "shared-connection", NAMESPACE)
+    first = sb.get("op-secret-shared-first", NAMESPACE)
+    owners = [ref.get("uid") for ref in secret["metadata"].get("ownerReferences") or []]
+    assert owners == [first["metadata"]["uid"]]
