@@ -89,11 +89,13 @@ class Sandbox:
         namespaces: tuple[str, ...] = ("default",),
         operator_env: dict[str, str] | None = None,
         start_operator: bool = True,
+        crds: list[dict[str, Any]] | None = None,
     ) -> None:
         self.simulator_options = {"port": 0, **(simulator_options or {})}
         self.namespaces = namespaces
         self.operator_env = operator_env or {}
         self.start_operator = start_operator
+        self.crds = crds
         self.workdir = Path(tempfile.mkdtemp(prefix="mpg-sandbox-"))
         self.simulator: Any = None
         self.kube: Any = None
@@ -104,7 +106,7 @@ class Sandbox:
         from mpg_operator.simulator import SimulatorConfig, SimulatorThread
 
         self.simulator = SimulatorThread(SimulatorConfig(**self.simulator_options)).start()
-        self.kube = KubeEmulator(crds=[crd_module.crd()], namespaces=self.namespaces).start()
+        self.kube = KubeEmulator(crds=self.crds or [crd_module.crd()], namespaces=self.namespaces).start()
         self.kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig")
         for namespace in self.namespaces:
             self.put_credentials(namespace)

@@ -262,6 +262,21 @@ def test_deleted_secret_is_recreated_with_working_credentials(sandbox):
         query(old["uri"])  # the lost password no longer works
 
 
+def test_connection_secret_renamed_back_holds_the_current_password(sandbox):
+    """A -> B -> A: Secret A still carries an old, once-accepted password; Ready must mean it works."""
+    sb = sandbox
+    sb.apply(manifest("hop-db", connectionSecret={"name": "hop-a"}))
+    wait_applied(sb, "hop-db")
+    assert query(sb.secret("hop-a", NS)["uri"]) == 1
+    sb.apply(manifest("hop-db", connectionSecret={"name": "hop-b"}))
+    wait_applied(sb, "hop-db")
+    assert query(sb.secret("hop-b", NS)["uri"]) == 1  # a new password, set after Secret B was written
+    sb.apply(manifest("hop-db", connectionSecret={"name": "hop-a"}))
+    obj = wait_applied(sb, "hop-db")
+    assert obj["status"]["conditions"][0]["type"] == "Ready" and obj["status"]["conditions"][0]["status"] == "True"
+    assert query(sb.secret("hop-a", NS)["uri"]) == 1
+
+
 def test_adoption_by_tag_after_a_crash_between_post_and_status_write(sandbox):
     """The operator died after its POST reached the API but before it recorded anything."""
     sb = sandbox

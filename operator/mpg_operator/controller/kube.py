@@ -22,6 +22,7 @@ from mpg_operator.reconcile.connection import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
     ObservedSecret,
+    label_value,
 )
 from mpg_operator.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
@@ -187,7 +188,7 @@ class KubeApi:
         Secret itself raises :class:`SecretRejectedError`.
         """
         owner_meta = owner["metadata"]
-        labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE_OF: owner_meta["name"]}
+        labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE_OF: label_value(owner_meta["name"])}
         encoded = {k: base64.b64encode(v.encode()).decode() for k, v in (data or {}).items()}
         body = {
             "apiVersion": "v1",

@@ -27,6 +27,14 @@ REQUIRED_KEYS = ("host", "port", "username", "password", "database", "sslmode", 
 PASSWORD_KEY = "password"
 
 
+def label_value(name: str) -> str:
+    """``name`` as a label value (at most 63 characters): longer names are cut and end in a digest."""
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[:52].rstrip('.-_')}-{digest}"
+
+
 def generate_password(length: int = 32) -> str:
     """A strong password that meets the API's rules (>= 12 chars, lower, upper, digit)."""
     alphabet = string.ascii_letters + string.digits + "-_"
