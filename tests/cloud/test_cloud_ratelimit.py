@@ -129,3 +129,60 @@ def test_limiter_validates_arguments() -> None:
         RateLimiter(0, 1.0)
     with pytest.raises(ValueError):
         RateLimiter(1, 0.0)
+
+
+async def test_no_429_when_requests_reach_the_server_late() -> None:
+    """Issue 7: 10 × 429 at 1,000 resources. A request reaches the server some time after the
+    limiter let it go (event-loop lag, a busy server, queues), and that time varies. The server
+    counts arrivals in fixed windows; a log of *grant* times with a small margin lets limit + 1
+    arrivals land in one window as soon as the transit time varies by more than the margin.
+    A request now holds its slot until its response is in (the server saw it before that)."""
+    import httpx
+
+    from mpg_operator.cloud import CloudClient
+    from mpg_operator.simulator.ratelimit import RateLimiter as ServerWindow
+
+    server = ServerWindow(2, 0.4)
+    statuses: list[int] = []
+    # The 2nd request is slow to arrive: it lands just after the server's first window and opens
+    # the next one, which the 3rd and 4th requests (sent a window + margin after the 1st) then join.
+    transit = iter([0.0, 0.42] + [0.0] * 20)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(next(transit))  # on its way to the server
+        allowed, headers = server.hit("k")
+        statuses.append(200 if allowed else 429)
+        if not allowed:
+            return httpx.Response(429, headers=headers, json={"status": 429, "error": "Rate limit exceeded"})
+        return httpx.Response(200, headers=headers, json={"status": 200, "result": []})
+
+    limiter = RateLimiter(2, 0.4, margin=0.05)
+    async with CloudClient(key_id="k", key_secret="s", organization_id=ORG, base_url="http://api.test/v1",
+                           rate_limiter=limiter, transport=httpx.MockTransport(handler)) as client:
+        for _ in range(6):
+            await client.list_services()
+    assert statuses.count(200) == 6
+    assert statuses.count(429) == 0, statuses
+
+
+async def test_a_slot_is_held_until_the_response_and_counted_a_window_after() -> None:
+    limiter = RateLimiter(2, 0.2, margin=0.0)
+    async with limiter.slot():
+        async with limiter.slot():
+            # both in flight: a third request must wait for a response plus a window
+            third = asyncio.create_task(limiter.acquire())
+            await asyncio.sleep(0.3)
+            assert not third.done()
+            assert limiter.free_now() == 0 and not limiter.idle()
+        released = time.monotonic()
+    await third
+    assert time.monotonic() - released >= 0.19
+
+
+def test_idle_capacity_query() -> None:
+    limiter = RateLimiter(3, 10.0)
+    assert limiter.free_now() == 3 and limiter.idle()
+    asyncio.run(limiter.acquire())
+    assert limiter.free_now() == 2 and limiter.idle(reserve=1) and not limiter.idle(reserve=2)
+    limiter.pause(5)
+    assert limiter.free_now() == 0 and not limiter.idle()

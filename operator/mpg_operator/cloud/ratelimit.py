@@ -1,10 +1,22 @@
 """Client-side rate limiting, shared by everything that uses one API key.
 
-ClickHouse Cloud allows 10 requests per 10 s *per API key* (fixed window on the server).
-A :class:`RateLimiter` keeps a sliding log of send times and never lets more than
-``limit`` requests start within ``window + margin`` seconds, which also keeps every fixed
-server window under the limit. Waiters are served first come, first served. A 429 from the
-server pauses the whole key (:meth:`RateLimiter.pause`) until its ``X-RateLimit-Reset``.
+ClickHouse Cloud allows 10 requests per 10 s *per API key*, counted by the server in fixed
+windows of *arrival* times. The client cannot see arrival times, only that a request arrives
+after the limiter let it go and before its response comes back. A :class:`RateLimiter` therefore
+counts a request from the moment it is let go until ``window + margin`` seconds after its
+response (or for ever while it is in flight), and lets a new request go only while fewer than
+``limit`` requests are counted. Whatever the transit time (event-loop lag, a busy server, slow
+networks), two requests the server may put in one window are then never more than ``limit``:
+of any ``limit + 1`` such requests, the last one let go would have counted the others.
+
+(Counting send times with a small margin, as earlier versions did, is only safe while transit
+times vary by less than the margin; at 1,000 resources on two busy cores they varied by more,
+and the server answered 429.)
+
+Waiters are served first come, first served. A 429 from the server pauses the whole key
+(:meth:`RateLimiter.pause`) until its ``X-RateLimit-Reset``. :meth:`RateLimiter.free_now` and
+:meth:`RateLimiter.idle` tell opportunistic callers (a faster LIST while something is in
+flight) whether the key has spare capacity now, so they never delay queued requests.
 
 The limiter is loop-agnostic: it holds no asyncio primitive bound to a loop, only futures
 created by the waiting coroutine's own loop, so a process-wide limiter survives test
@@ -18,7 +30,8 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 DEFAULT_LIMIT = 10
@@ -36,7 +49,12 @@ class RateLimiterStats:
 
 
 class RateLimiter:
-    """At most ``limit`` request starts in any ``window`` (+ ``margin``) seconds, FIFO."""
+    """At most ``limit`` requests counted per ``window`` (+ ``margin``) seconds, FIFO.
+
+    A request counts from when it is let go until ``window + margin`` after it is done: use
+    ``async with limiter.slot(): send()``. :meth:`acquire` alone counts the request as done at
+    once (for callers that cannot say when the response came back).
+    """
 
     def __init__(
         self,
@@ -50,12 +68,13 @@ class RateLimiter:
             raise ValueError("limit must be >= 1 and window > 0")
         self.limit = limit
         self.window = window
-        # Client send time != server arrival time: keep a little slack so jitter in
-        # transit never squeezes limit+1 arrivals into one server window.
-        self.margin = max(0.1, 0.03 * window) if margin is None else margin
+        # Timer resolution and clock-rate differences between client and server.
+        self.margin = max(0.1, 0.01 * window) if margin is None else margin
         self._clock = clock
-        self._sent: deque[float] = deque()
+        self._done: deque[float] = deque()  # end times of counted requests, oldest first
+        self._inflight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._released: asyncio.Future[None] | None = None  # the head waiter's "a slot ended"
         self._paused_until = 0.0
         self.stats = RateLimiterStats()
 
@@ -74,28 +93,55 @@ class RateLimiter:
             self._paused_until = until
             self.stats.pauses += 1
 
-    def _delay(self, now: float) -> float:
-        """Seconds until the next request may start (0 if it may start now)."""
+    def _used(self, now: float) -> int:
         horizon = self.window + self.margin
-        while self._sent and now - self._sent[0] >= horizon:
-            self._sent.popleft()
+        while self._done and now - self._done[0] >= horizon:
+            self._done.popleft()
+        return self._inflight + len(self._done)
+
+    def _delay(self, now: float) -> float | None:
+        """Seconds until the next request may go (0: now; None: when an in-flight one ends)."""
+        used = self._used(now)
         delay = self._paused_until - now
-        if len(self._sent) >= self.limit:
-            delay = max(delay, self._sent[-self.limit] + horizon - now)
+        if used >= self.limit:
+            expiring = used - self.limit + 1  # counted requests that must age out first
+            if expiring > len(self._done):
+                return None
+            delay = max(delay, self._done[expiring - 1] + self.window + self.margin - now)
         return max(0.0, delay)
+
+    def free_now(self) -> int:
+        """Requests that could go right now without waiting (0 while paused)."""
+        now = self._clock()
+        if self._paused_until > now:
+            return 0
+        return max(0, self.limit - self._used(now))
+
+    def idle(self, reserve: int = 0) -> bool:
+        """True when nobody waits and more than ``reserve`` requests could go now: an
+        opportunistic request taken now delays no queued one."""
+        return not self._waiters and self.free_now() > reserve
 
     def _purge_dead_waiters(self) -> None:
         # Futures of a loop that was closed while waiting would block the queue forever.
         if any(f.get_loop().is_closed() for f in self._waiters):
             self._waiters = deque(f for f in self._waiters if not f.get_loop().is_closed())
             self._wake_head()
+        if self._released is not None and self._released.get_loop().is_closed():
+            self._released = None
 
     def _wake_head(self) -> None:
         if self._waiters and not self._waiters[0].done():
             self._waiters[0].set_result(None)
 
-    async def acquire(self) -> None:
-        """Wait for a slot, then record a request start. FIFO among waiters."""
+    def _release(self) -> None:
+        self._inflight -= 1
+        self._done.append(self._clock())
+        released, self._released = self._released, None
+        if released is not None and not released.done() and not released.get_loop().is_closed():
+            released.set_result(None)
+
+    async def _acquire(self) -> None:
         loop = asyncio.get_running_loop()
         self._purge_dead_waiters()
         started = self._clock()
@@ -106,10 +152,20 @@ class RateLimiter:
             if self._waiters[0] is not ticket:
                 waited = True
                 await ticket  # woken when we reach the head of the queue
-            while (delay := self._delay(self._clock())) > 0:
+            while (delay := self._delay(self._clock())) != 0:
                 waited = True
-                await asyncio.sleep(delay)
-            self._sent.append(self._clock())
+                if delay is None:  # every counted request is still in flight: wait for one
+                    self._released = released = loop.create_future()
+                    try:
+                        await asyncio.wait_for(asyncio.shield(released), timeout=self.window)
+                    except asyncio.TimeoutError:
+                        pass
+                    finally:
+                        if self._released is released:
+                            self._released = None
+                else:
+                    await asyncio.sleep(delay)
+            self._inflight += 1
         finally:
             try:
                 self._waiters.remove(ticket)
@@ -122,10 +178,25 @@ class RateLimiter:
             self.stats.waited += 1
             self.stats.wait_seconds += self._clock() - started
 
+    async def acquire(self) -> None:
+        """Wait for a slot and count a request that is done at once. FIFO among waiters."""
+        await self._acquire()
+        self._release()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait for a slot; the request counts until ``window + margin`` after the block ends.
+
+        Send the request inside the block and leave it once the response (or error) is in."""
+        await self._acquire()
+        try:
+            yield
+        finally:
+            self._release()
+
     def in_window(self) -> int:
-        """How many request starts the log holds for the current window (for tests/metrics)."""
-        self._delay(self._clock())
-        return len(self._sent)
+        """How many requests the limiter counts now (for tests/metrics)."""
+        return self._used(self._clock())
 
 
 class UnlimitedRateLimiter(RateLimiter):
@@ -134,8 +205,15 @@ class UnlimitedRateLimiter(RateLimiter):
     def __init__(self) -> None:
         super().__init__(limit=1, window=1.0, margin=0.0)
 
-    async def acquire(self) -> None:
+    async def _acquire(self) -> None:
         self.stats.acquired += 1
+        self._inflight += 1
+
+    def _release(self) -> None:
+        self._inflight -= 1
+
+    def free_now(self) -> int:
+        return 1_000_000
 
     def pause(self, seconds: float) -> None:
         self.stats.pauses += 1

@@ -2,7 +2,8 @@
 
 Retry rules (see :meth:`Transport.request`):
 
-* every attempt first waits for the key's :class:`~mpg_operator.cloud.ratelimit.RateLimiter`;
+* every attempt first waits for the key's :class:`~mpg_operator.cloud.ratelimit.RateLimiter`
+  and holds its slot until the response is in (the limiter counts it a window from then);
 * 429: pause the whole key until ``X-RateLimit-Reset``, then retry (any request: the server
   rejects it before processing, so even a create is safe to resend);
 * connection not established (``ConnectError``, ``ConnectTimeout``, ``PoolTimeout``): retry
@@ -200,11 +201,13 @@ class Transport:
         all_secrets = (*self._secrets, *secrets)
         retry = 0
         while True:
-            await self.limiter.acquire()
             started = time.monotonic()
             error: CloudError
             try:
-                response = await self.http.request(method, path, json=json, params=params)
+                # The slot counts until the response is in: the server saw the request before.
+                async with self.limiter.slot():
+                    started = time.monotonic()
+                    response = await self.http.request(method, path, json=json, params=params)
             except _NOT_SENT as exc:
                 self._record(operation, NETWORK_STATUS, started)
                 error = NetworkError(f"connection failed ({type(exc).__name__})", operation=operation)
