@@ -29,6 +29,7 @@ from kmock._internal import enums, rendering
 
 from mpg_operator.kubeemu import openapi, protobuf, tables
 from mpg_operator.kubeemu.errors import ApiError
+from mpg_operator.kubeemu.fields import WriteOptions, manager_from_user_agent
 from mpg_operator.kubeemu.protobuf import PROTOBUF
 from mpg_operator.kubeemu.resources import ResourceType
 
@@ -231,6 +232,11 @@ class EmulatorHandler(kmock.RawHandler):
         ns, name, sub = parsed.namespace, parsed.name, parsed.subresource
         dry_run = params.get("dryRun") == "All"
         method = raw.method
+        options = WriteOptions(
+            manager=params.get("fieldManager") or (None if raw.headers.get("Content-Type", "").startswith(
+                "application/apply-patch") else manager_from_user_agent(raw.headers.get("User-Agent", ""))),
+            field_validation=params.get("fieldValidation"), force=params.get("force") in ("true", "1"),
+            subresource=sub)
         if sub is not None and sub != "status":
             raise ApiError(404, "the server could not find the requested resource", "NotFound")
         if sub == "status" and not rt.status_subresource:
@@ -256,12 +262,14 @@ class EmulatorHandler(kmock.RawHandler):
                                          listing["metadata"].get("continue")))
             return _json(listing)
         if method == "POST" and not name:
-            return _json(store.create(rt, ns, data, dry_run), 201)
+            return _json(store.create(rt, ns, data, dry_run, options), 201)
         if method == "PUT" and name:
-            return _json(store.replace(rt, ns, name, data, sub, dry_run))
+            return _json(store.replace(rt, ns, name, data, sub, dry_run, options))
         if method == "PATCH" and name:
             content_type = raw.headers.get("Content-Type", "")
-            return _json(store.patch(rt, ns, name, content_type, data, sub, dry_run))
+            existed = store.exists(rt, ns, name)
+            result = store.patch(rt, ns, name, content_type, data, sub, dry_run, options)
+            return _json(result, 200 if existed else 201)
         if method == "DELETE" and name:
             options = dict(data) if isinstance(data, dict) else {}
             if params.get("propagationPolicy"):

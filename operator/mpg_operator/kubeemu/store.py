@@ -20,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mpg_operator.kubeemu import errors, selectors
+from mpg_operator.kubeemu import errors, fields, selectors
 from mpg_operator.kubeemu.conversions import CONVERTERS
 from mpg_operator.kubeemu.errors import ApiError
+from mpg_operator.kubeemu.fields import WriteOptions
 from mpg_operator.kubeemu.patching import json_patch, merge_patch, strategic_merge_patch
 from mpg_operator.kubeemu.resources import BUILTINS, ResourceType, types_from_crd
 from mpg_operator.kubeemu.validation import crd_version_schema, prune, validate_schema
@@ -70,6 +71,10 @@ def _strip_for_compare(obj: dict[str, Any]) -> dict[str, Any]:
     clone.get("metadata", {}).pop("resourceVersion", None)
     clone.get("metadata", {}).pop("managedFields", None)
     return clone
+
+
+def _untimed(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in e.items() if k != "time"} for e in obj.get("metadata", {}).get("managedFields") or []]
 
 
 class Store:
@@ -194,6 +199,11 @@ class Store:
             raise errors.not_found(rt.group_resource, name)
         return obj
 
+    def exists(self, rt: ResourceType, namespace: str | None, name: str) -> bool:
+        """Whether the object exists (no scope checks)."""
+        with self.lock:
+            return (namespace if rt.namespaced else None, name) in self._bucket(rt)
+
     def get(self, rt: ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
         """GET one object (404 if absent)."""
         with self.lock:
@@ -250,13 +260,13 @@ class Store:
 
     # ------------------------------------------------------------ create
 
-    def create(self, rt: ResourceType, namespace: str | None, body: Any, dry_run: bool = False
-               ) -> dict[str, Any]:
+    def create(self, rt: ResourceType, namespace: str | None, body: Any, dry_run: bool = False,
+               options: WriteOptions | None = None, applied: bool = False) -> dict[str, Any]:
         """POST: 201-style creation with uid, resourceVersion, generation, creationTimestamp."""
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request was in an unknown format")
         if rt.storage is not None:
-            created = self.create(self.stored_type(rt), namespace, self._to_stored(rt, body), dry_run)
+            created = self.create(self.stored_type(rt), namespace, self._to_stored(rt, body), dry_run, options)
             return self.present(created, rt)
         with self.lock:
             self._check_scope(rt, namespace)
@@ -282,7 +292,7 @@ class Store:
                 raise errors.already_exists(rt.group_resource, name)
             obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
             for key in _SYSTEM_META:
-                if key not in ("name", "namespace"):
+                if key not in ("name", "namespace") and not (applied and key == "managedFields"):
                     meta.pop(key, None)
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now()
@@ -291,7 +301,10 @@ class Store:
             if rt.status_subresource and rt.custom:
                 obj.pop("status", None)
             self._normalize(rt, obj, None)
-            obj = self._validate(rt, obj, None)
+            obj = self._validate(rt, obj, None, options)
+            if not applied:
+                fields.record_update(None, obj, (options or WriteOptions()).manager, rt.api_version,
+                                     self._schema(rt), rt.custom, None)
             if dry_run:
                 return self.present(obj, rt)
             meta = obj["metadata"]
@@ -446,7 +459,12 @@ class Store:
             "storedVersions": [v["name"] for v in spec["versions"] if v.get("storage")],
         }
 
-    def _validate(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    def _schema(self, rt: ResourceType) -> dict[str, Any] | None:
+        crd = self._crds.get(rt.storage_key) if rt.custom else None
+        return crd_version_schema(crd, rt.version) if crd is not None else None
+
+    def _validate(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None,
+                  options: WriteOptions | None = None) -> dict[str, Any]:
         if not rt.custom:
             return obj
         crd = self._crds.get(rt.storage_key)
@@ -455,7 +473,14 @@ class Store:
         schema = crd_version_schema(crd, rt.version)
         if not schema:
             return obj
-        obj = prune(obj, schema, root=True)
+        pruned = prune(obj, schema, root=True)
+        if options is not None and options.field_validation == "Strict":
+            unknown = fields.unknown_fields(obj, pruned)
+            if unknown:
+                raise errors.bad_request(
+                    f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: strict decoding error: '
+                    + ", ".join(f'unknown field "{u}"' for u in unknown))
+        obj = pruned
         causes = validate_schema(obj, schema, old)
         if causes:
             raise errors.invalid((rt.group, rt.kind), obj["metadata"].get("name", ""), causes)
@@ -477,13 +502,14 @@ class Store:
     # ------------------------------------------------------------ update / patch
 
     def replace(self, rt: ResourceType, namespace: str | None, name: str, body: Any,
-                subresource: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+                subresource: str | None = None, dry_run: bool = False,
+                options: WriteOptions | None = None) -> dict[str, Any]:
         """PUT (main resource or ``/status``) with optimistic concurrency."""
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request was in an unknown format")
         if rt.storage is not None:
             replaced = self.replace(self.stored_type(rt), namespace, name, self._to_stored(rt, body),
-                                    subresource, dry_run)
+                                    subresource, dry_run, options)
             return self.present(replaced, rt)
         with self.lock:
             old = self._existing(rt, namespace, name)
@@ -495,17 +521,19 @@ class Store:
                 raise errors.invalid((rt.group, rt.kind), name, [(
                     "metadata.resourceVersion",
                     'metadata.resourceVersion: Invalid value: 0x0: must be specified for an update')])
-            return self._update(rt, old, copy.deepcopy(body), subresource, dry_run)
+            return self._update(rt, old, copy.deepcopy(body), subresource, dry_run, options)
 
     def patch(self, rt: ResourceType, namespace: str | None, name: str, content_type: str, patch: Any,
-              subresource: str | None = None, dry_run: bool = False) -> dict[str, Any]:
-        """PATCH as JSON merge patch, JSON patch, or (for built-ins) strategic merge patch."""
+              subresource: str | None = None, dry_run: bool = False,
+              options: WriteOptions | None = None) -> dict[str, Any]:
+        """PATCH as JSON merge patch, JSON patch, server-side apply, or (built-ins) strategic merge patch."""
         content_type = (content_type or "").split(";")[0].strip().lower()
-        allowed = [JSON_PATCH, MERGE] + ([] if rt.custom else [STRATEGIC])
+        allowed = [JSON_PATCH, MERGE] + ([] if rt.custom else [STRATEGIC]) + [fields.APPLY]
         if content_type not in allowed:
             raise ApiError(415, f"the body of the request was in an unknown format - accepted media types "
-                                f"include: {', '.join(allowed)}, application/apply-patch+yaml",
-                           "UnsupportedMediaType")
+                                f"include: {', '.join(allowed)}", "UnsupportedMediaType")
+        if content_type == fields.APPLY:
+            return self.server_side_apply(rt, namespace, name, patch, subresource, dry_run, options)
         with self.lock:
             old = self._existing(rt, namespace, name)
             current = self.present(old, rt)
@@ -521,22 +549,70 @@ class Store:
                 raise errors.bad_request("the patched object is not a JSON object")
             if rt.storage is not None:
                 return self.present(self._update(self.stored_type(rt), old, self._to_stored(rt, new),
-                                                 subresource, dry_run), rt)
-            return self._update(rt, old, new, subresource, dry_run)
+                                                 subresource, dry_run, options), rt)
+            return self._update(rt, old, new, subresource, dry_run, options)
+
+    def server_side_apply(self, rt: ResourceType, namespace: str | None, name: str, config: Any,
+                          subresource: str | None = None, dry_run: bool = False,
+                          options: WriteOptions | None = None) -> dict[str, Any]:
+        """PATCH with ``application/apply-patch+yaml``: create or merge ``config`` as its field manager."""
+        options = options or WriteOptions()
+        if not options.manager:
+            raise errors.invalid(("meta.k8s.io", "PatchOptions"), "", [(
+                "fieldManager", "fieldManager: Required value: is required for apply patch")])
+        if not isinstance(config, dict):
+            raise errors.bad_request("error decoding YAML: the applied configuration is not an object")
+        meta = config.get("metadata") if isinstance(config.get("metadata"), dict) else {}
+        if not config.get("apiVersion") or not config.get("kind"):
+            raise errors.bad_request("apiVersion and kind must be set in an applied configuration")
+        if meta.get("name") not in (None, name):
+            raise errors.bad_request(f"the name of the object ({meta.get('name')}) does not match the name on "
+                                     f"the URL ({name})")
+        if rt.storage is not None:
+            stored = self.server_side_apply(self.stored_type(rt), namespace, name, self._to_stored(rt, config),
+                                            subresource, dry_run, options)
+            return self.present(stored, rt)
+        config = copy.deepcopy(config)
+        for key in _SYSTEM_META:
+            if key not in ("name", "namespace"):
+                config.get("metadata", {}).pop(key, None)
+        schema = self._schema(rt)
+        with self.lock:
+            self._check_scope(rt, namespace)
+            existing = self._bucket(rt).get((namespace, name))
+            if existing is None:
+                if subresource:
+                    raise errors.not_found(rt.group_resource, name)
+                body = fields.apply(None, config, options.manager, options.force, rt.api_version, schema,
+                                    rt.custom, None, (rt.group, rt.kind), name)
+                body["metadata"]["name"] = name
+                return self.create(rt, namespace, body, dry_run, options, applied=True)
+            current = self.present(existing, rt)
+            if subresource == "status":
+                config = {k: v for k, v in config.items() if k in ("apiVersion", "kind", "metadata", "status")}
+            new = fields.apply(current, config, options.manager, options.force, rt.api_version, schema,
+                               rt.custom, subresource, (rt.group, rt.kind), name)
+            new["metadata"]["resourceVersion"] = config.get("metadata", {}).get(
+                "resourceVersion", existing["metadata"]["resourceVersion"])
+            return self._update(rt, existing, new, subresource, dry_run, options, applied=True)
 
     def _update(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any], subresource: str | None,
-                dry_run: bool) -> dict[str, Any]:
+                dry_run: bool, options: WriteOptions | None = None, applied: bool = False) -> dict[str, Any]:
         old_meta = old["metadata"]
         name, namespace = old_meta["name"], old_meta.get("namespace")
         sent_rv = (new.get("metadata") or {}).get("resourceVersion")
         if sent_rv and sent_rv != old_meta["resourceVersion"]:
             raise errors.conflict(rt.group_resource, name)
+        sent_fields = (new.get("metadata") or {}).get("managedFields")
+        explicit = applied or (sent_fields is not None and sent_fields != old_meta.get("managedFields"))
         if subresource == "status":
             result = copy.deepcopy(old)
             if "status" in new:
                 result["status"] = new["status"]
             else:
                 result.pop("status", None)
+            if explicit:
+                _meta(result)["managedFields"] = sent_fields
         elif subresource:
             raise ApiError(404, "the server could not find the requested resource", "NotFound")
         else:
@@ -544,6 +620,8 @@ class Store:
             result["apiVersion"], result["kind"] = rt.api_version, rt.kind
             meta = _meta(result)
             for key in _SYSTEM_META:
+                if key == "managedFields" and explicit:
+                    continue
                 if key in old_meta:
                     meta[key] = copy.deepcopy(old_meta[key])
                 else:
@@ -561,8 +639,12 @@ class Store:
                         "metadata.finalizers: Forbidden: no new finalizers can be added if the object "
                         f"is being deleted, found new finalizers {json.dumps(added)}")])
         self._normalize(rt, result, old)
-        result = self._validate(rt, result, old)
-        if _strip_for_compare(result) == _strip_for_compare(old):
+        result = self._validate(rt, result, old, options)
+        if not explicit:
+            fields.record_update(old, result, (options or WriteOptions()).manager, rt.api_version,
+                                 self._schema(rt), rt.custom, subresource)
+        if _strip_for_compare(result) == _strip_for_compare(old) and (
+                not explicit or _untimed(result) == _untimed(old)):
             return self.present(old, rt)  # a no-op write: no new resourceVersion, no event
         if rt.has_generation and self._spec_changed(rt, old, result):
             result["metadata"]["generation"] = old_meta.get("generation", 1) + 1
