@@ -6,7 +6,7 @@ import pytest
 
 from mpg_operator.cloud.errors import AuthError
 from mpg_operator.cloud.models import PostgresServiceListItem
-from mpg_operator.controller.cloudaccess import ServiceSnapshots
+from mpg_operator.controller.cloudaccess import ServiceSnapshots, changed_owners, current_resource
 
 
 class CountingClient:
@@ -54,3 +54,65 @@ async def test_a_failed_list_is_not_repeated_by_every_resource():
         with pytest.raises(AuthError):
             await snapshots.get(client, max_age=30)
     assert client.calls == 1
+
+
+async def test_a_wrong_secret_with_the_right_key_id_only_affects_its_own_resources():
+    """Issue 7, defect 6: the cache was keyed by (url, org, key id), so a Secret with the right key
+    id and a wrong secret made healthy resources of the organization report a credentials error
+    (and got their services without a valid key)."""
+    snapshots = ServiceSnapshots(error_ttl=5)
+    good, bad = CountingClient(), CountingClient(fail=True)  # same url, org and key id
+    with pytest.raises(AuthError):
+        await snapshots.get(bad, max_age=30)
+    snap = await snapshots.get(good, max_age=30)  # not the bad client's cached 401
+    assert [s.id for s in snap.services] == ["s1"]
+    with pytest.raises(AuthError):  # nor the good client's snapshot for the bad one
+        await snapshots.get(bad, max_age=30)
+    assert (good.calls, bad.calls) == (1, 1)
+
+
+def _item(sid, uid, **fields):
+    return PostgresServiceListItem(id=sid, state=fields.pop("state", "running"),
+                                   tags=[{"key": "mpg-operator.uid", "value": uid}], **fields)
+
+
+def test_changed_owners_names_changed_new_and_vanished_services_only():
+    old = [_item("a", "u1"), _item("b", "u2"), _item("c", "u3"), PostgresServiceListItem(id="x", state="running")]
+    new = [_item("a", "u1"), _item("b", "u2", size="r8gd.xlarge"), _item("d", "u4", state="creating"),
+           PostgresServiceListItem(id="x", state="stopped")]
+    assert changed_owners(old, new) == {"u2", "u3", "u4"}
+
+
+class ScriptedClient(CountingClient):
+    def __init__(self, lists):
+        super().__init__()
+        self.lists = list(lists)
+
+    async def list_services(self):
+        self.calls += 1
+        return self.lists.pop(0)
+
+
+async def test_each_new_list_wakes_the_owners_of_what_changed():
+    woken: list[set[str]] = []
+    snapshots = ServiceSnapshots(on_change=woken.append)
+    client = ScriptedClient([[_item("a", "u1", state="creating"), _item("b", "u2")],
+                             [_item("a", "u1"), _item("b", "u2")],
+                             [_item("a", "u1"), _item("b", "u2")]])
+    await snapshots.get(client, max_age=0)
+    await snapshots.get(client, max_age=0)
+    await snapshots.get(client, max_age=0)
+    assert woken == [{"u1"}]
+
+
+async def test_passes_record_which_resources_use_an_entry():
+    snapshots, client = ServiceSnapshots(), CountingClient()
+
+    async def pass_of(uid):
+        current_resource.set(uid)
+        await snapshots.get(client, max_age=30)
+
+    await asyncio.gather(pass_of("u1"), pass_of("u2"))
+    await snapshots.get(client, max_age=30)  # no resource (the observer)
+    [entry] = snapshots.entries()
+    assert set(entry.users) == {"u1", "u2"}
