@@ -57,7 +57,7 @@ class BadInput:
     expect: str  # CRD or CONDITION
     message: str  # substring of the rejection or of the condition message
     what: str = ""  # the input, in words (docs table)
-    old: dict[str, Any] | None = None  # CRD cases: applied first, then ``manifest`` (an update)
+    old: dict[str, Any] | None = None  # applied first (operator cases: until Ready), then ``manifest`` (an update)
     reason: str | None = None  # CONDITION cases
     condition: str = "Synced"
     credentials: str = "fresh"
@@ -66,6 +66,8 @@ class BadInput:
 
     @property
     def where(self) -> str:
+        if self.expect == CONDITION and self.old is not None:
+            return "API (rejected update)"
         if self.expect == CRD:
             return "CRD (transition rule)" if self.old is not None else "CRD"
         return "API (rejected request)" if self.mutating_calls else "operator (no API call)"
@@ -256,10 +258,14 @@ SECRET_CONFLICT = "TerminalSecretConflict"
 
 
 def _op(name: str, what: str, reason: str, message: str, *, credentials: str = "fresh", mutating_calls: int = 0,
-        condition: str = "Synced", setup: tuple[dict[str, Any], ...] = (), **spec: Any) -> BadInput:
+        condition: str = "Synced", setup: tuple[dict[str, Any], ...] = (), old_spec: dict[str, Any] | None = None,
+        **spec: Any) -> BadInput:
     spec.setdefault("credentialsRef", {"name": f"{name}-creds"})
+    old = None
+    if old_spec is not None:
+        old = mp(name, **{**old_spec, "credentialsRef": spec["credentialsRef"]})
     return BadInput(name=name, manifest=mp(name, **spec), expect=CONDITION, message=message, what=what, reason=reason,
-                    condition=condition, credentials=credentials, mutating_calls=mutating_calls, setup=setup)
+                    condition=condition, credentials=credentials, mutating_calls=mutating_calls, setup=setup, old=old)
 
 
 def _unrelated_secret(name: str, **extra_meta: Any) -> dict[str, Any]:
@@ -278,6 +284,8 @@ def _operator_cases() -> list[BadInput]:
                  mutating_calls=1, size="r9zz.huge"))
     c.append(_op("op-unknown-size-gcp-style", "size c4-highmem-4 on aws (a GCP size)", INVALID_SPEC, "c4-highmem-4",
                  mutating_calls=1, size="c4-highmem-4"))
+    c.append(_op("op-resize-unknown-size", "resize of a running service to size r9zz.huge", INVALID_SPEC, "r9zz.huge",
+                 mutating_calls=1, old_spec={}, size="r9zz.huge"))
     c.append(_op("op-unknown-region", "region mars-north-1 (well-formed, unknown to the API)", INVALID_SPEC,
                  "mars-north-1", mutating_calls=1, region="mars-north-1"))
     c.append(_op("op-provider-not-offered", "provider gcp where the organization only has aws", INVALID_SPEC, "gcp",
