@@ -519,8 +519,9 @@ class Reconciler:
         if isinstance(error, AuthError):
             msg = f"ClickHouse Cloud rejected the API key from Secret {credentials.source} (keys keyId, keySecret): {error.detail}"
             return core.Condition("False", core.Reason.TERMINAL_CREDENTIALS, msg), ("Warning", EventReason.CREDENTIALS_ERROR, msg)
-        if isinstance(error, NotFoundError) and plan is None:
-            msg = f"Organization {credentials.organization_id} (from Secret {credentials.source}, key organizationId) was not found: {error.detail}"
+        if isinstance(error, (NotFoundError, InvalidRequestError)) and plan is None:
+            # Nothing but the organization's LIST was sent: the organization id is what is wrong.
+            msg = f"Organization {credentials.organization_id} (from Secret {credentials.source}, key organizationId) was not accepted: {error.detail}"
             return core.Condition("False", core.Reason.TERMINAL_CREDENTIALS, msg), ("Warning", EventReason.CREDENTIALS_ERROR, msg)
         if isinstance(error, InvalidRequestError):
             msg = f"ClickHouse Cloud rejected the spec: {error.detail}"
