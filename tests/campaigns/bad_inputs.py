@@ -69,8 +69,14 @@ class BadInput:
         if self.expect == CONDITION and self.old is not None:
             return "API (rejected update)"
         if self.expect == CRD:
-            return "CRD (transition rule)" if self.old is not None else "CRD"
-        return "API (rejected request)" if self.mutating_calls else "operator (no API call)"
+            return "CRD (on update)" if self.old is not None else "CRD"
+        if self.mutating_calls:
+            return "API (rejected request)"
+        if self.credentials in ("wrong-keySecret", "unknown-keyId", "wrong-org", "org-not-uuid"):
+            return "API (the first read is refused; no mutating call)"
+        if self.reason == SECRET_CONFLICT:
+            return "operator (before any mutating call)"
+        return "operator (no API call)"
 
 
 def mp(name: str, **spec: Any) -> dict[str, Any]:
@@ -313,7 +319,7 @@ def _operator_cases() -> list[BadInput]:
     c.append(_op("op-secret-taken", "connectionSecret names an existing unrelated Secret", SECRET_CONFLICT,
                  "app-config", condition="Ready", connectionSecret={"name": "app-config"},
                  setup=(_unrelated_secret("app-config"),)))
-    c.append(_op("op-default-secret-taken", "default connection Secret <name>-connection exists, not the operator's",
+    c.append(_op("op-default-secret-taken", "default connection Secret `<name>-connection` exists, not the operator's",
                  SECRET_CONFLICT, "op-default-secret-taken-connection", condition="Ready",
                  setup=(_unrelated_secret("op-default-secret-taken-connection"),)))
     c.append(_op("op-secret-owned-by-other", "connectionSecret owned by another controller (ownerReference)",
@@ -335,3 +341,26 @@ OPERATOR_CASES = [case for case in CASES if case.expect == CONDITION]
 
 def manifest_of(case: BadInput) -> dict[str, Any]:
     return copy.deepcopy(case.manifest)
+
+
+def markdown_table() -> str:
+    """The corpus as the table of docs/reliability.md ("Bad input"): ``python tests/campaigns/bad_inputs.py``."""
+
+    def esc(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = ["| case | input | outcome | where rejected |", "|---|---|---|---|"]
+    for case in CASES:
+        if case.expect == CRD:
+            outcome = f"rejected: `{esc(case.message)}`"
+        else:
+            calls = "no mutating call" if not case.mutating_calls else (
+                f"{case.mutating_calls} rejected request, not re-sent")
+            outcome = (f"{case.condition}=False `{case.reason}`, message contains `{esc(case.message)}`, "
+                       f"Warning event, {calls}")
+        rows.append(f"| `{case.name}` | {esc(case.what)} | {outcome} | {case.where} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -54,6 +54,16 @@ def test_the_corpus_is_large_and_well_formed():
             assert case.reason and case.condition in ("Synced", "Ready"), case.name
 
 
+def test_docs_list_every_case():
+    """docs/reliability.md, section "Bad input", has a row per case (regenerate it from the corpus)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "reliability.md").read_text(encoding="utf-8")
+    section = text.split("## Bad input", 1)[1].split("\n## ", 1)[0]
+    missing = [c.name for c in CRD_CASES + OPERATOR_CASES if f"| `{c.name}` |" not in section]
+    assert missing == []
+
+
 # --------------------------------------------------------------------------- CRD level (fast)
 
 
