@@ -116,3 +116,66 @@ async def test_passes_record_which_resources_use_an_entry():
     await snapshots.get(client, max_age=30)  # no resource (the observer)
     [entry] = snapshots.entries()
     assert set(entry.users) == {"u1", "u2"}
+
+
+async def test_the_observer_lists_every_interval_and_faster_only_while_in_flight_on_an_idle_key():
+    from mpg_operator.cloud.ratelimit import RateLimiter
+    from mpg_operator.controller.observer import Observer
+
+    woken: list[set[str]] = []
+    snapshots, client = ServiceSnapshots(on_change=woken.append), CountingClient()
+    client.rate_limiter = RateLimiter(10, 10.0)
+    in_flight: set[str] = set()
+    observer = Observer(snapshots, interval=30, fast_interval=2.5, forget_after=600, in_flight=in_flight.__contains__)
+    current_resource.set("u1")
+    await snapshots.get(client, max_age=30)
+    current_resource.set(None)
+    [entry] = snapshots.entries()
+    now = entry.snapshot.fetched_at
+    mono = 0.0
+    assert observer.due(entry, mono, now + 5) is None  # fresh, nothing in flight
+    assert observer.due(entry, mono, now + 30) == "steady"
+    in_flight.add("u1")
+    assert observer.due(entry, mono, now + 1) is None  # younger than the fast interval
+    assert observer.due(entry, mono, now + 3) == "fast"
+    for _ in range(5):  # half the key's window used: queued work comes first
+        await client.rate_limiter.acquire()
+    assert observer.due(entry, mono, now + 3) is None
+    observer.sweep()  # the steady LIST is not due yet
+    assert client.calls == 1
+
+
+async def test_the_observer_forgets_organizations_without_resources():
+    from mpg_operator.controller.observer import Observer
+
+    snapshots, client = ServiceSnapshots(), CountingClient()
+    observer = Observer(snapshots, interval=30, fast_interval=2.5, forget_after=0.5, in_flight=lambda uid: False)
+    current_resource.set("u1")
+    await snapshots.get(client, max_age=30)
+    current_resource.set(None)
+    observer.sweep()
+    assert len(snapshots.entries()) == 1
+    await asyncio.sleep(0.6)
+    observer.sweep()
+    assert snapshots.entries() == []
+
+
+async def test_the_observer_refreshes_and_wakes_changed_resources():
+    from mpg_operator.controller.observer import Observer
+
+    woken: list[set[str]] = []
+    snapshots = ServiceSnapshots(on_change=woken.append)
+    client = ScriptedClient([[_item("a", "u1", state="creating")], [_item("a", "u1")]])
+    observer = Observer(snapshots, interval=0.2, fast_interval=0.1, forget_after=60, in_flight=lambda uid: False, tick=0.05)
+    current_resource.set("u1")
+    await snapshots.get(client, max_age=30)
+    current_resource.set(None)
+    task = asyncio.ensure_future(observer.run())
+    try:
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if woken:
+                break
+    finally:
+        task.cancel()
+    assert woken == [{"u1"}] and observer.lists["steady"] == 1

@@ -12,6 +12,7 @@ def test_settings_defaults():
     assert s.client.base_url == "https://api.clickhouse.cloud/v1"
     assert s.client.rate_limit == 10 and s.client.rate_window == 10
     assert (s.poll_interval, s.poll_interval_active, s.list_max_age) == (300, 15, 30)
+    assert s.list_fast_interval == 2.5
     assert s.defaults.deletion_policy == "Delete" and s.default_credentials_secret is None
 
 
@@ -22,10 +23,12 @@ def test_settings_from_env():
         "MPG_DEFAULT_DELETION_POLICY": "Orphan",
         "MPG_POLL_INTERVAL": "60",
         "MPG_API_RATE_LIMIT": "20",
+        "MPG_LIST_FAST_INTERVAL": "5",
     })
     assert s.client.base_url == "http://127.0.0.1:8123/v1"
     assert s.default_credentials_secret == ("mpg-system", "clickhouse-cloud")
     assert s.defaults.deletion_policy == "Orphan" and s.poll_interval == 60 and s.client.rate_limit == 20
+    assert s.list_fast_interval == 5
 
 
 @pytest.mark.parametrize("env", [

@@ -1,8 +1,9 @@
 """kopf handlers: thin glue between Kubernetes events and :class:`Reconciler`.
 
 * A daemon per ManagedPostgres runs reconcile passes in a loop: soon while something is in
-  flight, rarely (jittered) in steady state, and at once when the spec changes or the
-  connection Secret is deleted.
+  flight, rarely (jittered) in steady state, and at once when the spec changes, the
+  connection Secret is deleted, or the organization's poller (:mod:`.observer`) sees its
+  service change or vanish.
 * The delete handler (kopf's finalizer) deletes the remote service, or orphans it.
 """
 
@@ -16,9 +17,10 @@ from typing import Any
 
 import kopf
 
-from mpg_operator.controller.cloudaccess import ClientPool, ServiceSnapshots
+from mpg_operator.controller.cloudaccess import ClientPool, ServiceSnapshots, current_resource
 from mpg_operator.controller.kube import KubeApi, load_kube_config
 from mpg_operator.controller.metrics import OperatorMetrics, serve_metrics
+from mpg_operator.controller.observer import Observer
 from mpg_operator.controller.reconciler import Reconciler
 from mpg_operator.controller.settings import OperatorSettings
 from mpg_operator.reconcile.connection import ANNOTATION_PREFIX, LABEL_MANAGED_BY, MANAGED_BY
@@ -43,12 +45,34 @@ class Runtime:
     metrics: OperatorMetrics
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     generations: dict[str, int] = field(default_factory=dict)
+    in_flight: set[str] = field(default_factory=set)
+    """uids whose last pass left something in flight (creating, updating, settling)."""
+    observer: Observer | None = None
+    observer_task: asyncio.Task[None] | None = None
     metrics_runner: Any = None
 
     def wakeup(self, uid: str) -> asyncio.Event:
         return self.wakeups.setdefault(uid, asyncio.Event())
 
+    def wake_changed(self, uids: set[str]) -> None:
+        """Wake the live resources among ``uids`` (their service changed between two LISTs)."""
+        for uid in uids:
+            event = self.wakeups.get(uid)
+            if event is not None:
+                event.set()
+
+    def start_observer(self) -> None:
+        if self.observer is not None and self.observer_task is None:
+            self.observer_task = asyncio.ensure_future(self.observer.run())
+
     async def aclose(self) -> None:
+        if self.observer_task is not None:
+            self.observer_task.cancel()
+            try:
+                await self.observer_task
+            except asyncio.CancelledError:
+                pass
+            self.observer_task = None
         await self.clients.aclose()
         self.kube.close()
         if self.metrics_runner is not None:
@@ -65,7 +89,18 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
     clients = ClientPool(settings.client, on_response=metrics.on_api_response)
     snapshots = ServiceSnapshots()
     reconciler = Reconciler(kube=kube, settings=settings, clients=clients, snapshots=snapshots, post_event=_post_event)
-    return Runtime(settings, kube, clients, snapshots, reconciler, metrics)
+    runtime = Runtime(settings, kube, clients, snapshots, reconciler, metrics)
+    snapshots.on_change = runtime.wake_changed
+    runtime.observer = Observer(
+        snapshots,
+        interval=settings.list_max_age,
+        fast_interval=settings.list_fast_interval,
+        # A resource's steady pass reads the snapshot at least every poll interval (+20 % jitter).
+        forget_after=2 * settings.poll_interval + settings.list_max_age,
+        in_flight=runtime.in_flight.__contains__,
+    )
+    metrics.observer = runtime.observer
+    return runtime
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -84,6 +119,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     runtime = build_runtime(OperatorSettings.from_env())
     if METRICS_ADDRESS is not None:
         runtime.metrics_runner = await serve_metrics(runtime.metrics, *METRICS_ADDRESS)
+    runtime.start_observer()
     memo["runtime"] = runtime
 
 
@@ -135,6 +171,10 @@ async def reconcile_loop(
     """Reconcile one ManagedPostgres until it is deleted or the operator stops."""
     runtime = _runtime(memo)
     wake = runtime.wakeup(uid)
+    current_resource.set(uid)  # this task's LISTs are this resource's: the observer polls its org
+    settings = runtime.settings
+    # A pass that asks to run again soon left something in flight (the steady interval is long).
+    active_below = (settings.poll_interval_active * (1 + settings.jitter) + settings.poll_interval) / 2
     failures = 0
     try:
         while not stopped:
@@ -142,6 +182,10 @@ async def reconcile_loop(
             try:
                 result = await runtime.reconciler.reconcile(namespace, name)
                 delay = result.requeue_after
+                if delay < active_below:
+                    runtime.in_flight.add(uid)
+                else:
+                    runtime.in_flight.discard(uid)
                 runtime.metrics.ready[uid] = result.ready
                 runtime.metrics.reconciles["error" if result.error else "ok"] += 1
                 failures = 0
@@ -155,6 +199,7 @@ async def reconcile_loop(
             await _sleep(delay, wake, stopped)
     finally:
         runtime.wakeups.pop(uid, None)
+        runtime.in_flight.discard(uid)
         runtime.generations.pop(uid, None)
         runtime.metrics.ready.pop(uid, None)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -20,6 +21,8 @@ class OperatorMetrics:
     ready: dict[str, bool] = field(default_factory=dict)
     """resource uid -> Ready."""
     started_at: float = field(default_factory=time.time)
+    observer: Any = None
+    """The organizations' poller (:class:`~mpg_operator.controller.observer.Observer`), for its LIST counts."""
 
     def on_api_response(self, operation: str, status: str, seconds: float) -> None:
         self.api_requests[(operation, status)] += 1
@@ -42,6 +45,15 @@ class OperatorMetrics:
             "# TYPE mpg_operator_managedpostgres_ready gauge",
             f'mpg_operator_managedpostgres_ready{{ready="true"}} {sum(self.ready.values())}',
             f'mpg_operator_managedpostgres_ready{{ready="false"}} {len(self.ready) - sum(self.ready.values())}',
+        ]
+        if self.observer is not None:
+            lines += [
+                "# HELP mpg_operator_observer_lists_total LISTs sent by the organizations' poller (steady, fast while in flight, failed).",
+                "# TYPE mpg_operator_observer_lists_total counter",
+            ]
+            for reason, n in sorted(self.observer.lists.items()):
+                lines.append(f'mpg_operator_observer_lists_total{{reason="{reason}"}} {n}')
+        lines += [
             "# HELP mpg_operator_start_time_seconds When the operator started.",
             "# TYPE mpg_operator_start_time_seconds gauge",
             f"mpg_operator_start_time_seconds {self.started_at:.0f}",

@@ -20,7 +20,8 @@ class OperatorSettings:
     ``MPG_DEFAULT_DELETION_POLICY``       ``Delete`` or ``Orphan``                         ``Delete``
     ``MPG_POLL_INTERVAL``                 seconds between passes in steady state            ``300``
     ``MPG_POLL_INTERVAL_ACTIVE``          seconds between passes while a change is in flight ``15``
-    ``MPG_LIST_MAX_AGE``                  seconds a LIST of an organization is reused       ``30``
+    ``MPG_LIST_MAX_AGE``                  seconds between LISTs of an organization          ``30``
+    ``MPG_LIST_FAST_INTERVAL``            the same while a change is in flight, idle key    ``2.5``
     ``MPG_CREATE_GRACE``                  seconds an unanswered create may take to be listed ``60``
     ``MPG_UPDATE_CONFIRM``                seconds an update must keep showing to count      ``15``
     ==================================== =============================================== ==========
@@ -34,6 +35,7 @@ class OperatorSettings:
     poll_interval: float = 300.0
     poll_interval_active: float = 15.0
     list_max_age: float = 30.0
+    list_fast_interval: float = 2.5
     create_grace: float = 60.0
     update_confirm: float = 15.0
     jitter: float = 0.2
@@ -66,6 +68,7 @@ class OperatorSettings:
             poll_interval=seconds("MPG_POLL_INTERVAL", 300.0),
             poll_interval_active=seconds("MPG_POLL_INTERVAL_ACTIVE", 15.0),
             list_max_age=seconds("MPG_LIST_MAX_AGE", 30.0),
+            list_fast_interval=seconds("MPG_LIST_FAST_INTERVAL", 2.5),
             create_grace=seconds("MPG_CREATE_GRACE", 60.0),
             update_confirm=seconds("MPG_UPDATE_CONFIRM", 15.0),
         )
