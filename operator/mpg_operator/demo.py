@@ -4,11 +4,17 @@ Starts the ClickHouse Cloud simulator (real PostgreSQL behind it, the real rate 
 Kubernetes API emulator and the operator; applies an example ManagedPostgres; waits for Ready;
 shows the Secret (password masked) and ``SELECT version()`` over the Secret's URI; deletes the
 resource and shows that the remote service is gone.
+
+With ``--keep`` it stops before the deletion and leaves all three running until Ctrl-C, printing
+``export KUBECONFIG=...`` so that real ``kubectl`` (and ``helm``) can be used against the emulator
+while the operator works: ``kubectl get mpg -A``, ``kubectl apply``, ``kubectl delete``.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 EXAMPLE = {
     "apiVersion": "clickhouse.cloud/v1alpha1",
@@ -34,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--create-seconds", type=float, default=3.0, help="simulated provisioning time")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up waiting after this many seconds")
     parser.add_argument("--verbose", "-v", action="store_true", help="show the operator's logs")
+    parser.add_argument("--keep", action="store_true",
+                        help="do not delete the example at the end: keep simulator, emulator and operator running "
+                             "(print a KUBECONFIG for kubectl) until Ctrl-C")
 
 
 def _mask(key: str, value: str) -> str:
@@ -107,6 +116,9 @@ def main(args: argparse.Namespace) -> int:
             version = conn.execute("SELECT version()").fetchone()[0]
         step(f"SELECT version() over the Secret's uri (TLS, SCRAM): {version}")
 
+        if getattr(args, "keep", False):
+            return _keep_running(sb, ns, name, step)
+
         service_id = status["serviceId"]
         step(f"Deleting ManagedPostgres {ns}/{name} (deletionPolicy: Delete) ...")
         sb.delete(name, ns)
@@ -118,3 +130,46 @@ def main(args: argparse.Namespace) -> int:
         status_429 = sum(1 for r in calls if r.status == 429)
         step(f"API requests sent by the operator: {len(calls)}, of which HTTP 429: {status_429}")
         return 0 if gone else 1
+
+
+def _kubectl_hint() -> str:
+    """Where a kubectl binary is: on PATH, or the one ``scripts/fetch-helm.py --kubectl`` fetched."""
+    import shutil
+    from pathlib import Path
+
+    fetched = Path(__file__).resolve().parents[2] / ".tools" / "bin" / "kubectl"
+    if fetched.exists():
+        return str(fetched)
+    return shutil.which("kubectl") or "kubectl   # none found: scripts/fetch-helm.py --kubectl fetches one"
+
+
+def _keep_running(sb: Any, ns: str, name: str, step: Callable[[str], None]) -> int:
+    """Leave the sandbox up for kubectl until Ctrl-C (or SIGTERM)."""
+    import signal
+    import threading
+
+    kubectl = _kubectl_hint()
+    step(f"Keeping the simulator ({sb.simulator.url}), the Kubernetes emulator ({sb.kube.url}) "
+         "and the operator running. In another terminal:")
+    print(f"""
+    export KUBECONFIG={sb.kubeconfig}
+    alias kubectl={kubectl}
+    kubectl get mpg -A                     # printer columns: READY, STATE, SIZE, REGION, HOST
+    kubectl get events -n {ns}
+    kubectl patch mpg {name} -n {ns} --type=merge -p '{{"spec":{{"size":"r8gd.xlarge"}}}}'
+    kubectl apply -f deploy/examples/orders-db.yaml
+    kubectl delete mpg {name} -n {ns}       # the operator deletes the service first
+
+  The API key is in Secret {ns}/clickhouse-cloud (other namespaces need their own copy).
+  Press Ctrl-C to stop.""", flush=True)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    step("Stopping.")
+    return 0
