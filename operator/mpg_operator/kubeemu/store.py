@@ -369,6 +369,9 @@ class Store:
                     ("type", f'type: Invalid value: "{obj["type"]}": field is immutable')])
         elif rt.group == "" and rt.plural == "namespaces":
             obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+            # The API server labels every namespace with its name (immutable, so selectors can use it).
+            labels = obj["metadata"].get("labels") or {}
+            obj["metadata"]["labels"] = {**labels, "kubernetes.io/metadata.name": obj["metadata"]["name"]}
             if old is None:
                 obj["status"] = {"phase": "Active"}
         elif rt.group == "apiextensions.k8s.io" and rt.plural == "customresourcedefinitions":
