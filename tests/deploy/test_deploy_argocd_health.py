@@ -10,6 +10,8 @@ import pytest
 import yaml
 from lupa import lua51
 
+from mpg_operator.reconcile.model import Reason
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARGOCD_DIR = REPO_ROOT / "deploy" / "argocd"
 HEALTH_LUA = (ARGOCD_DIR / "health.lua").read_text()
@@ -81,3 +83,23 @@ def test_terminal_reason_with_status_true_is_not_degraded() -> None:
     obj = yaml.safe_load((ARGOCD_DIR / "testdata" / "healthy.yaml").read_text())
     obj["status"]["conditions"][1]["reason"] = "TerminalNothingReally"
     assert run_health(obj)["status"] == "Healthy"
+
+
+@pytest.mark.parametrize("reason", [r.value for r in Reason])
+def test_health_check_agrees_with_reason_is_terminal(reason: str) -> None:
+    """``Reason.is_terminal`` is the one definition; the Lua check must read every reason the same way."""
+    obj = {
+        "apiVersion": "clickhouse.cloud/v1alpha1",
+        "kind": "ManagedPostgres",
+        "metadata": {"name": "x", "namespace": "y", "generation": 2},
+        "spec": {},
+        "status": {
+            "observedGeneration": 1,
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": reason, "message": "m", "observedGeneration": 2},
+                {"type": "Synced", "status": "False", "reason": reason, "message": "m", "observedGeneration": 2},
+            ],
+        },
+    }
+    degraded = run_health(obj)["status"] == "Degraded"
+    assert degraded is Reason(reason).is_terminal

@@ -1,4 +1,4 @@
-"""kopf handlers: thin glue between Kubernetes events and :class:`Reconciler`.
+"""kopf handlers: thin glue between Kubernetes events and :class:`~mpg_operator.controller.executor.Executor`.
 
 * A daemon per ManagedPostgres runs reconcile passes in a loop: soon while something is in
   flight, rarely (jittered) in steady state, and at once when the spec changes, the
@@ -21,7 +21,7 @@ from mpg_operator.controller.cloudaccess import ClientPool, ServiceSnapshots, cu
 from mpg_operator.controller.kube import KubeApi, load_kube_config
 from mpg_operator.controller.metrics import OperatorMetrics, serve_metrics
 from mpg_operator.controller.observer import Observer
-from mpg_operator.controller.reconciler import Reconciler
+from mpg_operator.controller.executor import Executor
 from mpg_operator.controller.settings import OperatorSettings
 from mpg_operator.reconcile.connection import ANNOTATION_PREFIX, LABEL_MANAGED_BY, MANAGED_BY
 from mpg_operator.resource import GROUP, PLURAL, VERSION
@@ -41,7 +41,7 @@ class Runtime:
     kube: KubeApi
     clients: ClientPool
     snapshots: ServiceSnapshots
-    reconciler: Reconciler
+    executor: Executor
     metrics: OperatorMetrics
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
     generations: dict[str, int] = field(default_factory=dict)
@@ -88,8 +88,8 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
     kube = KubeApi(load_kube_config())
     clients = ClientPool(settings.client, on_response=metrics.on_api_response)
     snapshots = ServiceSnapshots()
-    reconciler = Reconciler(kube=kube, settings=settings, clients=clients, snapshots=snapshots, post_event=_post_event)
-    runtime = Runtime(settings, kube, clients, snapshots, reconciler, metrics)
+    executor = Executor(kube=kube, settings=settings, clients=clients, snapshots=snapshots, post_event=_post_event)
+    runtime = Runtime(settings, kube, clients, snapshots, executor, metrics)
     snapshots.on_change = runtime.wake_changed
     runtime.observer = Observer(
         snapshots,
@@ -180,7 +180,7 @@ async def reconcile_loop(
         while not stopped:
             wake.clear()
             try:
-                result = await runtime.reconciler.reconcile(namespace, name)
+                result = await runtime.executor.run_pass(namespace, name)
                 delay = result.requeue_after
                 if delay < active_below:
                     runtime.in_flight.add(uid)
@@ -220,7 +220,7 @@ async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     meta = body.get("metadata", {})
     fresh = await runtime.kube.get_resource(meta.get("namespace"), meta.get("name"))
     current = fresh or dict(body)
-    done, message = await runtime.reconciler.finalize(current)
+    done, message = await runtime.executor.finalize(current)
     if not done:
         raise kopf.TemporaryError(message, delay=runtime.settings.poll_interval_active)
-    await runtime.reconciler.release_credentials(current)
+    await runtime.executor.release_credentials(current)

@@ -22,6 +22,8 @@ from mpg_operator.reconcile.connection import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
     ObservedSecret,
+    SecretConflictError,
+    SecretRejectedError,
     label_value,
 )
 from mpg_operator.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
@@ -55,14 +57,6 @@ class SecretKeyError(Exception):
         if self.missing_keys:
             return f"Secret {self.namespace}/{self.name} lacks key(s) {', '.join(self.missing_keys)}"
         return f"Secret {self.namespace}/{self.name} does not exist"
-
-
-class SecretConflictError(Exception):
-    """The connection Secret exists and is not this resource's to write (left untouched)."""
-
-
-class SecretRejectedError(Exception):
-    """Kubernetes refused to store the connection Secret (e.g. an invalid name); says why."""
 
 
 def _controller_uid(meta: dict[str, Any]) -> str | None:

@@ -27,6 +27,14 @@ REQUIRED_KEYS = ("host", "port", "username", "password", "database", "sslmode", 
 PASSWORD_KEY = "password"
 
 
+class SecretConflictError(Exception):
+    """The connection Secret exists and is not this resource's to write (left untouched)."""
+
+
+class SecretRejectedError(Exception):
+    """Kubernetes refused to store the connection Secret (e.g. an invalid name); says why."""
+
+
 def label_value(name: str) -> str:
     """``name`` as a label value (at most 63 characters): longer names are cut and end in a digest."""
     if len(name) <= 63:

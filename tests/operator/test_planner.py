@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from mpg_operator.cloud.models import PostgresServiceListItem, Tag
-from mpg_operator.reconcile import core
+from mpg_operator.reconcile import deletion, model, planner
 from mpg_operator.reconcile.connection import (
     ANN_PASSWORD_DIGEST,
     ANN_SERVICE_ID,
@@ -69,7 +69,7 @@ def good_secret(service_id=SID, name="orders-db", password="Secr3tPassw0rdXYZ"):
 
 
 def observe(remote=None, status=None, secret=None, **kw):
-    return core.Observed(
+    return model.Observed(
         now=NOW,
         status=status or ManagedPostgresStatus(),
         remote=remote,
@@ -87,7 +87,7 @@ def kinds(plan):
 
 def test_nothing_remote_creates_with_owner_tags_and_defaults():
     desired = make_desired()
-    plan = core.plan(desired, observe())
+    plan = planner.plan(desired, observe())
     assert kinds(plan) == ["CreateService"]
     request = desired.create_request()
     tags = {t.key: t.value for t in request.tags}
@@ -98,70 +98,70 @@ def test_nothing_remote_creates_with_owner_tags_and_defaults():
 
 def test_pending_create_within_grace_waits_instead_of_creating_again():
     status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(seconds=10)).isoformat())
-    plan = core.plan(make_desired(), observe(status=status))
+    plan = planner.plan(make_desired(), observe(status=status))
     assert plan.actions == []
-    assert plan.synced.reason == core.Reason.CREATE_PENDING
+    assert plan.synced.reason == model.Reason.CREATE_PENDING
 
 
 def test_pending_create_with_stale_snapshot_waits_even_after_grace():
     status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(minutes=10)).isoformat())
-    plan = core.plan(make_desired(), observe(status=status, snapshot_after_pending=False))
+    plan = planner.plan(make_desired(), observe(status=status, snapshot_after_pending=False))
     assert plan.actions == []
 
 
 def test_pending_create_past_grace_creates_again_with_warning():
     status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(minutes=5)).isoformat())
-    plan = core.plan(make_desired(), observe(status=status))
+    plan = planner.plan(make_desired(), observe(status=status))
     assert kinds(plan) == ["CreateService"]
-    assert any(e[1] == "CreateRetried" for e in plan.events)
+    assert any(e.reason == "CreateRetried" for e in plan.events)
 
 
 def test_create_grace_is_configurable():
     status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(seconds=10)).isoformat())
-    plan = core.plan(make_desired(), observe(status=status), create_grace=timedelta(seconds=5))
+    plan = planner.plan(make_desired(), observe(status=status), create_grace=timedelta(seconds=5))
     assert kinds(plan) == ["CreateService"]
 
 
 def test_service_found_by_tag_after_crash_is_adopted_not_recreated():
     status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(seconds=5)).isoformat())
     desired = make_desired()
-    plan = core.plan(desired, observe(remote=make_remote(desired, state="creating"), status=status))
+    plan = planner.plan(desired, observe(remote=make_remote(desired, state="creating"), status=status))
     assert kinds(plan) == ["AdoptService"]
     assert plan.status["serviceId"] == SID
     assert plan.status["createPendingSince"] is None
-    assert plan.ready.reason == core.Reason.CREATING
+    assert plan.ready.reason == model.Reason.CREATING
 
 
 def test_recorded_service_missing_from_list_is_confirmed_by_get_first():
     status = ManagedPostgresStatus(serviceId=SID)
-    plan = core.plan(make_desired(), observe(status=status))
+    plan = planner.plan(make_desired(), observe(status=status))
     assert kinds(plan) == ["ConfirmGone"]
 
 
 def test_recorded_service_missing_from_a_stale_list_is_waited_for():
     status = ManagedPostgresStatus(serviceId=SID)
-    plan = core.plan(make_desired(), observe(status=status, snapshot_stale=True))
+    plan = planner.plan(make_desired(), observe(status=status, snapshot_stale=True))
     assert plan.actions == [] and plan.active
 
 
 def test_recorded_service_confirmed_gone_is_recreated_with_event():
     status = ManagedPostgresStatus(serviceId=SID)
-    plan = core.plan(make_desired(), observe(status=status, confirmed_gone=True))
+    plan = planner.plan(make_desired(), observe(status=status, confirmed_gone=True))
     assert kinds(plan) == ["CreateService"]
-    assert any(e[1] == "ServiceMissing" for e in plan.events)
+    assert any(e.reason == "ServiceMissing" for e in plan.events)
 
 
 def test_rejected_create_is_not_retried_for_the_same_generation():
-    err = (core.Reason.TERMINAL_INVALID_SPEC, "BAD_REQUEST: unknown size", NOW - timedelta(minutes=5))
-    plan = core.plan(make_desired(), observe(last_error=err))
+    err = model.LastRejection(model.Reason.TERMINAL_INVALID_SPEC, "BAD_REQUEST: unknown size", NOW - timedelta(minutes=5))
+    plan = planner.plan(make_desired(), observe(last_rejection=err))
     assert plan.actions == []
-    assert plan.synced.status == "False" and plan.synced.reason == core.Reason.TERMINAL_INVALID_SPEC
+    assert plan.synced.status == "False" and plan.synced.reason == model.Reason.TERMINAL_INVALID_SPEC
     assert plan.active is False
 
 
 def test_rejected_create_is_retried_after_a_long_pause():
-    err = (core.Reason.TERMINAL_INVALID_SPEC, "BAD_REQUEST: unknown size", NOW - timedelta(hours=2))
-    plan = core.plan(make_desired(), observe(last_error=err))
+    err = model.LastRejection(model.Reason.TERMINAL_INVALID_SPEC, "BAD_REQUEST: unknown size", NOW - timedelta(hours=2))
+    plan = planner.plan(make_desired(), observe(last_rejection=err))
     assert kinds(plan) == ["CreateService"]
 
 
@@ -170,9 +170,9 @@ def test_rejected_create_is_retried_after_a_long_pause():
 
 def test_running_without_secret_generates_password_and_publishes():
     desired = make_desired()
-    plan = core.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID)))
+    plan = planner.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID)))
     (action,) = plan.actions
-    assert isinstance(action, core.PublishSecret)
+    assert isinstance(action, model.PublishSecret)
     assert action.password == "generate" and action.refresh_endpoint
     assert plan.ready.status == "True"  # once the action has run
 
@@ -181,7 +181,7 @@ def test_secret_with_unconfirmed_password_is_applied_not_replaced():
     desired = make_desired()
     secret = good_secret(password="UserChosenPassw0rd")
     secret = ObservedSecret(data=secret.data, annotations={**secret.annotations, ANN_PASSWORD_DIGEST: "stale"}, controller_uid=UID)
-    plan = core.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=secret))
+    plan = planner.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=secret))
     (action,) = plan.actions
     assert action.password == "apply" and not action.refresh_endpoint
 
@@ -190,16 +190,16 @@ def test_secret_with_weak_password_is_reported_not_sent():
     desired = make_desired()
     secret = good_secret(password="weak")
     secret = ObservedSecret(data=secret.data, annotations={**secret.annotations, ANN_PASSWORD_DIGEST: "stale"}, controller_uid=UID)
-    plan = core.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=secret))
+    plan = planner.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=secret))
     assert plan.actions == []
-    assert plan.synced.reason == core.Reason.TERMINAL_PASSWORD
+    assert plan.synced.reason == model.Reason.TERMINAL_PASSWORD
     assert "weak" not in plan.synced.message
     assert plan.ready.status == "False"
 
 
 def test_steady_state_does_nothing_and_is_fully_applied():
     desired = make_desired()
-    plan = core.plan(
+    plan = planner.plan(
         desired,
         observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=good_secret()),
     )
@@ -210,7 +210,7 @@ def test_steady_state_does_nothing_and_is_fully_applied():
 
 def test_no_password_change_while_creating():
     desired = make_desired()
-    plan = core.plan(desired, observe(remote=make_remote(desired, state="creating"), status=ManagedPostgresStatus(serviceId=SID)))
+    plan = planner.plan(desired, observe(remote=make_remote(desired, state="creating"), status=ManagedPostgresStatus(serviceId=SID)))
     assert plan.actions == []
     assert plan.active
 
@@ -230,8 +230,8 @@ def test_no_password_change_while_creating():
 def test_drift_is_corrected_with_a_complete_patch(remote_overrides, changed):
     desired = make_desired()
     remote = make_remote(desired, **remote_overrides)
-    plan = core.plan(desired, observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret(name=remote.name)))
-    update = next(a for a in plan.actions if isinstance(a, core.UpdateService))
+    plan = planner.plan(desired, observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret(name=remote.name)))
+    update = next(a for a in plan.actions if isinstance(a, model.UpdateService))
     assert update.changed == changed
     patch = desired.patch_request().to_wire()
     assert {t["key"] for t in patch["tags"]} >= {TAG_UID, "team"}
@@ -242,19 +242,19 @@ def test_drift_is_corrected_with_a_complete_patch(remote_overrides, changed):
 def test_update_already_sent_is_not_sent_again_while_settling():
     desired = make_desired(size="r8gd.xlarge")
     pending = PendingUpdate(digest=desired.mutable_digest(), sentAt=(NOW - timedelta(minutes=2)).isoformat())
-    plan = core.plan(
+    plan = planner.plan(
         desired,
         observe(remote=make_remote(desired, size="r8gd.large"), status=ManagedPostgresStatus(serviceId=SID, pendingUpdate=pending), secret=good_secret()),
     )
     assert plan.actions == []
     assert plan.active and not plan.fully_applied
-    assert plan.ready.reason == core.Reason.UPDATING
+    assert plan.ready.reason == model.Reason.UPDATING
 
 
 def test_update_is_resent_after_settle_timeout():
     desired = make_desired(size="r8gd.xlarge")
     pending = PendingUpdate(digest=desired.mutable_digest(), sentAt=(NOW - timedelta(hours=1)).isoformat())
-    plan = core.plan(
+    plan = planner.plan(
         desired,
         observe(remote=make_remote(desired, size="r8gd.large"), status=ManagedPostgresStatus(serviceId=SID, pendingUpdate=pending), secret=good_secret()),
     )
@@ -265,18 +265,18 @@ def test_update_counts_as_applied_only_once_it_keeps_showing():
     desired = make_desired()
     sent = PendingUpdate(digest=desired.mutable_digest(), sentAt=(NOW - timedelta(minutes=1)).isoformat())
     status = ManagedPostgresStatus(serviceId=SID, pendingUpdate=sent)
-    plan = core.plan(desired, observe(remote=make_remote(desired), status=status, secret=good_secret()))
+    plan = planner.plan(desired, observe(remote=make_remote(desired), status=status, secret=good_secret()))
     assert plan.status["pendingUpdate"]["matchedAt"] == NOW.isoformat()
     assert not plan.fully_applied and plan.active
 
     matched = PendingUpdate(digest=sent.digest, sentAt=sent.sent_at, matchedAt=(NOW - timedelta(seconds=5)).isoformat())
     status = ManagedPostgresStatus(serviceId=SID, pendingUpdate=matched)
-    plan = core.plan(desired, observe(remote=make_remote(desired), status=status, secret=good_secret()))
+    plan = planner.plan(desired, observe(remote=make_remote(desired), status=status, secret=good_secret()))
     assert not plan.fully_applied  # 5 s < the 15 s confirmation
 
     matched = PendingUpdate(digest=sent.digest, sentAt=sent.sent_at, matchedAt=(NOW - timedelta(seconds=20)).isoformat())
     status = ManagedPostgresStatus(serviceId=SID, pendingUpdate=matched)
-    plan = core.plan(desired, observe(remote=make_remote(desired), status=status, secret=good_secret()))
+    plan = planner.plan(desired, observe(remote=make_remote(desired), status=status, secret=good_secret()))
     assert plan.status["pendingUpdate"] is None
     assert plan.fully_applied and not plan.active
 
@@ -289,7 +289,7 @@ def test_update_that_flips_back_is_waited_for_not_resent():
         matchedAt=(NOW - timedelta(seconds=5)).isoformat(),
     )
     status = ManagedPostgresStatus(serviceId=SID, pendingUpdate=matched)
-    plan = core.plan(desired, observe(remote=make_remote(desired, size="r8gd.large"), status=status, secret=good_secret()))
+    plan = planner.plan(desired, observe(remote=make_remote(desired, size="r8gd.large"), status=status, secret=good_secret()))
     assert plan.actions == []
     assert plan.status["pendingUpdate"]["matchedAt"] is None
     assert not plan.fully_applied and plan.active
@@ -298,19 +298,19 @@ def test_update_that_flips_back_is_waited_for_not_resent():
 def test_rename_refreshes_the_secret_endpoint():
     desired = make_desired(serviceName="orders renamed")
     remote = make_remote(desired)  # the rename has landed remotely
-    plan = core.plan(desired, observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret(name="orders-db")))
+    plan = planner.plan(desired, observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret(name="orders-db")))
     (action,) = plan.actions
-    assert isinstance(action, core.PublishSecret) and action.refresh_endpoint and action.password == "keep"
+    assert isinstance(action, model.PublishSecret) and action.refresh_endpoint and action.password == "keep"
 
 
 def test_immutable_change_is_reported_and_never_recreates():
     desired = make_desired(region="eu-west-1")
-    plan = core.plan(
+    plan = planner.plan(
         desired,
         observe(remote=make_remote(desired, region="us-west-2"), status=ManagedPostgresStatus(serviceId=SID), secret=good_secret()),
     )
-    assert not any(isinstance(a, (core.CreateService, core.DeleteService)) for a in plan.actions)
-    assert plan.synced.reason == core.Reason.TERMINAL_IMMUTABLE
+    assert not any(isinstance(a, (model.CreateService, model.DeleteService)) for a in plan.actions)
+    assert plan.synced.reason == model.Reason.TERMINAL_IMMUTABLE
     assert "region" in plan.synced.message
     assert not plan.fully_applied
 
@@ -318,7 +318,7 @@ def test_immutable_change_is_reported_and_never_recreates():
 def test_status_shows_remote_values_verbatim_without_owner_tags():
     desired = make_desired()
     remote = make_remote(desired, state="restarting", tags=desired.tag_list() + [Tag(key="console", value="x")])
-    plan = core.plan(desired, observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret()))
+    plan = planner.plan(desired, observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret()))
     assert plan.status["state"] == "restarting"
     assert plan.status["tags"] == {"team": "orders", "console": "x"}
     assert plan.ready.status == "False"
@@ -329,15 +329,15 @@ def test_find_remote_prefers_recorded_id_and_reports_duplicates():
     a = make_remote(desired, id="a", created_at="2026-01-01T00:00:00Z")
     b = make_remote(desired, id="b", created_at="2026-01-02T00:00:00Z")
     other = make_remote(desired, id="c", tags=[Tag(key=TAG_UID, value="someone-else")])
-    assert core.find_remote([other, b, a], "b", UID) == (b, ("a",))
-    assert core.find_remote([other, b, a], None, UID) == (a, ("b",))
-    assert core.find_remote([other], None, UID) == (None, ())
+    assert planner.find_remote([other, b, a], "b", UID) == (b, ("a",))
+    assert planner.find_remote([other, b, a], None, UID) == (a, ("b",))
+    assert planner.find_remote([other], None, UID) == (None, ())
 
 
 def test_find_remote_ignores_tagged_services_being_deleted():
     desired = make_desired()
     dying = make_remote(desired, id="a", state="deleting")
-    assert core.find_remote([dying], None, UID)[0] is None
+    assert planner.find_remote([dying], None, UID)[0] is None
 
 
 # --- deletion ------------------------------------------------------------------------------
@@ -345,31 +345,31 @@ def test_find_remote_ignores_tagged_services_being_deleted():
 
 def test_delete_policy_orphan_releases_without_api_call():
     desired = make_desired(deletionPolicy="Orphan")
-    plan = core.plan_delete(desired, observe(remote=make_remote(desired)))
+    plan = deletion.plan_delete(desired, observe(remote=make_remote(desired)))
     assert plan.actions == [] and plan.release_finalizer
 
 
 def test_delete_calls_delete_then_waits_for_gone():
     desired = make_desired()
-    plan = core.plan_delete(desired, observe(remote=make_remote(desired)))
+    plan = deletion.plan_delete(desired, observe(remote=make_remote(desired)))
     assert kinds(plan) == ["DeleteService"] and not plan.release_finalizer
-    plan = core.plan_delete(desired, observe(remote=make_remote(desired, state="deleting")))
+    plan = deletion.plan_delete(desired, observe(remote=make_remote(desired, state="deleting")))
     assert plan.actions == [] and not plan.release_finalizer
     # Not listed: only a GET answering 404 confirms it is gone.
-    plan = core.plan_delete(desired, observe(remote=None, status=ManagedPostgresStatus(serviceId=SID)))
+    plan = deletion.plan_delete(desired, observe(remote=None, status=ManagedPostgresStatus(serviceId=SID)))
     assert kinds(plan) == ["ConfirmGone"] and not plan.release_finalizer
-    plan = core.plan_delete(desired, observe(remote=None, status=ManagedPostgresStatus(serviceId=SID), confirmed_gone=True))
+    plan = deletion.plan_delete(desired, observe(remote=None, status=ManagedPostgresStatus(serviceId=SID), confirmed_gone=True))
     assert plan.release_finalizer
 
 
 def test_delete_waits_for_an_unresolved_create():
     status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(seconds=5)).isoformat())
-    plan = core.plan_delete(make_desired(), observe(status=status))
+    plan = deletion.plan_delete(make_desired(), observe(status=status))
     assert not plan.release_finalizer
 
 
 def test_delete_of_never_created_resource_releases():
-    plan = core.plan_delete(make_desired(), observe())
+    plan = deletion.plan_delete(make_desired(), observe())
     assert plan.release_finalizer and plan.actions == []
 
 
@@ -378,14 +378,11 @@ def test_event_vocabulary_is_fixed_and_documented():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    sources = "".join(
-        (root / "operator" / "mpg_operator" / rel).read_text()
-        for rel in ("reconcile/core.py", "controller/reconciler.py")
-    )
-    # Every event is posted with a member of EventReason, never a bare string.
+    sources = "".join(path.read_text() for path in (root / "operator" / "mpg_operator").rglob("*.py"))
+    # Every event is an Event of an EventReason, never bare strings.
     assert not re.search(r'"(Normal|Warning)",\s*"', sources)
     readme = (root / "README.md").read_text()
-    for reason in core.EventReason:
+    for reason in model.EventReason:
         assert f"`{reason.value}`" in readme, f"README does not list event reason {reason.value}"
 
 
@@ -416,14 +413,14 @@ PENDING_NOW = ManagedPostgresStatus(createPendingSince=NOW.isoformat())
 )
 def test_plan_delete_table(case, remote, status, kw, expect):
     desired = make_desired()
-    plan = core.plan_delete(desired, observe(remote=make_remote(desired, state=remote) if remote else None, status=status, **kw))
+    plan = deletion.plan_delete(desired, observe(remote=make_remote(desired, state=remote) if remote else None, status=status, **kw))
     got = "release" if plan.release_finalizer else (kinds(plan)[0] if plan.actions else "wait")
     assert got == expect, case
 
 
 def test_pending_create_long_past_grace_releases_deletion():
     status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(minutes=10)).isoformat())
-    assert core.plan_delete(make_desired(), observe(status=status)).release_finalizer
+    assert deletion.plan_delete(make_desired(), observe(status=status)).release_finalizer
 
 
 # --- credentials switched to another organization (defect 4) ---------------------------------
@@ -431,23 +428,23 @@ def test_pending_create_long_past_grace_releases_deletion():
 
 def test_credentials_of_another_organization_never_recreate_the_service():
     status = ManagedPostgresStatus(serviceId=SID, organizationId="org-a")
-    plan = core.plan(make_desired(), observe(remote=None, status=status, confirmed_gone=True, organization_id="org-b"))
+    plan = planner.plan(make_desired(), observe(remote=None, status=status, confirmed_gone=True, organization_id="org-b"))
     assert plan.actions == []
-    assert plan.synced.reason == core.Reason.TERMINAL_ORGANIZATION_CHANGED
+    assert plan.synced.reason == model.Reason.TERMINAL_ORGANIZATION_CHANGED
     assert "org-a" in plan.synced.message and "org-b" in plan.synced.message
     assert plan.ready is None  # the service itself may still work: Ready is left as it was
 
 
 def test_credentials_of_another_organization_block_deletion():
     status = ManagedPostgresStatus(serviceId=SID, organizationId="org-a")
-    plan = core.plan_delete(make_desired(), observe(remote=None, status=status, organization_id="org-b"))
+    plan = deletion.plan_delete(make_desired(), observe(remote=None, status=status, organization_id="org-b"))
     assert plan.actions == [] and not plan.release_finalizer
-    assert plan.events[0][1] == core.EventReason.DELETION_BLOCKED
+    assert plan.events[0].reason == model.EventReason.DELETION_BLOCKED
 
 
 def test_same_organization_records_it():
     desired = make_desired()
-    plan = core.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=good_secret(), organization_id="org-a"))
+    plan = planner.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=good_secret(), organization_id="org-a"))
     assert plan.status["organizationId"] == "org-a" and plan.ready.status == "True"
 
 
@@ -472,19 +469,19 @@ def test_secret_claimable_only_when_owned_or_handed_over(controller_uid, annotat
 
 def test_a_taken_secret_name_blocks_the_create():
     foreign = ObservedSecret(data={"password": "Th31rsNotOurs"}, controller_uid="another-resource")
-    plan = core.plan(make_desired(), observe(secret=foreign))
+    plan = planner.plan(make_desired(), observe(secret=foreign))
     assert plan.actions == []
-    assert plan.synced.reason == plan.ready.reason == core.Reason.TERMINAL_SECRET_CONFLICT
+    assert plan.synced.reason == plan.ready.reason == model.Reason.TERMINAL_SECRET_CONFLICT
     assert "orders-db-connection" in plan.synced.message and "hand-over-to=orders-db" in plan.synced.message
-    assert [e[1] for e in plan.events] == [core.EventReason.SECRET_CONFLICT]
+    assert [e.reason for e in plan.events] == [model.EventReason.SECRET_CONFLICT]
 
 
 def test_a_taken_secret_is_never_written_for_a_running_service():
     desired = make_desired()
     foreign = ObservedSecret(data={}, controller_uid="another-resource")
-    plan = core.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=foreign))
-    assert not any(isinstance(a, core.PublishSecret) for a in plan.actions)
-    assert plan.ready.status == "False" and plan.synced.reason == core.Reason.TERMINAL_SECRET_CONFLICT
+    plan = planner.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=foreign))
+    assert not any(isinstance(a, model.PublishSecret) for a in plan.actions)
+    assert plan.ready.status == "False" and plan.synced.reason == model.Reason.TERMINAL_SECRET_CONFLICT
 
 
 # --- Ready means the Secret holds the password the API accepted last (defect 5) -------------
@@ -495,11 +492,11 @@ def test_a_secret_with_an_older_password_version_is_not_trusted():
     old = good_secret()
     old = ObservedSecret(data=old.data, annotations={**old.annotations, "mpg-operator.clickhouse.cloud/password-version": "v1"}, controller_uid=UID)
     status = ManagedPostgresStatus(serviceId=SID, passwordVersion="v2")
-    plan = core.plan(desired, observe(remote=make_remote(desired), status=status, secret=old))
+    plan = planner.plan(desired, observe(remote=make_remote(desired), status=status, secret=old))
     (action,) = plan.actions
     assert action.password == "apply"  # set through the API again before Ready
     status = ManagedPostgresStatus(serviceId=SID, passwordVersion="v1")
-    plan = core.plan(desired, observe(remote=make_remote(desired), status=status, secret=old))
+    plan = planner.plan(desired, observe(remote=make_remote(desired), status=status, secret=old))
     assert plan.actions == [] and plan.ready.status == "True"
 
 
@@ -512,10 +509,10 @@ def test_a_secret_with_an_older_password_version_is_not_trusted():
 )
 def test_create_retries_back_off(attempts, waited_s, creates):
     status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(seconds=waited_s)).isoformat(), createAttempts=attempts)
-    plan = core.plan(make_desired(), observe(status=status), create_grace=timedelta(seconds=60))
+    plan = planner.plan(make_desired(), observe(status=status), create_grace=timedelta(seconds=60))
     assert (kinds(plan) == ["CreateService"]) is creates
 
 
 def test_reason_is_terminal_is_the_one_definition():
-    assert core.Reason.TERMINAL_SECRET_CONFLICT.is_terminal and core.Reason.QUOTA_EXCEEDED.is_terminal
-    assert not core.Reason.API_ERROR.is_terminal and not core.Reason.CREATE_PENDING.is_terminal
+    assert model.Reason.TERMINAL_SECRET_CONFLICT.is_terminal and model.Reason.QUOTA_EXCEEDED.is_terminal
+    assert not model.Reason.API_ERROR.is_terminal and not model.Reason.CREATE_PENDING.is_terminal

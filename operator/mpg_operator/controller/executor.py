@@ -1,0 +1,593 @@
+"""The executor: runs one pass of a ManagedPostgres as a short sequence of named steps around the
+pure core (:mod:`mpg_operator.reconcile`), and one deletion step.
+
+A live pass: read the resource → connect (its API key) → hold the credentials Secret →
+observe (the organization's shared LIST, the connection Secret) → plan (pure) → execute the
+plan's actions → persist status and events, once.
+
+Two writes happen before that one status write, because a crash right after them must be
+survivable: the create-pending mark (``createPendingSince``, before the POST: after a crash the
+service is looked for by its owner tag before it is ever created again) and a password (in the
+Secret, and its version in status, before it is sent to the API). Every remote call may fail;
+the order of the steps is chosen so that a crash between any two of them loses no password and
+never creates a second service.
+
+Handlers (:mod:`mpg_operator.controller.handlers`) call :meth:`Executor.run_pass` in a loop per
+resource and :meth:`Executor.finalize` on deletion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import pydantic
+
+from mpg_operator.cloud.client import CloudClient
+from mpg_operator.cloud.errors import AuthError, CloudError, ConflictError, InvalidRequestError, NotFoundError
+from mpg_operator.cloud.models import PostgresService
+from mpg_operator.controller.cloudaccess import ClientPool, Credentials, CredentialsError, ServiceSnapshots, resolve_credentials
+from mpg_operator.controller.kube import KubeApi
+from mpg_operator.controller.settings import OperatorSettings
+from mpg_operator.reconcile import decisions, deletion, planner
+from mpg_operator.reconcile.connection import (
+    Endpoint,
+    SecretConflictError,
+    SecretRejectedError,
+    generate_password,
+    new_password_version,
+    secret_annotations,
+    secret_data,
+)
+from mpg_operator.reconcile.desired import Desired, desired_from
+from mpg_operator.reconcile.model import (
+    AdoptService,
+    Condition,
+    ConfirmGone,
+    CreateService,
+    DeleteService,
+    Event,
+    EventReason,
+    EventType,
+    Observed,
+    PasswordMode,
+    Plan,
+    PublishSecret,
+    Reason,
+    UpdateService,
+    parse_time,
+)
+from mpg_operator.resource import ManagedPostgresSpec, ManagedPostgresStatus
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[dict[str, Any], str, str, str], None]
+"""(resource body, type, reason, message) -> None; posts a Kubernetes Event."""
+
+SECRET_WRITE_ATTEMPTS = 4
+"""Tries to store a password the API returned once (create), with backoff, before giving up on it."""
+
+EVENT_REPEAT_AFTER = 600.0
+"""Seconds before the same event (resource, reason, message) is posted again."""
+
+
+class DeletionStarted(Exception):
+    """The resource began deleting while a pass was about to create its service: nothing is sent."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _rfc3339(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _rfc3339_precise(dt: datetime) -> str:
+    """With microseconds: compared with the send time of a LIST, so a whole second is too coarse."""
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class PassResult:
+    """What a pass did, for the loop that schedules the next one."""
+
+    requeue_after: float
+    ready: bool = False
+    error: str | None = None
+    active: bool = False
+    """Something is in flight (creating, updating, publishing): the next pass comes soon."""
+
+
+@dataclass
+class Resource:
+    """One ManagedPostgres as read at the start of a pass (``body`` follows this pass's writes)."""
+
+    body: dict[str, Any]
+    status: ManagedPostgresStatus
+    desired: Desired | None
+    invalid: decisions.Failure | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.body["metadata"]
+
+    @property
+    def generation(self) -> int:
+        return int(self.meta.get("generation") or 0)
+
+    @property
+    def stored_status(self) -> dict[str, Any]:
+        return self.body.get("status") or {}
+
+    @property
+    def ready_was_true(self) -> bool:
+        return any(c.type == "Ready" and c.status == "True" for c in self.status.conditions or [])
+
+
+@dataclass
+class Outcome:
+    """What executing a plan changed: status fields and events to add."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+
+class Executor:
+    """Executes passes and deletion steps for ManagedPostgres resources."""
+
+    def __init__(
+        self,
+        *,
+        kube: KubeApi,
+        settings: OperatorSettings,
+        clients: ClientPool,
+        snapshots: ServiceSnapshots,
+        post_event: EventSink,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.clients = clients
+        self.snapshots = snapshots
+        self.post_event = post_event
+        self._create_grace = timedelta(seconds=settings.create_grace)
+        self._update_confirm = timedelta(seconds=settings.update_confirm)
+        self._last_mutation: dict[str, float] = {}
+        self._protected: dict[str, str | None] = {}
+        self._recent_events: dict[tuple[str, str, str], float] = {}
+
+    # --- the live pass ---------------------------------------------------------------------
+
+    async def run_pass(self, namespace: str, name: str) -> PassResult:
+        """One pass for a live resource; returns when to run the next one."""
+        resource = await self._read(namespace, name)
+        if resource is None:
+            return PassResult(requeue_after=self.settings.poll_interval)
+        if resource.desired is None:
+            assert resource.invalid is not None
+            return await self._persist_failure(resource, resource.invalid, None, Outcome())
+        desired = resource.desired
+        try:
+            client, credentials = await self._connect(desired)
+        except CredentialsError as e:
+            return await self._persist_failure(resource, decisions.credentials_unusable(str(e), resource.ready_was_true), None, Outcome())
+        await self._hold_credentials(resource, desired)
+        plan: Plan | None = None
+        outcome = Outcome()
+        try:
+            observed = await self._observe(client, resource, with_secret=True)
+            plan = await self._plan(client, desired, observed)
+            await self._execute(plan, resource, client, observed, outcome)
+        except DeletionStarted:
+            return PassResult(requeue_after=self.settings.poll_interval)
+        except (CloudError, SecretConflictError, SecretRejectedError) as e:
+            failure = decisions.classify(
+                e,
+                desired=desired,
+                credentials_source=credentials.source,
+                organization_id=credentials.organization_id,
+                listed=plan is not None,
+                creating=plan is not None and any(isinstance(a, CreateService) for a in plan.actions),
+            )
+            return await self._persist_failure(resource, failure, plan, outcome)
+        return await self._persist(resource, plan, outcome)
+
+    async def _read(self, namespace: str, name: str) -> Resource | None:
+        """The resource as stored now, its spec resolved against the operator's defaults."""
+        body = await self.kube.get_resource(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        status = ManagedPostgresStatus.model_validate(body.get("status") or {})
+        try:
+            return Resource(body, status, self._desired(body))
+        except pydantic.ValidationError as e:
+            message = "Invalid spec: " + "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+            cond = Condition.false(Reason.TERMINAL_INVALID_SPEC, message)
+            failure = decisions.Failure(cond, Event.warning(EventReason.INVALID_SPEC, message), retry_soon=False)
+            return Resource(body, status, None, failure)
+
+    async def _connect(self, desired: Desired) -> tuple[CloudClient, Credentials]:
+        credentials = await resolve_credentials(
+            self.kube, desired.namespace, desired.credentials_secret_name, self.settings.default_credentials_secret
+        )
+        return self.clients.get(credentials), credentials
+
+    async def _observe(self, client: CloudClient, resource: Resource, *, with_secret: bool, max_age: float | None = None) -> Observed:
+        """The organization's shared LIST (batched: a recent one serves every resource), and the
+        connection Secret. The plan waits rather than acting on a LIST that cannot show this
+        operator's own last request."""
+        desired, status = resource.desired, resource.status
+        assert desired is not None
+        if max_age is None:
+            in_flight = bool(status.create_pending_since or status.pending_update or not resource.ready_was_true)
+            max_age = decisions.list_max_age(
+                steady=self.settings.list_max_age, active_interval=self.settings.poll_interval_active, in_flight=in_flight
+            )
+        pending = parse_time(status.create_pending_since)
+        snap = await self.snapshots.get(client, max_age=max_age)
+        remote, duplicates = planner.find_remote(snap.services, status.service_id, desired.uid)
+        secret = await self.kube.observe_connection_secret(desired.namespace, desired.connection_secret_name) if with_secret else None
+        return Observed(
+            now=_now(),
+            status=status,
+            remote=remote,
+            duplicates=duplicates,
+            secret=secret,
+            snapshot_after_pending=pending is None or snap.fetched_at >= pending.timestamp(),
+            snapshot_stale=snap.fetched_at < self._last_mutation.get(desired.uid, 0.0),
+            last_rejection=decisions.last_rejection(status.conditions or [], resource.generation),
+            organization_id=client.organization_id,
+        )
+
+    async def _plan(self, client: CloudClient, desired: Desired, observed: Observed) -> Plan:
+        """The core's plan; when it asks, GET the service first and plan again with the answer."""
+        plan = planner.plan(desired, observed, create_grace=self._create_grace, update_confirm=self._update_confirm)
+        confirm = next((a for a in plan.actions if isinstance(a, ConfirmGone)), None)
+        if confirm is None:
+            return plan
+        observed = await self._confirm_gone(client, observed, confirm.service_id)
+        return planner.plan(desired, observed, create_grace=self._create_grace, update_confirm=self._update_confirm)
+
+    async def _confirm_gone(self, client: CloudClient, observed: Observed, service_id: str) -> Observed:
+        """GET the service: a 404 confirms it is gone; otherwise the GET's answer is the observation."""
+        try:
+            service = await client.get_service(service_id)
+        except NotFoundError:
+            return dataclasses.replace(observed, remote=None, confirmed_gone=True)
+        return dataclasses.replace(observed, remote=service, fetched_by_id=True, snapshot_stale=False)
+
+    async def _execute(self, plan: Plan, resource: Resource, client: CloudClient, observed: Observed, outcome: Outcome) -> None:
+        desired = resource.desired
+        assert desired is not None
+        for action in plan.actions:
+            if isinstance(action, AdoptService):
+                await self._patch_status(resource, {"serviceId": action.service_id, "createPendingSince": None})
+            elif isinstance(action, CreateService):
+                await self._create(resource, client, observed, outcome)
+            elif isinstance(action, UpdateService):
+                await client.update_service(action.service_id, desired.patch_request())
+                self._last_mutation[desired.uid] = time.time()
+                outcome.status["pendingUpdate"] = {"digest": action.digest, "sentAt": _rfc3339(_now())}
+                outcome.events.append(Event.normal(EventReason.UPDATED, f"Sent update of {', '.join(action.changed)} to service {action.service_id}"))
+            elif isinstance(action, PublishSecret):
+                await self._publish_secret(resource, client, observed, action, outcome)
+            elif isinstance(action, DeleteService):
+                self._last_mutation[desired.uid] = time.time()
+                await client.delete_service(action.service_id)
+                outcome.events.append(Event.normal(EventReason.DELETE_REQUESTED, f"Requested deletion of service {action.service_id}"))
+
+    async def _persist(self, resource: Resource, plan: Plan, outcome: Outcome) -> PassResult:
+        """The one status write of the pass (only what changed), then the events."""
+        await self._write_status(resource, {**plan.status, **outcome.status}, plan.synced, plan.ready, applied=plan.fully_applied)
+        self._emit(resource.body, plan.events + outcome.events)
+        ready = bool(plan.ready and plan.ready.is_true)
+        return PassResult(requeue_after=self._interval(plan.active), ready=ready, active=plan.active)
+
+    async def _persist_failure(self, resource: Resource, failure: decisions.Failure, plan: Plan | None, outcome: Outcome) -> PassResult:
+        fields = {**(plan.status if plan else {}), **outcome.status}
+        ready = failure.ready
+        publishing = plan is not None and any(isinstance(a, PublishSecret) for a in plan.actions)
+        if ready is None and publishing:
+            # The Secret may already hold a password the API has not accepted: not Ready.
+            ready = Condition.false(Reason.CREDENTIALS_PENDING, f"Publishing the connection Secret failed: {failure.synced.message}")
+        elif ready is None and plan is not None and plan.ready is not None and not plan.ready.is_true:
+            ready = plan.ready
+        await self._write_status(resource, fields, failure.synced, ready, applied=False)
+        self._emit(resource.body, (plan.events if plan else []) + outcome.events + [failure.event])
+        active = failure.retry_soon or plan is None
+        return PassResult(requeue_after=self._interval(active), error=failure.synced.message, active=active)
+
+    # --- create ----------------------------------------------------------------------------
+
+    async def _create(self, resource: Resource, client: CloudClient, observed: Observed, outcome: Outcome) -> None:
+        desired = resource.desired
+        assert desired is not None
+        # 1. The Secret the password will go to is ours and storable before anything is created.
+        await self._write_secret(resource, None, "", "", "", None)
+        # 2. Announce the create before sending it: after a crash we look for the service first.
+        version = new_password_version()
+        announced = await self._patch_status(
+            resource,
+            {
+                "createPendingSince": _rfc3339_precise(_now()),
+                "createAttempts": (observed.status.create_attempts or 0) + 1,
+                "organizationId": client.organization_id,
+                "passwordVersion": version,
+            },
+        )
+        if announced.get("metadata", {}).get("deletionTimestamp"):
+            # Deletion began meanwhile; nothing is sent, and the finalizer needs not wait.
+            await self._patch_status(resource, {"createPendingSince": None, "createAttempts": None})
+            raise DeletionStarted()
+        self._last_mutation[desired.uid] = time.time()
+        try:
+            service = await client.create_service(desired.create_request())
+        except (InvalidRequestError, ConflictError, AuthError):
+            await self._patch_status(resource, {"createPendingSince": None, "createAttempts": None})  # rejected: nothing exists
+            raise
+        recorded: dict[str, Any] = {
+            "serviceId": service.id,
+            "createPendingSince": None,
+            "createAttempts": None,
+            "state": service.state,
+            "hostname": service.hostname,
+            "username": service.username,
+        }
+        try:
+            # 3. The password is returned this once: persist it before anything else.
+            if service.password is not None and service.id:
+                await self._store_initial_password(resource, client, service, version)
+        finally:
+            await self._patch_status(resource, recorded)
+            outcome.status.update(recorded)
+            self._emit(resource.body, [Event.normal(EventReason.CREATED, f"Created service {service.id} ({desired.service_name}, {desired.size}, {desired.region})")])
+
+    async def _store_initial_password(self, resource: Resource, client: CloudClient, service: PostgresService, version: str) -> None:
+        desired = resource.desired
+        assert desired is not None and service.password is not None and service.id
+        password = service.password.get_secret_value()
+        endpoint = Endpoint(hostname=service.hostname or "", username=service.username or "postgres", ca_pem="")
+        delay = 0.5
+        for attempt in range(SECRET_WRITE_ATTEMPTS):
+            try:
+                # No service name yet: until the CA is in, the Secret is not current.
+                await self._write_secret(resource, endpoint, password, service.id, "", version)
+                break
+            except (SecretConflictError, SecretRejectedError):
+                raise  # the next pass reports it; the password is then set anew
+            except Exception:  # noqa: BLE001 -- Kubernetes unavailable for a moment: try again
+                if attempt == SECRET_WRITE_ATTEMPTS - 1:
+                    raise
+                log.warning("Writing Secret %s/%s failed; retrying in %.1fs", desired.namespace, desired.connection_secret_name, delay)
+                await asyncio.sleep(delay)
+                delay *= 2
+        self._emit(resource.body, [Event.normal(EventReason.CREDENTIALS_PUBLISHED, f"Wrote the initial credentials to Secret {desired.connection_secret_name}")])
+        try:
+            ca = await client.get_ca_certificates(service.id)
+        except CloudError:
+            return  # the next pass fetches it
+        endpoint = Endpoint(hostname=endpoint.hostname, username=endpoint.username, ca_pem=ca)
+        await self._write_secret(resource, endpoint, password, service.id, service.name or desired.service_name, version)
+
+    # --- the connection Secret ------------------------------------------------------------------
+
+    async def _publish_secret(
+        self, resource: Resource, client: CloudClient, observed: Observed, action: PublishSecret, outcome: Outcome
+    ) -> None:
+        desired = resource.desired
+        assert desired is not None
+        secret = observed.secret
+        old = secret.data if secret else {}
+        if action.refresh_endpoint or not old.get("host"):
+            service = await client.get_service(action.service_id)
+            ca = await client.get_ca_certificates(action.service_id)
+            endpoint = Endpoint(hostname=service.hostname or "", username=service.username or "postgres", ca_pem=ca)
+        else:
+            endpoint = Endpoint(hostname=old["host"], username=old.get("username") or "postgres", ca_pem=old.get("ca.crt", ""))
+        outcome.status.update({"hostname": endpoint.hostname, "username": endpoint.username})
+
+        async def write(password: str, version: str | None) -> None:
+            await self._write_secret(resource, endpoint, password, action.service_id, action.service_name, version)
+
+        name = desired.connection_secret_name
+        if action.password == PasswordMode.GENERATE:
+            password = generate_password()
+            await write(password, None)  # the Secret first: a crash after this loses nothing
+            version = await self._announce_password(resource)
+            await client.set_password(action.service_id, password)
+            await write(password, version)
+            outcome.events.append(Event.normal(EventReason.CREDENTIALS_PUBLISHED, f"Set a new password and published it in Secret {name}"))
+        elif action.password == PasswordMode.APPLY:
+            password = old["password"]
+            version = await self._announce_password(resource)
+            await client.set_password(action.service_id, password)
+            await write(password, version)
+            outcome.events.append(Event.normal(EventReason.CREDENTIALS_PUBLISHED, f"Applied the password from Secret {name}"))
+        else:
+            current: str | None = None
+            if secret is not None and secret.password_confirmed(action.service_id, observed.status.password_version):
+                current = observed.status.password_version or new_password_version()
+                outcome.status["passwordVersion"] = current
+            await write(old.get("password", ""), current)
+            outcome.events.append(Event.normal(EventReason.SECRET_UPDATED, f"Refreshed the endpoint in Secret {name}"))
+
+    async def _announce_password(self, resource: Resource) -> str:
+        """Before a password is sent: record the version it will have, which no Secret carries yet,
+        so that no Secret passes for current until the one with this password is written."""
+        version = new_password_version()
+        await self._patch_status(resource, {"passwordVersion": version})
+        return version
+
+    async def _write_secret(
+        self, resource: Resource, endpoint: Endpoint | None, password: str, service_id: str, service_name: str, version: str | None
+    ) -> None:
+        """Write the connection Secret (``endpoint=None``: only make sure it exists and is ours)."""
+        desired = resource.desired
+        assert desired is not None
+        await self.kube.write_connection_secret(
+            namespace=desired.namespace,
+            name=desired.connection_secret_name,
+            owner=resource.body,
+            data=secret_data(endpoint, password) if endpoint is not None else None,
+            annotations=secret_annotations(service_id, service_name, password, version) if endpoint is not None else {},
+        )
+
+    # --- the credentials Secret outlives the resource ----------------------------------------
+
+    @staticmethod
+    def credentials_finalizer(uid: str) -> str:
+        """This resource's finalizer on its API-key Secret (one per resource: no shared counting)."""
+        return f"clickhouse.cloud/in-use-by-{uid}"
+
+    async def _hold_credentials(self, resource: Resource, desired: Desired) -> None:
+        """Hold a finalizer on the credentialsRef Secret, so that deleting it together with the
+        resource (a namespace or an Argo CD application going away) cannot strand the deletion."""
+        wanted = desired.credentials_secret_name
+        recorded = resource.status.credentials_secret_name
+        if self._protected.get(desired.uid) == wanted and recorded == wanted:
+            return
+        finalizer = self.credentials_finalizer(desired.uid)
+        if recorded and recorded != wanted:
+            await self.kube.set_secret_finalizer(desired.namespace, recorded, finalizer, present=False)
+        if wanted:
+            await self.kube.set_secret_finalizer(desired.namespace, wanted, finalizer, present=True)
+        if recorded != wanted:
+            await self._patch_status(resource, {"credentialsSecretName": wanted})
+        self._protected[desired.uid] = wanted
+
+    async def release_credentials(self, body: dict[str, Any]) -> None:
+        """Drop this resource's finalizer from its API-key Secret (after deletion is done)."""
+        meta = body["metadata"]
+        status = body.get("status") or {}
+        spec_ref = ((body.get("spec") or {}).get("credentialsRef") or {}).get("name")
+        finalizer = self.credentials_finalizer(meta["uid"])
+        for name in {status.get("credentialsSecretName"), spec_ref} - {None}:
+            await self.kube.set_secret_finalizer(meta["namespace"], name, finalizer, present=False)
+        self._protected.pop(meta["uid"], None)
+        self._last_mutation.pop(meta["uid"], None)
+
+    # --- status and events -----------------------------------------------------------------------
+
+    async def _patch_status(self, resource: Resource, fields: dict[str, Any]) -> dict[str, Any]:
+        """Write status fields now, and keep ``resource.body`` in step with what is stored."""
+        meta = resource.meta
+        stored = await self.kube.patch_status(meta["namespace"], meta["name"], fields)
+        if isinstance(stored, dict):
+            resource.body["status"] = stored.get("status") or {}
+            resource.body["metadata"] = stored.get("metadata") or meta
+        else:  # a client that returns nothing: apply the merge patch locally
+            current = dict(resource.stored_status)
+            for key, value in fields.items():
+                if value is None:
+                    current.pop(key, None)
+                else:
+                    current[key] = value
+            resource.body["status"] = current
+        return resource.body
+
+    async def _write_status(
+        self,
+        resource: Resource,
+        fields: dict[str, Any],
+        synced: Condition | None,
+        ready: Condition | None,
+        *,
+        applied: bool,
+    ) -> None:
+        """Write what changed in status, and nothing when nothing did (steady state costs no write)."""
+        wanted = dict(fields)
+        wanted["conditions"] = decisions.merge_conditions(
+            list(resource.stored_status.get("conditions") or []),
+            synced=synced,
+            ready=ready,
+            generation=resource.generation,
+            now=_now(),
+        )
+        if applied:
+            wanted["observedGeneration"] = resource.generation
+        changes = decisions.status_changes(resource.stored_status, wanted)
+        if changes:
+            await self._patch_status(resource, changes)
+
+    def _emit(self, body: dict[str, Any], events: list[Event]) -> None:
+        """Post events (and log them); the same event is not repeated within ten minutes."""
+        meta = body["metadata"]
+        now = time.monotonic()
+        for event in events:
+            key = (meta["uid"], event.reason.value, event.message)
+            if now - self._recent_events.get(key, -1e9) < EVENT_REPEAT_AFTER:
+                continue
+            self._recent_events[key] = now
+            level = logging.WARNING if event.type == EventType.WARNING else logging.INFO
+            log.log(level, "%s/%s: %s: %s", meta.get("namespace"), meta.get("name"), event.reason.value, event.message)
+            self.post_event(body, event.type.value, event.reason.value, event.message)
+
+    def _interval(self, active: bool) -> float:
+        base = self.settings.poll_interval_active if active else self.settings.poll_interval
+        spread = base * self.settings.jitter
+        return max(0.1, base + random.uniform(-spread, spread))
+
+    def _desired(self, body: dict[str, Any]) -> Desired:
+        meta = body["metadata"]
+        return desired_from(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=meta["uid"],
+            generation=int(meta.get("generation") or 0),
+            spec=ManagedPostgresSpec.model_validate(body.get("spec") or {}),
+            defaults=self.settings.defaults,
+        )
+
+    # --- deletion ----------------------------------------------------------------------------
+
+    async def finalize(self, body: dict[str, Any]) -> tuple[bool, str]:
+        """One deletion step. Returns (done, message); not done means: call again later."""
+        meta = body["metadata"]
+        status = ManagedPostgresStatus.model_validate(body.get("status") or {})
+        try:
+            desired = self._desired(body)
+        except pydantic.ValidationError:
+            msg = "The spec is invalid, so the remote service cannot be identified; nothing is deleted"
+            self._emit(body, [Event.warning(EventReason.DELETION_SKIPPED, msg)])
+            return True, msg
+        resource = Resource(body, status, desired)
+        gate = deletion.gate(desired, status)
+        if gate is deletion.Gate.ORPHAN:
+            self._emit(body, deletion.plan_delete(desired, Observed(now=_now(), status=status, remote=None)).events)
+            return True, "orphaned"
+        nothing = [Event.normal(EventReason.DELETED, "No service was ever created; nothing to delete")]
+        escape = deletion.escape_hatch(meta["namespace"], meta["name"])
+        which = status.service_id or "(create pending)"
+        try:
+            client, _ = await self._connect(desired)
+            observed = await self._observe(client, resource, with_secret=False, max_age=1.0)
+            plan = deletion.plan_delete(desired, observed, create_grace=self._create_grace)
+            confirm = next((a for a in plan.actions if isinstance(a, ConfirmGone)), None)
+            if confirm is not None:
+                observed = await self._confirm_gone(client, observed, confirm.service_id)
+                plan = deletion.plan_delete(desired, observed, create_grace=self._create_grace)
+        except (CredentialsError, CloudError) as e:
+            if gate is deletion.Gate.NOTHING_CREATED:
+                self._emit(body, nothing)
+                return True, "nothing created"
+            blocked = deletion.blocked_by(e, which, escape)
+            self._emit(body, [blocked.event])
+            return False, blocked.message
+        outcome = Outcome()
+        try:
+            await self._execute(plan, resource, client, observed, outcome)
+        except NotFoundError:
+            plan.release_finalizer = True  # a DELETE answered 404: gone
+        except CloudError as e:
+            blocked = deletion.blocked_by(e, which, escape)
+            self._emit(body, plan.events + outcome.events + [blocked.event])
+            return False, blocked.message
+        self._emit(body, plan.events + outcome.events)
+        return plan.release_finalizer, plan.ready.message if plan.ready else "deleted"
+

@@ -1,0 +1,234 @@
+"""The vocabulary shared by the pure core and the executor: what was observed, what to do, what
+to report. Plain data, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from mpg_operator.cloud.models import PostgresServiceListItem
+from mpg_operator.reconcile.connection import ObservedSecret
+from mpg_operator.resource import ManagedPostgresStatus
+
+
+class Reason(StrEnum):
+    """Condition reasons. Those for which :attr:`is_terminal` holds need a change by the user."""
+
+    AVAILABLE = "Available"
+    CREATING = "Creating"
+    UPDATING = "Updating"
+    PROVISIONING = "Provisioning"
+    UNAVAILABLE = "ServiceUnavailable"
+    CREDENTIALS_PENDING = "PublishingCredentials"
+    DELETING = "Deleting"
+    RECONCILED = "ReconcileSuccess"
+    API_ERROR = "ApiError"
+    CREATE_PENDING = "CreatePending"
+    TERMINAL_INVALID_SPEC = "TerminalInvalidSpec"
+    TERMINAL_IMMUTABLE = "TerminalImmutableFieldChanged"
+    TERMINAL_CREDENTIALS = "TerminalCredentialsError"
+    TERMINAL_PASSWORD = "TerminalInvalidPassword"
+    TERMINAL_READ_REPLICA = "TerminalReadReplica"
+    TERMINAL_SECRET_CONFLICT = "TerminalSecretConflict"
+    TERMINAL_ORGANIZATION_CHANGED = "TerminalOrganizationChanged"
+    QUOTA_EXCEEDED = "QuotaExceeded"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Needs a change by the user (the Argo CD health check reads these as Degraded)."""
+        return self.value.startswith("Terminal") or self is Reason.QUOTA_EXCEEDED
+
+
+class EventReason(StrEnum):
+    """The fixed vocabulary of the Events the operator posts on a ManagedPostgres."""
+
+    CREATED = "Created"
+    ADOPTED = "Adopted"
+    UPDATED = "Updated"
+    CREDENTIALS_PUBLISHED = "CredentialsPublished"
+    SECRET_UPDATED = "SecretUpdated"
+    DELETE_REQUESTED = "DeleteRequested"
+    DELETED = "Deleted"
+    ORPHANED = "Orphaned"
+    INVALID_SPEC = "InvalidSpec"
+    CREDENTIALS_ERROR = "CredentialsError"
+    API_ERROR = "ApiError"
+    CREATE_FAILED = "CreateFailed"
+    CREATE_OUTCOME_UNKNOWN = "CreateOutcomeUnknown"
+    CREATE_RETRIED = "CreateRetried"
+    SERVICE_MISSING = "ServiceMissing"
+    DUPLICATE_SERVICES = "DuplicateServices"
+    DELETION_BLOCKED = "DeletionBlocked"
+    DELETION_SKIPPED = "DeletionSkipped"
+    SECRET_CONFLICT = "SecretConflict"
+
+
+class EventType(StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the resource."""
+
+    type: EventType
+    reason: EventReason
+    message: str
+
+    @classmethod
+    def normal(cls, reason: EventReason, message: str) -> Event:
+        return cls(EventType.NORMAL, reason, message)
+
+    @classmethod
+    def warning(cls, reason: EventReason, message: str) -> Event:
+        return cls(EventType.WARNING, reason, message)
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """The decided part of a condition (the executor adds generation and transition time)."""
+
+    status: ConditionStatus
+    reason: Reason
+    message: str
+
+    @classmethod
+    def true(cls, reason: Reason, message: str) -> Condition:
+        return cls(ConditionStatus.TRUE, reason, message)
+
+    @classmethod
+    def false(cls, reason: Reason, message: str) -> Condition:
+        return cls(ConditionStatus.FALSE, reason, message)
+
+    @classmethod
+    def unknown(cls, reason: Reason, message: str) -> Condition:
+        return cls(ConditionStatus.UNKNOWN, reason, message)
+
+    @property
+    def is_true(self) -> bool:
+        return self.status == ConditionStatus.TRUE
+
+
+class PasswordMode(StrEnum):
+    """What publishing the Secret does about the password."""
+
+    KEEP = "keep"
+    """The Secret's password is the one the API accepted last."""
+    APPLY = "apply"
+    """Set the Secret's password through the API (a user put it there, or it is not confirmed)."""
+    GENERATE = "generate"
+    """Write a new password to the Secret first, then set it through the API."""
+
+
+@dataclass(frozen=True)
+class LastRejection:
+    """A terminal API rejection recorded in the Synced condition for the current generation."""
+
+    reason: Reason
+    message: str
+    since: datetime | None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything one pass knows, read before planning."""
+
+    now: datetime
+    status: ManagedPostgresStatus
+    remote: PostgresServiceListItem | None
+    """The service, found by ``status.serviceId`` or else by the owner tag."""
+    duplicates: tuple[str, ...] = ()
+    """Other services that carry this resource's owner tag (never touched)."""
+    secret: ObservedSecret | None = None
+    confirmed_gone: bool = False
+    """A GET of ``status.serviceId`` answered 404 (the LIST alone is not trusted for that)."""
+    fetched_by_id: bool = False
+    """``remote`` comes from a GET sent after this operator's last request for the resource."""
+    snapshot_after_pending: bool = True
+    """The LIST used was fetched after ``status.createPendingSince``."""
+    snapshot_stale: bool = False
+    """The LIST used was fetched before this operator's last request for the resource."""
+    last_rejection: LastRejection | None = None
+    organization_id: str | None = None
+    """The organization of the API key the resource's credentials name now."""
+
+
+class Action:
+    """Base of the steps a plan asks the executor to take, in order."""
+
+
+@dataclass(frozen=True)
+class AdoptService(Action):
+    """Record a service found by its owner tag as this resource's service."""
+
+    service_id: str
+
+
+@dataclass(frozen=True)
+class CreateService(Action):
+    """Claim the Secret, mark the create pending in status, POST, store the returned password."""
+
+
+@dataclass(frozen=True)
+class ConfirmGone(Action):
+    """GET the recorded service id: a 404 confirms it is gone (never a LIST alone); any other
+    answer replaces what the LIST showed (the LIST may predate this operator's last request)."""
+
+    service_id: str
+
+
+@dataclass(frozen=True)
+class UpdateService(Action):
+    """PATCH every mutable field, with the complete tag set."""
+
+    service_id: str
+    digest: str
+    changed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PublishSecret(Action):
+    """Write the connection Secret; fetch the endpoint (GET + CA) when it is not current."""
+
+    service_id: str
+    service_name: str
+    refresh_endpoint: bool
+    password: PasswordMode
+
+
+@dataclass(frozen=True)
+class DeleteService(Action):
+    service_id: str
+
+
+@dataclass
+class Plan:
+    """What to do, what to report, and when to look again."""
+
+    actions: list[Action] = field(default_factory=list)
+    status: dict[str, object] = field(default_factory=dict)
+    ready: Condition | None = None
+    synced: Condition | None = None
+    fully_applied: bool = False
+    active: bool = True
+    """True while something is in flight: look again soon."""
+    events: list[Event] = field(default_factory=list)
+    release_finalizer: bool = False
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An RFC 3339 time from status, or None."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
