@@ -47,7 +47,7 @@ Not emulated:
   endpoints, no service proxying, no ServiceAccount tokens, no scheduling;
 - ``/openapi/v2`` (client-go asks for it only in protobuf, and only when v3 is missing) and
   field-level OpenAPI schemas of built-in kinds (``kubectl explain secret`` shows the top level
-  only); strict validation of built-in kinds' fields;
+  only, kinds with a ``spec`` have no schema); strict validation of built-in kinds' fields;
 - protobuf bodies for kinds other than those listed above (``kubectl create deployment|service|job``
   get a 415), and protobuf or CBOR answers;
 - subresources other than ``status`` (``scale``, ``exec``, ``logs``, ``portforward``, ``eviction``),

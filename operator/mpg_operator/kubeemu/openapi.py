@@ -12,9 +12,11 @@ validating client-side against ``/openapi/v2``. ``kubectl explain`` renders the 
 ``components.schemas`` that carries the kind's ``x-kubernetes-group-version-kind``.
 
 Custom resources get their CRD's ``openAPIV3Schema`` (``metadata`` as a reference to ObjectMeta,
-as the real server publishes it). Built-in kinds get a shallow schema (their top-level fields,
-``spec``/``status`` open): enough for explain's first level; their field-level documentation is
-not reproduced. ``/openapi/v2`` is not served: client-go asks for it only in protobuf and only
+as the real server publishes it). Built-in kinds without ``spec`` (Secret, ConfigMap,
+ServiceAccount, RBAC) get a shallow schema of their top-level fields, enough for explain's first
+level; those with a ``spec`` (Deployment, Service ...) get none, because kubectl computes
+strategic merge patches from whatever schema it finds and a shallow one makes it warn ("unable to
+find api field"); without one it uses its compiled-in types, as it should. ``/openapi/v2`` is not served: client-go asks for it only in protobuf and only
 when v3 is missing.
 """
 
@@ -301,8 +303,9 @@ def group_version_documents(types: list[ResourceType], crds: dict[tuple[str, str
         })
         doc["paths"].update(_paths(rt))
         schemas = doc["components"]["schemas"]
-        schemas[schema_name(rt)] = _kind_schema(rt, crds.get(rt.storage_key) if rt.custom else None)
-        schemas[schema_name(rt, f"{rt.kind}List")] = _list_schema(rt)
+        if rt.custom or rt.kind in _BUILTIN_FIELDS:
+            schemas[schema_name(rt)] = _kind_schema(rt, crds.get(rt.storage_key) if rt.custom else None)
+            schemas[schema_name(rt, f"{rt.kind}List")] = _list_schema(rt)
     return docs
 
 
