@@ -144,6 +144,32 @@ def test_builtin_kinds_show_their_usual_columns(kubectl: Client) -> None:
     assert deploy["NAME"] == "orders-api" and deploy["READY"] == "0/1"
 
 
+def test_admission_policy_and_binding_are_stored(sandbox: Sandbox, kubectl: Client) -> None:
+    manifests = [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+         "metadata": {"name": "mpg-sizes"},
+         "spec": {"failurePolicy": "Fail",
+                  "matchConstraints": {"resourceRules": [{"apiGroups": ["clickhouse.cloud"], "apiVersions": ["*"],
+                                                          "operations": ["CREATE", "UPDATE"],
+                                                          "resources": ["managedpostgreses"]}]},
+                  "validations": [{"expression": "object.spec.size.startsWith('r8gd.')"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": {"name": "mpg-sizes"},
+         "spec": {"policyName": "mpg-sizes", "validationActions": ["Deny"]}},
+    ]
+    out = kubectl("apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(m) for m in manifests))
+    assert "validatingadmissionpolicy.admissionregistration.k8s.io/mpg-sizes created" in out
+    assert "validatingadmissionpolicybinding.admissionregistration.k8s.io/mpg-sizes created" in out
+    policy = sandbox.kube.get("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy", "mpg-sizes")
+    assert policy["spec"]["validations"][0]["expression"].startswith("object.spec.size")
+    rows = table(kubectl("get", "validatingadmissionpolicies"))
+    assert rows == [{"NAME": "mpg-sizes", "VALIDATIONS": "1", "PARAMKIND": "<unset>", "AGE": rows[0]["AGE"]}]
+    rows = table(kubectl("get", "validatingadmissionpolicybindings"))
+    assert rows[0]["NAME"] == "mpg-sizes" and rows[0]["POLICYNAME"] == "mpg-sizes"
+    kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", "mpg-sizes")
+    assert sandbox.kube.list("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") == []
+
+
 def test_explain_uses_the_crd_schema(kubectl: Client) -> None:
     out = kubectl("explain", "managedpostgres.spec")
     assert "KIND:       ManagedPostgres" in out
