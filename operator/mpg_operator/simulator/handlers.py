@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import math
@@ -52,11 +53,13 @@ SORT_BY = (
 )
 
 
-def ok(request: web.Request, result: Any = _MISSING) -> web.Response:
-    """The success envelope ``{result, requestId, status}`` (no ``result`` when omitted)."""
+def ok(request: web.Request, result: Any = _MISSING, **envelope: Any) -> web.Response:
+    """The success envelope ``{result, requestId, status}`` (no ``result`` when omitted); ``envelope``
+    adds top-level fields (the paging fields of list endpoints)."""
     body: dict[str, Any] = {}
     if result is not _MISSING:
         body["result"] = result
+    body.update(envelope)
     body["requestId"] = request[REQUEST_ID]
     body["status"] = 200
     return web.Response(body=json.dumps(body).encode(), content_type="application/json")
@@ -123,7 +126,11 @@ class Api:
             "isPrimary": svc.is_primary,
             "username": "postgres",
             "hostname": svc.hostname,
+            "ipAccessList": [dict(rule) for rule in svc.ip_access_list],
         }
+        earliest = self.store.earliest_restore(svc)
+        if earliest is not None:
+            out["earliestRestoreTime"] = earliest.isoformat(timespec="seconds").replace("+00:00", "Z")
         if credentials or not self.sim.config.redact:
             out["password"] = svc.password
             out["connectionString"] = svc.connection_string()
@@ -301,6 +308,29 @@ class Api:
         query_int(request.query, "offset", default=0, minimum=0)
         return ok(request, [])  # no server logs are simulated
 
+    async def backups(self, request: web.Request) -> web.Response:
+        """``GET …/backups`` (postgresServiceBackupGetList; newer than the vendored document): the shape
+        clickhousectl 0.5.0 reads -- ``result`` = [{key, status, lastModified}], and ``limit``,
+        ``totalCount``, ``nextCursor`` beside it in the envelope."""
+        _, svc = self.service(request)
+        limit = query_int(request.query, "limit", default=100, minimum=1, maximum=100)
+        assert limit is not None
+        offset = 0
+        cursor = request.query.get("cursor")
+        if cursor is not None:
+            try:
+                offset = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode().removeprefix("offset:"))
+            except (ValueError, UnicodeDecodeError):
+                raise bad("Invalid cursor; use nextCursor of the previous page") from None
+            if offset < 0:
+                raise bad("Invalid cursor; use nextCursor of the previous page")
+        backups = self.store.backups(svc)
+        page = backups[offset:offset + limit]
+        extra: dict[str, Any] = {"limit": limit, "totalCount": len(backups)}
+        if offset + limit < len(backups):
+            extra["nextCursor"] = base64.urlsafe_b64encode(f"offset:{offset + limit}".encode()).decode().rstrip("=")
+        return ok(request, page, **extra)
+
     async def _prometheus_entries(self, services: list[Service]) -> list[tuple[Service, str, float, Any]]:
         fleet = self.store.fleet
         now = self.store.clock()
@@ -356,6 +386,7 @@ class Api:
             web.get(one + "/slowQueryPatterns", self.slow_query_patterns),
             web.get(one + "/slowQueryPatterns/{query_id}", self.slow_query_pattern),
             web.get(one + "/logs", self.logs),
+            web.get(one + "/backups", self.backups),
             web.get(one + "/prometheus", self.prometheus_service),
         ]
 

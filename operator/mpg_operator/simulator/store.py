@@ -58,6 +58,19 @@ def fake_hostname(name: str, service_id: str, region: str) -> str:
     return f"{slug(name)}-{secrets.token_hex(4)}.{ubid(service_id)}.c0.{region}.aws.pg.clickhouse.cloud"
 
 
+# Without ``ipAccessList`` on create a service accepts every address on Postgres and PgBouncer
+# (clickhousectl 0.5.0: "Omitting --ip-allow allows all addresses on 5432 (Postgres) and 6432 (PgBouncer)").
+DEFAULT_ACCESS_RULES: tuple[dict[str, str], ...] = (
+    {"source": "0.0.0.0/0", "portRange": "5432", "description": "Allow all addresses (Postgres)"},
+    {"source": "0.0.0.0/0", "portRange": "6432", "description": "Allow all addresses (PgBouncer)"},
+)
+
+
+def new_access_rules(rules: list[dict[str, str]] | tuple[dict[str, str], ...]) -> list[dict[str, str]]:
+    """Copies of access rules (without ids) with fresh rule ids."""
+    return [{"id": str(uuid.uuid4()), **{k: v for k, v in rule.items() if k != "id"}} for rule in rules]
+
+
 def iso_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -120,6 +133,7 @@ class Service:
     source_id: str | None = None
     pg_config: dict[str, str] = field(default_factory=dict)
     pg_bouncer_config: dict[str, str] = field(default_factory=dict)
+    ip_access_list: list[dict[str, str]] = field(default_factory=list)
     pending_restart: set[str] = field(default_factory=set)
     phases: list[tuple[str, float]] = field(default_factory=list)
     blocker: asyncio.Future | None = field(default=None, repr=False)
@@ -288,6 +302,38 @@ class Store:
             return False
         return self.clock() >= svc.created_mono + self.config.first_backup_seconds
 
+    BACKUP_INTERVAL = timedelta(days=1)  # daily base backups, WAL in between (D-br)
+
+    def earliest_restore(self, svc: Service) -> datetime | None:
+        """The earliest point-in-time restore target (None before the first backup)."""
+        if not self.has_backup(svc):
+            return None
+        now_wall = datetime.now(UTC)
+        age = self.clock() - svc.created_mono
+        first_backup = now_wall - timedelta(seconds=age - self.config.first_backup_seconds)
+        return max(first_backup, now_wall - timedelta(days=self.config.retention_days))
+
+    def backups(self, svc: Service) -> list[dict[str, str]]:
+        """The service's base backups, newest first: the first one ``first_backup_seconds`` after
+        creation, then one a day, within the retention period (``key``, ``status``, ``lastModified``)."""
+        if not self.has_backup(svc):
+            return []
+        now_wall = datetime.now(UTC)
+        age = self.clock() - svc.created_mono
+        first = now_wall - timedelta(seconds=age - self.config.first_backup_seconds)
+        oldest = now_wall - timedelta(days=self.config.retention_days)
+        out: list[dict[str, str]] = []
+        at, n = first, 0
+        while at <= now_wall:
+            if at >= oldest:
+                out.append({
+                    "key": f"base_{1:08X}{0:08X}{2 + 2 * n:08X}",  # WAL-G style: timeline, log, segment
+                    "status": "completed",
+                    "lastModified": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                })
+            at, n = at + self.BACKUP_INTERVAL, n + 1
+        return out[::-1]
+
     def _create_phases(self, seconds: float) -> list[tuple[str, float]]:
         if self.faults.stuck_creating:
             return [("creating", math.inf)]
@@ -339,6 +385,9 @@ class Store:
             password=generate_password(),
             pg_config=fields["pg_config"],
             pg_bouncer_config=fields["pg_bouncer_config"],
+            ip_access_list=new_access_rules(
+                DEFAULT_ACCESS_RULES if fields.get("ip_access_list") is None else fields["ip_access_list"]
+            ),
         )
         svc.phases = self._create_phases(self.config.create_seconds)
         await self._start_server(svc)
@@ -346,7 +395,8 @@ class Store:
         return svc
 
     def _derived_service(self, org_id: str, origin: Service, fields: dict[str, Any], **extra: Any) -> Service:
-        """A replica or restore: provider, region, version, size, password and config come from ``origin``."""
+        """A replica or restore: provider, region, version, size, password, config and access rules
+        come from ``origin`` (the rules as copies with their own ids)."""
         return self._new_service(
             org_id,
             name=fields["name"],
@@ -361,6 +411,7 @@ class Store:
             pg_bouncer_config=(
                 fields["pg_bouncer_config"] if fields["pg_bouncer_config"] is not None else dict(origin.pg_bouncer_config)
             ),
+            ip_access_list=new_access_rules(origin.ip_access_list),
             **extra,
         )
 
@@ -381,12 +432,10 @@ class Store:
     async def restore(self, org_id: str, source_id: str, fields: dict[str, Any]) -> Service:
         source = self.get(org_id, source_id)
         self._alive(source)
-        now_wall = datetime.now(UTC)
-        age = self.clock() - source.created_mono
-        if not self.has_backup(source):
+        earliest = self.earliest_restore(source)
+        if earliest is None:
             raise bad("Source server has no backups, yet. Try again later.")
-        first_backup = now_wall - timedelta(seconds=age - self.config.first_backup_seconds)
-        earliest = max(first_backup, now_wall - timedelta(days=self.config.retention_days))
+        now_wall = datetime.now(UTC)
         target: datetime = fields["restore_target"]
         if not earliest - timedelta(seconds=1) <= target <= now_wall + timedelta(seconds=1):
             raise bad(
@@ -414,6 +463,17 @@ class Store:
         if not svc.is_primary:
             raise bad("Read replicas cannot be modified directly! Please modify the parent database instead.")
         now = self.clock()
+        access = changes.get("ip_access_list")
+        if access is not None:  # checked in full before anything changes
+            known = {rule["id"] for rule in svc.ip_access_list}
+            missing = [rule_id for rule_id in access["remove"] if rule_id not in known]
+            if missing:
+                raise bad(f"Access rule {missing[0]} not found on this Postgres service")
+            kept = [rule for rule in svc.ip_access_list if rule["id"] not in set(access["remove"])]
+            present = {(rule["source"], rule["portRange"]) for rule in kept}
+            for rule in access["add"]:
+                if (rule["source"], rule["portRange"]) in present:
+                    raise bad(f"An access rule for {rule['source']} on {rule['portRange']} already exists")
         if "name" in changes and changes["name"] != svc.name:
             svc.name = changes["name"]
             if not svc.has_server:
@@ -428,6 +488,8 @@ class Store:
                         svc.pending.append((now + 0.2 * self.config.resize_seconds, attr, changes[attr]))
                         svc.pending.append((now + 0.4 * self.config.resize_seconds, attr, getattr(svc, attr)))
                     svc.pending.append((due, attr, changes[attr]))
+        if access is not None:
+            svc.ip_access_list = kept + new_access_rules(access["add"])
         if changes.get("tags") is not None:
             svc.tags = changes["tags"]
         elif not self.config.tags_merge_patch:

@@ -6,6 +6,7 @@ Every check raises :class:`ApiError`; the server turns it into the error envelop
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
@@ -20,6 +21,7 @@ RFC3339_RE = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 )
 CONFIG_VALUE_RE = re.compile(r"^-?\d+(\.\d+)?\s*[a-zA-Z]*$")
+PORT_RANGE_RE = re.compile(r"^(\d{1,5})(?:\.\.(\d{1,5}))?$")
 
 VERSIONS = ("18", "17")
 HA_TYPES = ("none", "async", "sync")
@@ -206,6 +208,94 @@ def parse_rfc3339(value: Any, what: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
+# --- IPv4 access rules ------------------------------------------------------------------
+# Not in the OpenAPI snapshots (S1, S2): the shape is what clickhousectl 0.5.0 sends and reads --
+# ``ipAccessList: [{"source": "10.0.0.0/8", "portRange": "5432" | "5432..6432", "description"?}]``
+# on create, ``{"add": [entries], "remove": [{"id"}]}`` on PATCH, entries with an ``id`` in responses.
+
+
+def check_access_rule(rule: Any, where: str) -> dict[str, str]:
+    """One access rule (without id): IPv4 address or CIDR, port or inclusive port range, description."""
+    if not isinstance(rule, dict):
+        raise bad(f"{where} must be an object with 'source' and 'portRange'")
+    unknown = sorted(set(rule) - {"source", "portRange", "description"})
+    if unknown:
+        raise bad(f"{where}: unknown property {unknown[0]}")
+    source = rule.get("source")
+    if not isinstance(source, str) or not source:
+        raise bad(f"{where}.source must be an IPv4 address or CIDR")
+    try:
+        network = ipaddress.ip_network(source, strict=True)
+    except ValueError as exc:
+        raise bad(f"{where}.source '{source}' is not a valid IPv4 address or CIDR: {exc}") from None
+    if network.version != 4:
+        raise bad(f"{where}.source '{source}': only IPv4 addresses and CIDRs are supported")
+    ports = rule.get("portRange")
+    match = PORT_RANGE_RE.match(ports) if isinstance(ports, str) else None
+    if match is None:
+        raise bad(f"{where}.portRange must be a port or an inclusive range such as 5432 or 5432..6432")
+    low = int(match.group(1))
+    high = int(match.group(2) or low)
+    if not 1 <= low <= high <= 65535:
+        raise bad(f"{where}.portRange '{ports}' must lie within 1..65535 with the lower port first")
+    out = {"source": str(network) if "/" in source else source, "portRange": ports if match.group(2) else str(low)}
+    description = rule.get("description")
+    if description is not None:
+        if not isinstance(description, str):
+            raise bad(f"{where}.description must be a string")
+        if len(description) > 255:
+            raise bad(f"{where}.description must be at most 255 characters")
+        if description:
+            out["description"] = description
+    return out
+
+
+def _no_duplicates(rules: list[dict[str, str]], where: str) -> None:
+    seen: set[tuple[str, str]] = set()
+    for rule in rules:
+        key = (rule["source"], rule["portRange"])
+        if key in seen:
+            raise bad(f"{where}: duplicate access rule {rule['source']} on {rule['portRange']}")
+        seen.add(key)
+
+
+def check_access_list(body: dict[str, Any]) -> list[dict[str, str]] | None:
+    """``ipAccessList`` of create: a list of rules (``[]`` = no access); None when omitted."""
+    if body.get("ipAccessList") is None:
+        return None
+    rules = body["ipAccessList"]
+    if not isinstance(rules, list):
+        raise bad("Property ipAccessList must be an array of access rules")
+    out = [check_access_rule(r, f"ipAccessList[{i}]") for i, r in enumerate(rules)]
+    _no_duplicates(out, "ipAccessList")
+    return out
+
+
+def check_access_list_patch(body: dict[str, Any]) -> dict[str, list[Any]] | None:
+    """``ipAccessList`` of PATCH: ``{"remove": [{"id"}], "add": [rules]}`` (removals first); None when omitted."""
+    if body.get("ipAccessList") is None:
+        return None
+    patch = body["ipAccessList"]
+    if not isinstance(patch, dict):
+        raise bad("Property ipAccessList must be an object with 'add' and/or 'remove' arrays")
+    unknown = sorted(set(patch) - {"add", "remove"})
+    if unknown:
+        raise bad(f"ipAccessList: unknown property {unknown[0]}; expected 'add' and/or 'remove'")
+    add = patch.get("add") or []
+    remove = patch.get("remove") or []
+    if not isinstance(add, list) or not isinstance(remove, list):
+        raise bad("ipAccessList.add and ipAccessList.remove must be arrays")
+    ids: list[str] = []
+    for i, item in enumerate(remove):
+        rule_id = item.get("id") if isinstance(item, dict) else None
+        if not isinstance(rule_id, str) or not rule_id:
+            raise bad(f"ipAccessList.remove[{i}] must be an object with the 'id' of an access rule")
+        ids.append(rule_id)
+    rules = [check_access_rule(r, f"ipAccessList.add[{i}]") for i, r in enumerate(add)]
+    _no_duplicates(rules, "ipAccessList.add")
+    return {"add": rules, "remove": ids}
+
+
 # --- configuration maps ----------------------------------------------------------------
 
 
@@ -297,6 +387,7 @@ def validate_create(body: Any, *, regions: tuple[str, ...], sizes: tuple[str, ..
         "tags": check_tags(body, value_required=False) or [],
         "pg_config": check_pg_config(body, allow_empty=False) or {},
         "pg_bouncer_config": check_bouncer_config(body, allow_empty=False) or {},
+        "ip_access_list": check_access_list(body),
     }
 
 
@@ -317,6 +408,9 @@ def validate_patch(body: Any, *, sizes: tuple[str, ...]) -> dict[str, Any]:
     if ha is not None:
         out["ha_type"] = ha
     out["tags"] = check_tags(body, value_required=True)
+    access = check_access_list_patch(body)
+    if access is not None:
+        out["ip_access_list"] = access
     return out
 
 
