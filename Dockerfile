@@ -11,7 +11,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-# Same steps as tests/deploy/test_image_install.py: build the wheel (build dependencies come
+# Same steps as tests/deploy/test_deploy_image_install.py: build the wheel (build dependencies come
 # from pyproject's [build-system] in an isolated environment), then install it into a clean
 # virtualenv with only its runtime dependencies, compiled to bytecode.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \

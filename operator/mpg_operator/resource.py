@@ -2,7 +2,7 @@
 
 These pydantic models are the single source of truth for the CRD (see :mod:`mpg_operator.crd`):
 field descriptions become ``kubectl explain`` text, ``json_schema_extra`` carries the CEL rules.
-No field has a schema default: defaults live in code (:meth:`ManagedPostgresSpec.effective`) and
+No field has a schema default: defaults live in code (:func:`mpg_operator.reconcile.desired.desired_from`) and
 show in status, so GitOps tools see no drift between what was applied and what is stored.
 """
 

@@ -62,6 +62,7 @@ from mpg_operator.reconcile.model import (
     Reason,
     UpdateService,
     parse_time,
+    rfc3339,
 )
 from mpg_operator.resource import ManagedPostgresSpec, ManagedPostgresStatus
 
@@ -83,15 +84,6 @@ class DeletionStarted(Exception):
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _rfc3339(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _rfc3339_precise(dt: datetime) -> str:
-    """With microseconds: compared with the send time of a LIST, so a whole second is too coarse."""
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -116,7 +108,8 @@ class Resource:
 
     @property
     def meta(self) -> dict[str, Any]:
-        return self.body["metadata"]
+        meta: dict[str, Any] = self.body["metadata"]
+        return meta
 
     @property
     def generation(self) -> int:
@@ -273,7 +266,7 @@ class Executor:
             elif isinstance(action, UpdateService):
                 await client.update_service(action.service_id, desired.patch_request())
                 self._last_mutation[desired.uid] = time.time()
-                outcome.status["pendingUpdate"] = {"digest": action.digest, "sentAt": _rfc3339(_now())}
+                outcome.status["pendingUpdate"] = {"digest": action.digest, "sentAt": rfc3339(_now())}
                 outcome.events.append(Event.normal(EventReason.UPDATED, f"Sent update of {', '.join(action.changed)} to service {action.service_id}"))
             elif isinstance(action, PublishSecret):
                 await self._publish_secret(resource, client, observed, action, outcome)
@@ -315,7 +308,7 @@ class Executor:
         announced = await self._patch_status(
             resource,
             {
-                "createPendingSince": _rfc3339_precise(_now()),
+                "createPendingSince": rfc3339(_now(), precise=True),
                 "createAttempts": (observed.status.create_attempts or 0) + 1,
                 "organizationId": client.organization_id,
                 "passwordVersion": version,
@@ -464,10 +457,13 @@ class Executor:
     async def release_credentials(self, body: dict[str, Any]) -> None:
         """Drop this resource's finalizer from its API-key Secret (after deletion is done)."""
         meta = body["metadata"]
-        status = body.get("status") or {}
-        spec_ref = ((body.get("spec") or {}).get("credentialsRef") or {}).get("name")
+        status = ManagedPostgresStatus.model_validate(body.get("status") or {})
+        try:
+            wanted = self._desired(body).credentials_secret_name
+        except pydantic.ValidationError:
+            wanted = None
         finalizer = self.credentials_finalizer(meta["uid"])
-        for name in {status.get("credentialsSecretName"), spec_ref} - {None}:
+        for name in {n for n in (status.credentials_secret_name, wanted) if n}:
             await self.kube.set_secret_finalizer(meta["namespace"], name, finalizer, present=False)
         self._protected.pop(meta["uid"], None)
         self._last_mutation.pop(meta["uid"], None)

@@ -17,7 +17,7 @@ from mpg_operator.cloud.errors import (
 )
 from mpg_operator.reconcile.connection import SecretConflictError, SecretRejectedError
 from mpg_operator.reconcile.desired import Desired
-from mpg_operator.reconcile.model import Condition, Event, EventReason, LastRejection, Reason, parse_time
+from mpg_operator.reconcile.model import Condition, Event, EventReason, LastRejection, Reason, parse_time, rfc3339
 from mpg_operator.reconcile.planner import secret_conflict_message
 from mpg_operator.resource import Condition as StoredCondition
 
@@ -117,7 +117,7 @@ def merge_conditions(
     """The conditions to store: Ready and Synced as decided (None keeps the stored one); the
     transition time moves only when the status does."""
     merged = {c["type"]: c for c in stored if c.get("type")}
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = rfc3339(now)
     for type_, cond in (("Synced", synced), ("Ready", ready)):
         if cond is None:
             continue

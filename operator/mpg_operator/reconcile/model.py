@@ -224,6 +224,12 @@ class Plan:
     release_finalizer: bool = False
 
 
+def rfc3339(moment: datetime, *, precise: bool = False) -> str:
+    """A UTC time as status stores it; ``precise`` keeps microseconds (for a time that is
+    compared with the send time of a LIST, where a whole second is too coarse)."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if precise else "%Y-%m-%dT%H:%M:%SZ")
+
+
 def parse_time(value: str | None) -> datetime | None:
     """An RFC 3339 time from status, or None."""
     if not value:

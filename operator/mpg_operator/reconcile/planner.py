@@ -163,7 +163,7 @@ def secret_conflict_message(desired: Desired, controller_uid: str | None) -> str
 
 def create_wait(create_grace: timedelta, attempts: int) -> timedelta:
     """How long a create may take to show before it is sent again: doubles with each attempt."""
-    wait = create_grace * (2 ** max(0, attempts - 1))
+    wait = create_grace * (1 << min(max(0, attempts - 1), 30))
     return min(wait, max(create_grace, CREATE_BACKOFF_MAX))
 
 
