@@ -107,12 +107,11 @@ def _item_key(item: dict[str, Any], keys: tuple[str, ...]) -> str:
 # ---------------------------------------------------------------- field sets
 
 
-def field_set(obj: dict[str, Any], schema: dict[str, Any] | None, custom: bool,
-              skip_status: bool = False) -> set[Path]:
+def field_set(obj: dict[str, Any], schema: dict[str, Any] | None, custom: bool) -> set[Path]:
     """The leaf paths (and owned list items) set in an object, identity and server fields excluded."""
     out: set[Path] = set()
     for key, value in obj.items():
-        if key in ("apiVersion", "kind") or (skip_status and key == "status"):
+        if key in ("apiVersion", "kind"):
             continue
         if key == "metadata" and isinstance(value, dict):
             meta = {k: v for k, v in value.items() if k not in _IGNORED_META}
@@ -308,9 +307,7 @@ def record_update(old: dict[str, Any] | None, new: dict[str, Any], manager: str 
                   schema: dict[str, Any] | None, custom: bool, subresource: str | None,
                   operation: str = "Update") -> None:
     """Record a non-apply write in ``new``'s managedFields: the writer owns what it changed."""
-    skip_status = False
-    new_set = field_set(new, schema, custom, skip_status)
-    old_set = field_set(old, schema, custom, skip_status) if old is not None else set()
+    new_set = field_set(new, schema, custom)
     changed = {p for p in new_set if old is None or value_at(new, p) != value_at(old, p)}
     present = new_set | {p[:i] for p in new_set for i in range(1, len(p))}
     entries = []
@@ -332,17 +329,14 @@ def record_update(old: dict[str, Any] | None, new: dict[str, Any], manager: str 
         if subresource:
             entry["subresource"] = subresource
         entries.append((entry, changed))
-    del old_set
     _store_entries(new, entries)
 
 
 def apply(live: dict[str, Any] | None, config: dict[str, Any], manager: str, force: bool, api_version: str,
-          schema: dict[str, Any] | None, custom: bool, subresource: str | None,
-          group_kind: tuple[str, str], name: str) -> dict[str, Any]:
+          schema: dict[str, Any] | None, custom: bool, subresource: str | None) -> dict[str, Any]:
     """The object after applying ``config`` as ``manager`` (409 on conflicts unless ``force``)."""
-    skip_status = subresource is None and custom and False
     base = copy.deepcopy(live) if live is not None else {}
-    applied = field_set(config, schema, custom, skip_status)
+    applied = field_set(config, schema, custom)
     entries = [(e, _entry_set(e)) for e in (_entries(live) if live is not None else [])]
     mine = next(((e, s) for e, s in entries if e.get("manager") == manager and e.get("operation") == "Apply"
                  and e.get("subresource") == subresource), None)

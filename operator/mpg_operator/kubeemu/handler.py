@@ -271,10 +271,10 @@ class EmulatorHandler(kmock.RawHandler):
             result = store.patch(rt, ns, name, content_type, data, sub, dry_run, options)
             return _json(result, 200 if existed else 201)
         if method == "DELETE" and name:
-            options = dict(data) if isinstance(data, dict) else {}
+            delete_options = dict(data) if isinstance(data, dict) else {}
             if params.get("propagationPolicy"):
-                options["propagationPolicy"] = params["propagationPolicy"]
-            return _json(store.delete(rt, ns, name, options, dry_run))
+                delete_options["propagationPolicy"] = params["propagationPolicy"]
+            return _json(store.delete(rt, ns, name, delete_options, dry_run))
         if method == "DELETE":
             return _json(store.delete_collection(rt, ns, params.get("labelSelector"),
                                                  params.get("fieldSelector")))

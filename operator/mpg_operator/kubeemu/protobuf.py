@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 from typing import Any
 
 MAGIC = b"k8s\x00"
@@ -172,8 +173,6 @@ def decode_message(data: bytes, schema: Schema) -> dict[str, Any]:
             item = decode_message(value, spec[2])
         elif base == "fieldsv1":
             raw = next((v for n, _, v in _fields(value) if n == 1), b"{}")
-            import json
-
             item = json.loads(raw or b"{}")
         elif base in ("map_str", "map_bytes"):
             key, raw = _map_entry(value)
@@ -203,9 +202,7 @@ def decode(body: bytes) -> dict[str, Any]:
     schema = KINDS.get((api_version, kind))
     if schema is None:
         raise ProtobufError(f"kubeemu cannot decode protobuf for {kind or 'unknown kind'} ({api_version})")
-    obj = decode_message(raw, schema)
-    obj = {"apiVersion": api_version, "kind": kind, **obj}
-    return obj
+    return {"apiVersion": api_version, "kind": kind, **decode_message(raw, schema)}
 
 
 def supported_kinds() -> list[str]:

@@ -583,18 +583,20 @@ class Store:
         with self.lock:
             self._check_scope(rt, namespace)
             existing = self._bucket(rt).get((namespace, name))
+            if rt.status_subresource and subresource is None:
+                config.pop("status", None)  # written through /status only, so not owned by this apply
             if existing is None:
                 if subresource:
                     raise errors.not_found(rt.group_resource, name)
                 body = fields.apply(None, config, options.manager, options.force, rt.api_version, schema,
-                                    rt.custom, None, (rt.group, rt.kind), name)
+                                    rt.custom, None)
                 body["metadata"]["name"] = name
                 return self.create(rt, namespace, body, dry_run, options, applied=True)
             current = self.present(existing, rt)
             if subresource == "status":
                 config = {k: v for k, v in config.items() if k in ("apiVersion", "kind", "metadata", "status")}
             new = fields.apply(current, config, options.manager, options.force, rt.api_version, schema,
-                               rt.custom, subresource, (rt.group, rt.kind), name)
+                               rt.custom, subresource)
             new["metadata"]["resourceVersion"] = config.get("metadata", {}).get(
                 "resourceVersion", existing["metadata"]["resourceVersion"])
             return self._update(rt, existing, new, subresource, dry_run, options, applied=True)

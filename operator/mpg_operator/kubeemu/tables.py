@@ -12,6 +12,7 @@ the whole object, as kubectl needs for ``-A`` and ``--show-labels``.
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -138,8 +139,6 @@ def _cell(column_type: str, value: Any) -> Any:
     if column_type == "boolean":
         return value if isinstance(value, bool) else None
     if isinstance(value, (dict, list)):
-        import json
-
         return json.dumps(value, separators=(",", ":"))
     if isinstance(value, bool):
         return "true" if value else "false"
