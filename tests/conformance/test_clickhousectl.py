@@ -45,7 +45,7 @@ class Ctl:
         self.sim, self.home = sim, home
 
     def run(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [CTL, "cloud", "--url", self.sim.url, "--api-key", self.sim.key_id, "--api-secret", self.sim.key_secret,
+        cmd = [CTL, "cloud", "--url", self.sim.url, f"--api-key={self.sim.key_id}", f"--api-secret={self.sim.key_secret}",
                "--org-id", self.sim.org_id, "postgres", *args, "--json"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKHOUSE_")}
         env.update(DO_NOT_TRACK="1", HOME=self.home)

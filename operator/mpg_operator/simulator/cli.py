@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("delete", 2.0, "deleting -> gone"),
         ("promote", 1.0, "replica promotion lands"),
         ("first-backup", 10.0, "first backup of a new service (read replicas/restores wait for it)"),
+        ("backup-interval", 86400.0, "base backups after the first one"),
     ):
         timing.add_argument(f"--{flag}-seconds", type=float, default=default, help=f"{text} ({d} {default:g})")
     limits = parser.add_argument_group("limits")
@@ -62,6 +63,7 @@ def _config(args: argparse.Namespace):  # -> SimulatorConfig
         delete_seconds=args.delete_seconds,
         promote_seconds=args.promote_seconds,
         first_backup_seconds=args.first_backup_seconds,
+        backup_interval_seconds=args.backup_interval_seconds,
         rate_limit=None if args.no_rate_limit else args.rate_limit,
         rate_window=args.rate_window,
         service_quota=args.service_quota,

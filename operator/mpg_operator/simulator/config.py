@@ -43,6 +43,7 @@ class SimulatorConfig:
     delete_seconds: float = 2.0
     promote_seconds: float = 1.0
     first_backup_seconds: float = 10.0
+    backup_interval_seconds: float = 86400.0  # base backups after the first one (daily, as documented)
     retention_days: float = 7.0
 
     # rate limit (per API key, fixed window); rate_limit=None or 0 switches it off

@@ -302,8 +302,6 @@ class Store:
             return False
         return self.clock() >= svc.created_mono + self.config.first_backup_seconds
 
-    BACKUP_INTERVAL = timedelta(days=1)  # daily base backups, WAL in between (D-br)
-
     def earliest_restore(self, svc: Service) -> datetime | None:
         """The earliest point-in-time restore target (None before the first backup)."""
         if not self.has_backup(svc):
@@ -315,7 +313,8 @@ class Store:
 
     def backups(self, svc: Service) -> list[dict[str, str]]:
         """The service's base backups, newest first: the first one ``first_backup_seconds`` after
-        creation, then one a day, within the retention period (``key``, ``status``, ``lastModified``)."""
+        creation, then one every ``backup_interval_seconds`` (a day), within the retention period
+        (``key``, ``status``, ``lastModified``)."""
         if not self.has_backup(svc):
             return []
         now_wall = datetime.now(UTC)
@@ -331,7 +330,7 @@ class Store:
                     "status": "completed",
                     "lastModified": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                 })
-            at, n = at + self.BACKUP_INTERVAL, n + 1
+            at, n = at + timedelta(seconds=max(self.config.backup_interval_seconds, 0.001)), n + 1
         return out[::-1]
 
     def _create_phases(self, seconds: float) -> list[tuple[str, float]]:
