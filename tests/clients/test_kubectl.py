@@ -66,6 +66,10 @@ def test_typed_create_namespace_and_secret(sandbox: Sandbox, kubectl: Client, cr
     kubectl("create", "serviceaccount", "robot", "-n", NS)
     assert sandbox.kube.get("v1", "ConfigMap", "settings", NS)["data"] == {"mode": "demo"}
     assert sandbox.kube.get("v1", "ServiceAccount", "robot", NS) is not None
+    kubectl("create", "service", "clusterip", "orders-api", "-n", NS, "--tcp=80:8080")
+    service = sandbox.kube.get("v1", "Service", "orders-api", NS)
+    assert service["spec"]["ports"] == [{"name": "80-8080", "protocol": "TCP", "port": 80, "targetPort": 8080}]
+    assert service["spec"]["selector"] == {"app": "orders-api"} and service["spec"]["type"] == "ClusterIP"
     # A second create is the real server's AlreadyExists Status.
     again = kubectl.run("create", "namespace", NS, check=False)
     assert again.returncode == 1
@@ -126,9 +130,6 @@ def test_builtin_kinds_show_their_usual_columns(kubectl: Client) -> None:
         "serviceaccounts": ["NAME", "SECRETS", "AGE"],
         "events": ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
     }
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "orders-api", "namespace": NS},
-               "spec": {"selector": {"app": "orders-api"}, "ports": [{"port": 80, "targetPort": 8080}]}}
-    kubectl("apply", "-f", "-", input=json.dumps(service))
     for resource, expected in headers.items():
         out = kubectl("get", resource, "-n", NS)
         assert out.splitlines()[0].split() == " ".join(expected).split(), (resource, out)
@@ -139,7 +140,8 @@ def test_builtin_kinds_show_their_usual_columns(kubectl: Client) -> None:
     namespaces = {r["NAME"]: r["STATUS"] for r in table(kubectl("get", "namespaces"))}
     assert namespaces[NS] == "Active"
     svc = table(kubectl("get", "services", "-n", NS))[0]
-    assert svc["TYPE"] == "ClusterIP" and svc["CLUSTER-IP"].startswith("10.96.") and svc["PORT(S)"] == "80/TCP"
+    assert svc["NAME"] == "orders-api" and svc["TYPE"] == "ClusterIP" and svc["CLUSTER-IP"].startswith("10.96.")
+    assert svc["PORT(S)"] == "80/TCP"
     deploy = table(kubectl("get", "deployments", "-n", NS))[0]
     assert deploy["NAME"] == "orders-api" and deploy["READY"] == "0/1"
 

@@ -14,7 +14,7 @@ Emulated: discovery (``/api``, ``/apis``, group/version resource lists with ``<p
 ``/version``); OpenAPI v3 (``/openapi/v3`` and one document per group/version, with the CRDs'
 schemas, so ``kubectl apply``/``create``/``replace`` and Helm validate through the server and
 ``kubectl explain`` works: :mod:`.openapi`); namespaces, secrets (``stringData`` → base64 ``data``,
-type ``Opaque``), configmaps, serviceaccounts, services (a cluster IP is assigned), pods (storage
+type ``Opaque``), configmaps, serviceaccounts, services (cluster IPs and node ports are assigned), pods (storage
 only), core/v1 events and ``events.k8s.io/v1`` events over the same storage (converted:
 :mod:`.conversions`), leases, ``apps/v1`` deployments, RBAC roles/clusterroles and their bindings,
 ``admissionregistration.k8s.io/v1`` ValidatingAdmissionPolicy(+Binding) (stored, not evaluated),
@@ -34,8 +34,8 @@ watches: objects entering/leaving a selection are ADDED/DELETED); structural-sch
 real server; ``dryRun=All``; the ``Table`` form of get/list/watch (kubectl's columns: a CRD's
 ``additionalPrinterColumns``, the built-ins' usual ones: :mod:`.tables`); request bodies in JSON,
 YAML, and protobuf for the built-ins kubectl's typed ``create`` and Helm's release storage send
-(Namespace, Secret, ConfigMap, ServiceAccount, RBAC, DeleteOptions: :mod:`.protobuf`; answers are
-always JSON). Real kubectl 1.35 and helm 4.1 run against it with default flags (tests/clients).
+(Namespace, Secret, ConfigMap, ServiceAccount, Service, RBAC, DeleteOptions: :mod:`.protobuf`;
+answers are always JSON). Real kubectl 1.35 and helm 4.1 run against it with default flags (tests/clients).
 
 Not emulated:
 
@@ -48,7 +48,7 @@ Not emulated:
 - ``/openapi/v2`` (client-go asks for it only in protobuf, and only when v3 is missing) and
   field-level OpenAPI schemas of built-in kinds (``kubectl explain secret`` shows the top level
   only, kinds with a ``spec`` have no schema); strict validation of built-in kinds' fields;
-- protobuf bodies for kinds other than those listed above (``kubectl create deployment|service|job``
+- protobuf bodies for kinds other than those listed above (``kubectl create deployment|job|cronjob``
   get a 415), and protobuf or CBOR answers;
 - subresources other than ``status`` (``scale``, ``exec``, ``logs``, ``portforward``, ``eviction``),
   so ``kubectl scale``, ``logs``, ``exec`` fail;

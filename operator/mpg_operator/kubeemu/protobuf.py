@@ -1,6 +1,6 @@
 """Decoding of Kubernetes protobuf request bodies for the few built-in kinds clients send that way.
 
-kubectl's typed commands (``kubectl create namespace|secret|configmap|serviceaccount|role|...``) and
+kubectl's typed commands (``kubectl create namespace|secret|configmap|serviceaccount|service|role|...``) and
 Helm's release storage (client-go's typed clientset) always send built-in objects as
 ``application/vnd.kubernetes.protobuf``, whatever the server advertises; there is no fallback to
 JSON on a 415. So the emulator decodes those bodies into the JSON form (answers stay JSON: those
@@ -24,7 +24,8 @@ PROTOBUF = "application/vnd.kubernetes.protobuf"
 
 # A message schema: field number -> (json name, kind[, sub-schema]) where kind is one of
 # "str", "bytes", "int", "bool", "msg", "time", "map_str" (map<string,string>), "map_bytes",
-# "fieldsv1", "intorstr", and a "[]" suffix marks a repeated field.
+# "fieldsv1", "intorstr", "bool0" (a non-pointer Go bool: false is omitted), and a "[]" suffix marks a
+# repeated field.
 Schema = dict[int, tuple[Any, ...]]
 
 TIME: Schema = {}  # decoded specially
@@ -53,6 +54,16 @@ POLICY_RULE: Schema = {1: ("verbs", "str[]"), 2: ("apiGroups", "str[]"), 3: ("re
 SUBJECT: Schema = {1: ("kind", "str"), 2: ("apiGroup", "str"), 3: ("name", "str"), 4: ("namespace", "str")}
 ROLE_REF: Schema = {1: ("apiGroup", "str"), 2: ("kind", "str"), 3: ("name", "str")}
 PRECONDITIONS: Schema = {1: ("uid", "str"), 2: ("resourceVersion", "str")}
+SERVICE_PORT: Schema = {1: ("name", "str"), 2: ("protocol", "str"), 3: ("port", "int"),
+                        4: ("targetPort", "intorstr"), 5: ("nodePort", "int"), 6: ("appProtocol", "str")}
+SERVICE_SPEC: Schema = {
+    1: ("ports", "msg[]", SERVICE_PORT), 2: ("selector", "map_str"), 3: ("clusterIP", "str"), 4: ("type", "str"),
+    5: ("externalIPs", "str[]"), 7: ("sessionAffinity", "str"), 8: ("loadBalancerIP", "str"),
+    9: ("loadBalancerSourceRanges", "str[]"), 10: ("externalName", "str"), 11: ("externalTrafficPolicy", "str"),
+    12: ("healthCheckNodePort", "int"), 13: ("publishNotReadyAddresses", "bool0"), 17: ("ipFamilyPolicy", "str"),
+    18: ("clusterIPs", "str[]"), 19: ("ipFamilies", "str[]"), 20: ("allocateLoadBalancerNodePorts", "bool"),
+    21: ("loadBalancerClass", "str"), 22: ("internalTrafficPolicy", "str"), 23: ("trafficDistribution", "str"),
+}
 
 KINDS: dict[tuple[str, str], Schema] = {
     ("v1", "Namespace"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", {1: ("finalizers", "str[]")}),
@@ -61,6 +72,7 @@ KINDS: dict[tuple[str, str], Schema] = {
                        4: ("stringData", "map_str"), 5: ("immutable", "bool")},
     ("v1", "ConfigMap"): {1: ("metadata", "msg", OBJECT_META), 2: ("data", "map_str"),
                           3: ("binaryData", "map_bytes"), 4: ("immutable", "bool")},
+    ("v1", "Service"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", SERVICE_SPEC)},
     ("v1", "ServiceAccount"): {1: ("metadata", "msg", OBJECT_META), 2: ("secrets", "msg[]", OBJECT_REFERENCE),
                                3: ("imagePullSecrets", "msg[]", {1: ("name", "str")}),
                                4: ("automountServiceAccountToken", "bool")},
@@ -165,12 +177,15 @@ def decode_message(data: bytes, schema: Schema) -> dict[str, Any]:
             item = base64.b64encode(value).decode()
         elif base == "int":
             item = _signed(value)
-        elif base == "bool":
+        elif base in ("bool", "bool0"):  # bool0: a plain Go bool, omitted from JSON when false
             item = bool(value)
         elif base == "time":
             item = _time(value)
         elif base == "msg":
             item = decode_message(value, spec[2])
+        elif base == "intorstr":
+            parts = {n: v for n, _, v in _fields(value)}
+            item = parts.get(3, b"").decode() if parts.get(1) == 1 else _signed(parts.get(2, 0))
         elif base == "fieldsv1":
             raw = next((v for n, _, v in _fields(value) if n == 1), b"{}")
             item = json.loads(raw or b"{}")
@@ -182,7 +197,7 @@ def decode_message(data: bytes, schema: Schema) -> dict[str, Any]:
             raise ProtobufError(f"unknown field kind {kind}")
         if repeated:
             out.setdefault(name, []).append(item)
-        elif item not in ("", 0, None, {}) or base == "bool":
+        elif item not in ("", 0, None, {}) or base in ("bool", "intorstr"):
             out[name] = item  # Go's JSON encoding omits empty values (omitempty)
     return out
 

@@ -391,9 +391,18 @@ class Store:
         spec = obj.setdefault("spec", {})
         spec.setdefault("type", "ClusterIP")
         spec.setdefault("sessionAffinity", "None")
+        node_ports = spec["type"] in ("NodePort", "LoadBalancer")
+        used_ports = {p.get("nodePort") for o in self._objects.get(("", "services"), {}).values()
+                      for p in (o.get("spec") or {}).get("ports") or []}
+        old_ports = {(p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
+                     for p in ((old or {}).get("spec") or {}).get("ports") or []}
         for port in spec.get("ports") or []:
             port.setdefault("protocol", "TCP")
             port.setdefault("targetPort", port.get("port"))
+            if node_ports and not port.get("nodePort"):
+                kept = old_ports.get((port.get("port"), port["protocol"]))
+                port["nodePort"] = kept or next(n for n in range(30000, 32768) if n not in used_ports)
+                used_ports.add(port["nodePort"])
         if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
             old_ip = ((old or {}).get("spec") or {}).get("clusterIP")
             if old_ip:
