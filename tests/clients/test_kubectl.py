@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -118,6 +119,22 @@ def test_get_shows_printer_columns(sandbox: Sandbox, kubectl: Client) -> None:
     assert row["REGION"] == "us-west-2"
     assert row["HOST"] == status["hostname"]
     assert row["AGE"].endswith("s")
+
+
+def test_get_watch_streams_table_rows(sandbox: Sandbox, kubectl: Client) -> None:
+    proc = subprocess.Popen([str(kubectl.binary), "get", "mpg", "-n", NS, "--watch", "--request-timeout=20s"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=kubectl.env())
+    try:
+        header, first = proc.stdout.readline(), proc.stdout.readline()
+        assert header.split()[:6] == ["NAME", "READY", "STATE", "SIZE", "REGION", "HOST"]
+        assert first.split()[:3] == [MPG, "True", "running"]
+        sandbox.kube.store.patch(sandbox.kube.store.resolve("clickhouse.cloud", "v1alpha1", "managedpostgreses"),
+                                 NS, MPG, "application/merge-patch+json", {"metadata": {"labels": {"watched": "yes"}}})
+        changed = proc.stdout.readline()
+        assert changed.split()[:3] == [MPG, "True", "running"]  # a MODIFIED event, printed as a row
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_builtin_kinds_show_their_usual_columns(kubectl: Client) -> None:
