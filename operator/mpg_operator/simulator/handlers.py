@@ -315,20 +315,21 @@ class Api:
         _, svc = self.service(request)
         limit = query_int(request.query, "limit", default=100, minimum=1, maximum=100)
         assert limit is not None
-        offset = 0
+        backups = self.store.backups(svc)  # newest first; keys grow with time
+        total = len(backups)
         cursor = request.query.get("cursor")
-        if cursor is not None:
+        if cursor is not None:  # the key of the last backup of the previous page: stable while backups are added
             try:
-                offset = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode().removeprefix("offset:"))
+                after = base64.urlsafe_b64decode(cursor.encode() + b"==").decode()
             except (ValueError, UnicodeDecodeError):
-                raise bad("Invalid cursor; use nextCursor of the previous page") from None
-            if offset < 0:
+                after = ""
+            if not after.startswith("base_"):
                 raise bad("Invalid cursor; use nextCursor of the previous page")
-        backups = self.store.backups(svc)
-        page = backups[offset:offset + limit]
-        extra: dict[str, Any] = {"limit": limit, "totalCount": len(backups)}
-        if offset + limit < len(backups):
-            extra["nextCursor"] = base64.urlsafe_b64encode(f"offset:{offset + limit}".encode()).decode().rstrip("=")
+            backups = [b for b in backups if b["key"] < after]
+        page = backups[:limit]
+        extra: dict[str, Any] = {"limit": limit, "totalCount": total}
+        if len(backups) > limit:
+            extra["nextCursor"] = base64.urlsafe_b64encode(page[-1]["key"].encode()).decode().rstrip("=")
         return ok(request, page, **extra)
 
     async def _prometheus_entries(self, services: list[Service]) -> list[tuple[Service, str, float, Any]]:
