@@ -73,6 +73,7 @@ def test_kubectl_applies_a_crd_that_registers_its_api(emu: KubeEmulator, kubectl
     kubectl("apply", "-f", "-", input=json.dumps(SERVICE_MONITOR_CRD))
     assert "No resources found" in kubectl.run("get", "servicemonitors", "-A").stderr
     assert "monitoring.coreos.com/v1" in kubectl("api-versions")
+    assert "KIND:       ServiceMonitor" in kubectl("explain", "servicemonitors")  # its OpenAPI is served at once
 
 
 def test_install_dry_run_server_creates_nothing(emu: KubeEmulator, helm: Client) -> None:

@@ -160,6 +160,7 @@ class EmulatorHandler(kmock.RawHandler):
     max_recorded: int = 100_000  # requests and calls kept; the older half is dropped beyond this
     _stopping: asyncio.Event | None = attrs.field(default=None)
     _watch_wakers: set[asyncio.Event] = attrs.field(factory=set)
+    _openapi_cache: tuple[Any, dict[str, str]] | None = attrs.field(default=None)
 
     # ---------------------------------------------------------------- entry point
 
@@ -301,13 +302,11 @@ class EmulatorHandler(kmock.RawHandler):
         if path == "/version":
             return _json(SERVER_VERSION)
         if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
-            docs = openapi.group_version_documents(types, self.store.crds())
-            if path == "/openapi/v3":
-                return _json(openapi.index(docs))
-            doc = docs.get(path.removeprefix("/openapi/v3/"))
-            if doc is None:
+            docs = self._openapi_documents(types)
+            key = "" if path == "/openapi/v3" else path.removeprefix("/openapi/v3/")
+            if key not in docs:
                 raise ApiError(404, "the server could not find the requested resource", "NotFound")
-            return _json(doc)
+            return aiohttp.web.Response(text=docs[key], content_type="application/json")
         if path == "/":
             paths = {"/api", "/api/v1", "/apis", "/version", "/healthz", "/livez", "/readyz"}
             for group, versions in groups.items():
@@ -335,6 +334,18 @@ class EmulatorHandler(kmock.RawHandler):
                 "resources": [entry for rt in sorted(served, key=lambda t: t.plural) for entry in rt.discovery()],
             })
         raise ApiError(404, "the server could not find the requested resource", "NotFound")
+
+    def _openapi_documents(self, types: list[ResourceType]) -> dict[str, str]:
+        """The OpenAPI v3 documents as JSON text (index under ``""``), rebuilt when types or CRDs change."""
+        crds = self.store.crds()
+        key = (tuple(sorted((t.group, t.version, t.plural) for t in types)),
+               tuple(sorted((k, c["metadata"].get("resourceVersion")) for k, c in crds.items())))
+        if self._openapi_cache is None or self._openapi_cache[0] != key:
+            docs = openapi.group_version_documents(types, crds)
+            rendered = {path: json.dumps(doc) for path, doc in docs.items()}
+            rendered[""] = json.dumps(openapi.index(docs))
+            self._openapi_cache = (key, rendered)
+        return self._openapi_cache[1]
 
     @staticmethod
     def _group_doc(group: str, versions: list[str]) -> dict[str, Any]:
