@@ -167,8 +167,7 @@ class Campaign:
         for case in OPERATOR_CASES:
             for obj in case.setup:
                 if obj["kind"] == KIND:
-                    sb.wait_for(lambda n=obj["metadata"]["name"]: sb.is_ready(n, NAMESPACE), timeout=60,
-                                what=f"{obj['metadata']['name']} Ready")
+                    self.wait_ready(obj["metadata"]["name"])
         updates = [case for case in OPERATOR_CASES if case.old is not None]
         for case in updates:  # a running service first; only the update is judged
             data, org = _credentials(sb, case.name, case.credentials)
@@ -176,7 +175,7 @@ class Campaign:
             sb.apply(_secret(case.manifest["spec"]["credentialsRef"]["name"], data))
             sb.apply(copy.deepcopy(case.old))
         for case in updates:
-            sb.wait_for(lambda n=case.name: sb.is_ready(n, NAMESPACE), timeout=60, what=f"{case.name} Ready")
+            self.wait_ready(case.name)
             time.sleep(1)  # let the create settle (no request in flight)
         for case in OPERATOR_CASES:
             self.since[case.name] = len(sb.simulator.requests)
@@ -201,6 +200,13 @@ class Campaign:
         for case in OPERATOR_CASES:
             self.conditions[case.name] = sb.condition(case.name, case.condition, NAMESPACE)
         return self
+
+    def wait_ready(self, name: str, timeout: float = 60) -> None:
+        try:
+            self.sb.wait_for(lambda: self.sb.is_ready(name, NAMESPACE), timeout=timeout, what=f"{name} Ready")
+        except TimeoutError:
+            status = (self.sb.get(name, NAMESPACE) or {}).get("status") or {}
+            raise TimeoutError(f"{name} not Ready after {timeout:.0f} s: {status.get('conditions')}") from None
 
     def mutating_requests(self, org: str | None, since: int = 0) -> list[Any]:
         return [r for r in self.sb.simulator.requests[since:]

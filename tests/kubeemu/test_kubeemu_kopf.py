@@ -18,6 +18,15 @@ from mpg_operator.kubeemu import KubeEmulator
 API_VERSION = f"{GROUP}/{VERSION}"
 
 
+@pytest.fixture(autouse=True)
+def _restore_default_registry():
+    """kopf's CLI (KopfRunner) replaces the process-wide default registry for good; put it back, or a
+    later in-process operator (the Sandbox) whose handlers were imported earlier would run with none."""
+    saved = kopf.get_default_registry()
+    yield
+    kopf.set_default_registry(saved)
+
+
 def make_registry(kubeconfig: Path, ticks: list[str]) -> kopf.OperatorRegistry:
     """A tiny operator: create (status + owned Secret), update, timer, delete with a finalizer."""
     registry = kopf.OperatorRegistry()
