@@ -63,6 +63,7 @@ def test_prepare_base_dir_refuses_unusable(workdir: Path, case: str) -> None:
         fragment = "the server user cannot enter"
     with pytest.raises(PostgresFleetError, match=re.escape(fragment)):
         PostgresFleet(target)
+    assert case == "file" or not target.exists()  # refused before anything is made
 
 
 async def test_relative_missing_dir_and_recovery_after_a_failed_create(

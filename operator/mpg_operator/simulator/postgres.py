@@ -85,20 +85,12 @@ _SOCKET_PATH_MAX = 100
 def prepare_base_dir(base_dir: str | os.PathLike[str]) -> str:
     """`base_dir` as an absolute path, created when missing; PostgresFleetError when it cannot serve.
 
-    Checks what every later create would otherwise fail on: a directory we can write, short enough for
+    Checks what every later create would otherwise fail on -- a directory we can write, short enough for
     the servers' Unix sockets, and (as root) reachable by the server user, who must traverse every
-    ancestor."""
+    ancestor -- before anything is created."""
     path = Path(os.path.abspath(os.path.expanduser(os.fspath(base_dir))))
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise PostgresFleetError(f"PostgreSQL directory {path} exists and is not a directory") from None
-    except OSError as exc:
-        raise PostgresFleetError(f"PostgreSQL directory {path} cannot be created: {exc.strerror or exc}") from None
-    if not path.is_dir():
-        raise PostgresFleetError(f"PostgreSQL directory {path} is not a directory")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise PostgresFleetError(f"PostgreSQL directory {path} is not writable")
+    if path.exists() and not path.is_dir():
+        raise PostgresFleetError(f"PostgreSQL directory {path} exists and is not a directory")
     if len(str(path)) + _SOCKET_SUFFIX_LEN > _SOCKET_PATH_MAX:
         raise PostgresFleetError(
             f"PostgreSQL directory {path} is too long for the servers' Unix sockets "
@@ -106,11 +98,24 @@ def prepare_base_dir(base_dir: str | os.PathLike[str]) -> str:
         )
     if os.geteuid() == 0:  # the servers run as another user, who must reach the data directories
         for ancestor in (path, *path.parents):
-            if not os.stat(ancestor).st_mode & 0o001:
+            try:
+                mode = os.stat(ancestor).st_mode
+            except OSError:
+                continue  # made below, traversable
+            if not mode & 0o001:
                 raise PostgresFleetError(
                     f"PostgreSQL directory {path}: the server user cannot enter {ancestor} (mode "
-                    f"{oct(os.stat(ancestor).st_mode & 0o777)}); choose a directory outside it"
+                    f"{oct(mode & 0o777)}); choose a directory outside it"
                 )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PostgresFleetError(f"PostgreSQL directory {path} cannot be created: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PostgresFleetError(f"PostgreSQL directory {path} is not writable")
+    if os.geteuid() == 0 and not os.stat(path).st_mode & 0o001:  # made under a restrictive umask
+        raise PostgresFleetError(f"PostgreSQL directory {path}: the server user cannot enter it (mode "
+                                 f"{oct(os.stat(path).st_mode & 0o777)})")
     return str(path)
 
 
