@@ -52,6 +52,26 @@ def test_object_level_cel_rule() -> None:
     assert validate_custom_resource(WIDGET_CRD, widget("w", tier="large", replicas=4)) == []
 
 
+def test_root_level_rules_read_metadata_name_and_transition_rules_on_spec() -> None:
+    import copy
+
+    crd = copy.deepcopy(WIDGET_CRD)
+    root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    root["x-kubernetes-validations"] = [{"rule": "self.metadata.name.size() <= 5", "message": "name too long"}]
+    root["properties"]["spec"]["x-kubernetes-validations"] = [
+        {"rule": "has(self.note) == has(oldSelf.note)", "message": "note cannot be added or removed"}]
+    obj = widget("short")
+    obj["metadata"]["namespace"] = "default"
+    assert validate_custom_resource(crd, obj) == []
+    assert validate_custom_resource(crd, widget("toolong")) == ['<root>: Invalid value: "object": name too long']
+    with_note = widget("short", note="x")
+    assert validate_custom_resource(crd, with_note) == []  # creation: transition rule skipped
+    assert validate_custom_resource(crd, with_note, old=widget("short")) == [
+        'spec: Invalid value: "object": note cannot be added or removed']
+    assert validate_custom_resource(crd, widget("short"), old=with_note) == [
+        'spec: Invalid value: "object": note cannot be added or removed']
+
+
 def test_unknown_fields_are_pruned_not_rejected() -> None:
     assert validate_custom_resource(WIDGET_CRD, widget("w", unknown="x", tier="small")) == []
     # A pruned field cannot fail validation either (it never reaches the schema).
