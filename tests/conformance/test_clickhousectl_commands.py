@@ -8,7 +8,9 @@ services made early are reused. ``test_every_listed_flag_is_exercised`` keeps th
 with the CLI's help: every subcommand and flag it lists must appear in this module (global options
 such as ``--org-name`` and ``--debug`` are exercised once, on ``list`` and ``get``).
 
-What the simulator cannot do is asserted as such: no server logs and no query insights are
+Access rules filter real connections: the fleet's TLS front end closes connections from addresses no
+rule for port 5432 allows (the tests connect from 127.0.0.1). What the simulator cannot do is
+asserted as such: no server logs and no query insights are
 simulated (``logs`` and ``slow-queries list`` answer empty lists, ``slow-queries get`` 404), a
 restored service starts from an empty database with the source's password (no data is copied), and
 ``--provider gcp`` is refused (the simulator serves the ``aws`` provider of the vendored document).
@@ -226,6 +228,10 @@ def test_create_defaults_allow_all_and_block_public_access(ctl: Ctl, sim: Simula
     ctl.secrets.append(blocked["password"])
     assert blocked["ipAccessList"] == [] and ctl.get(blocked["id"])["ipAccessList"] == []
     assert sim.services[blocked["id"]].ip_access_list == []
+    with _connect(ctl, ctl.running(default["id"]), default["password"]) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with pytest.raises(psycopg.OperationalError):  # no rule: public access blocked
+        _connect(ctl, ctl.running(blocked["id"]), blocked["password"]).close()
     for sid in (default["id"], blocked["id"]):
         ctl.run("delete", sid)
     for sid in (default["id"], blocked["id"]):
@@ -287,6 +293,21 @@ def test_update_access_rules(ctl: Ctl, sim: SimulatorThread, primary: dict[str, 
     assert "not found" in ctl.fail("update", sid, "--remove-ip-allow", "no-such-rule")
     assert "already exists" in ctl.fail("update", sid, "--add-ip-allow", "127.0.0.0/8:5432")
     assert _rules(ctl.get(sid)) == _rules(updated)
+    # the rules filter real connections (this test connects from 127.0.0.1 to the service's 5432)
+    loopback = next(r for r in updated["ipAccessList"] if r["source"] == "127.0.0.0/8")
+    with _connect(ctl, updated, primary["password"]) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    ctl.run("update", sid, "--remove-ip-allow", loopback["id"])
+    with pytest.raises(psycopg.OperationalError):
+        _connect(ctl, updated, primary["password"]).close()
+    ctl.run("update", sid, "--add-ip-allow", "127.0.0.1:6432=pgbouncer only")  # another port: still refused
+    with pytest.raises(psycopg.OperationalError):
+        _connect(ctl, updated, primary["password"]).close()
+    pgbouncer_only = next(r for r in ctl.get(sid)["ipAccessList"] if r["source"] == "127.0.0.1")
+    again = ctl.json("update", sid, "--remove-ip-allow", pgbouncer_only["id"], "--add-ip-allow", "127.0.0.0/8:5432=loopback")
+    assert _rules(again) == _rules(updated)
+    with _connect(ctl, again, primary["password"]) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_update_name_size_ha_and_tags(ctl: Ctl, sim: SimulatorThread, home: str) -> None:
@@ -551,6 +572,8 @@ def test_restore_with_own_rules_or_blocked(ctl: Ctl, sim: SimulatorThread, prima
     got = ctl.get(allowed["id"])
     assert [(r["source"], r["portRange"], r["description"]) for r in got["ipAccessList"]] == [
         ("203.0.113.0/24", "5432", "partner")]
+    with pytest.raises(psycopg.OperationalError):  # 127.0.0.1 is not 203.0.113.0/24
+        _connect(ctl, got, primary["password"]).close()
     assert ctl.get(blocked["id"])["ipAccessList"] == [] and sim.services[blocked["id"]].ip_access_list == []
     assert _rules(ctl.get(primary["id"])) == [("127.0.0.0/8", "5432"), ("192.168.0.0/16", "6432")]  # source untouched
     text = ctl.run("restore", primary["id"], "--name", "restored text", "--restore-target", _now(), json_out=False).stdout

@@ -13,6 +13,7 @@ connections without TLS are refused. Cancel requests are passed through to the s
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import ssl
@@ -113,6 +114,24 @@ class FrontServer:
         self._accepting: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._allowed: tuple[ipaddress.IPv4Network, ...] | None = None  # None: every address
+
+    def set_allowed(self, networks: tuple[ipaddress.IPv4Network, ...] | None) -> None:
+        """Client addresses that may connect (the service's access rules for this port); None = all.
+
+        A connection from elsewhere is closed at once, before any byte is exchanged (the real service's
+        network filter drops it; closing makes clients fail fast instead of timing out)."""
+        self._allowed = networks
+
+    def allows(self, address: str) -> bool:
+        allowed = self._allowed
+        if allowed is None:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in allowed)
 
     def set_tls_versions(self, minimum: str, maximum: str) -> None:
         """Apply `ssl_min_protocol_version`/`ssl_max_protocol_version` values to new handshakes."""
@@ -141,10 +160,13 @@ class FrontServer:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                conn, _ = await loop.sock_accept(self._sock)
+                conn, peer = await loop.sock_accept(self._sock)
             except OSError as exc:  # e.g. EMFILE: keep serving
                 log.warning("PostgreSQL front end: accept failed: %s", exc)
                 await asyncio.sleep(0.1)
+                continue
+            if not self.allows(peer[0]):
+                conn.close()
                 continue
             task = asyncio.ensure_future(self._handle(conn))
             self._tasks.add(task)

@@ -135,6 +135,7 @@ class _Service:
     root: Path
     certs: Any  # tls.ServiceCertificates
     front: Any = None  # pg_front.FrontServer
+    allowed: Any = None  # networks that may connect (None: all), kept for the front end
     proc: subprocess.Popen[bytes] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -225,6 +226,23 @@ class PostgresFleet:
             await self._teardown(svc)
             raise
         return Endpoint(address, PORT)
+
+    def set_access_rules(self, service_id: str, rules: list[dict[str, str]] | None) -> None:
+        """Let only the sources of `rules` (API access rules whose port range covers 5432) connect; None = all."""
+        import ipaddress
+
+        svc = self._get(service_id)
+        allowed: tuple[ipaddress.IPv4Network, ...] | None = None
+        if rules is not None:
+            nets = []
+            for rule in rules:
+                low, _, high = rule["portRange"].partition("..")
+                if int(low) <= PORT <= int(high or low):
+                    nets.append(ipaddress.IPv4Network(rule["source"], strict=False))
+            allowed = tuple(nets)
+        svc.allowed = allowed
+        if svc.front is not None:
+            svc.front.set_allowed(allowed)
 
     async def set_password(self, service_id: str, password: str) -> None:
         """Change the password of `postgres` (stored as SCRAM); the old one stops working for new sessions."""
@@ -617,6 +635,7 @@ class PostgresFleet:
             channel_binding=svc.certs.channel_binding_hash(),
             lookup_verifier=lookup,
         )
+        front.set_allowed(svc.allowed)
         await self._reaper.loop_thread.run(front.start())
         return front
 

@@ -343,6 +343,7 @@ class Store:
             return
         endpoint = await self._fleet("create", self.fleet.create(svc.id, svc.password, version=svc.postgres_version))
         svc.hostname, svc.port, svc.has_server = endpoint.host, endpoint.port, True
+        self.fleet.set_access_rules(svc.id, svc.ip_access_list)
         if svc.pg_config:
             try:
                 need = await self.fleet.apply_config(svc.id, dict(svc.pg_config))
@@ -489,6 +490,8 @@ class Store:
                     svc.pending.append((due, attr, changes[attr]))
         if access is not None:
             svc.ip_access_list = kept + new_access_rules(access["add"])
+            if svc.has_server and self.fleet is not None:
+                self.fleet.set_access_rules(svc.id, svc.ip_access_list)
         if changes.get("tags") is not None:
             svc.tags = changes["tags"]
         elif not self.config.tags_merge_patch:
