@@ -137,7 +137,7 @@ def home() -> Iterator[str]:
 def sim() -> Iterator[SimulatorThread]:
     cfg = SimulatorConfig(port=0, real_postgres=True, rate_limit=None, create_seconds=0.3, replica_seconds=0.3,
                           restore_phase_seconds=0.1, restart_seconds=0.3, resize_seconds=0.3, delete_seconds=0.2,
-                          promote_seconds=0.2, first_backup_seconds=0.5, backup_interval_seconds=0.5)
+                          promote_seconds=0.2, first_backup_seconds=0.5, backup_interval_seconds=1.0)
     with SimulatorThread(cfg) as thread:
         yield thread
 
@@ -522,7 +522,7 @@ def test_backup_list_and_paging(ctl: Ctl, primary: dict[str, Any]) -> None:
     first = ctl.json("backup", "list", sid, "--limit", "1")
     assert len(first["result"]) == 1 and first["limit"] == 1 and first["nextCursor"]
     second = ctl.json("backup", "list", sid, "--limit", "1", "--cursor", first["nextCursor"])
-    keys = [b["key"] for b in ctl.json("backup", "list", sid)["result"]]  # a backup is taken every 0.5 s here
+    keys = [b["key"] for b in ctl.json("backup", "list", sid)["result"]]  # a backup is taken every second here
     assert keys.index(second["result"][0]["key"]) == keys.index(first["result"][0]["key"]) + 1
     text = ctl.run("backup", "list", sid, "--limit", "1", json_out=False).stdout
     assert backups[0]["key"] in text and "Next cursor:" in text
