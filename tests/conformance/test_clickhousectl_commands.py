@@ -12,8 +12,9 @@ Access rules filter real connections: the fleet's TLS front end closes connectio
 rule for port 5432 allows (the tests connect from 127.0.0.1). What the simulator cannot do is
 asserted as such: no server logs and no query insights are
 simulated (``logs`` and ``slow-queries list`` answer empty lists, ``slow-queries get`` 404), a
-restored service starts from an empty database with the source's password (no data is copied), and
-``--provider gcp`` is refused (the simulator serves the ``aws`` provider of the vendored document).
+restored service gets the source's data as it is when the restore is requested (a base backup of the
+source's server, not a point-in-time recovery to ``--restore-target``), and ``--provider gcp`` is
+refused (the simulator serves the ``aws`` provider of the vendored document).
 """
 
 from __future__ import annotations
@@ -538,6 +539,9 @@ def test_restore_copies_access_rules(ctl: Ctl, sim: SimulatorThread, primary: di
     pg_file.write_text(json.dumps({"statement_timeout": "20s"}))
     bouncer_file = Path(home) / "restore-bouncer.json"
     bouncer_file.write_text(json.dumps({"default_pool_size": "2"}))
+    with _connect(ctl, source, primary["password"]) as conn:
+        conn.execute("CREATE TABLE orders (id int PRIMARY KEY, item text)")
+        conn.execute("INSERT INTO orders VALUES (1, 'book'), (2, 'lamp')")
     mark = len(exchanges)
     restored = ctl.json("restore", primary["id"], "--name", "orders restored", "--restore-target", _now(),
                         "--tag", "origin=orders", "--pg-config-file", str(pg_file),
@@ -557,9 +561,13 @@ def test_restore_copies_access_rules(ctl: Ctl, sim: SimulatorThread, primary: di
     assert {r["id"] for r in svc["ipAccessList"]}.isdisjoint(r["id"] for r in source["ipAccessList"])
     assert sim.services[rid].source_id == primary["id"] and svc["isPrimary"] is True
     assert ctl.json("config", "get", rid)["pgConfig"] == {"statement_timeout": "20s"}
-    # the restore starts with the source's password (the simulator copies no data)
+    # the source's data and password, the restore's own configuration (not the source's)
     with _connect(ctl, svc, primary["password"]) as conn:
+        assert conn.execute("SELECT item FROM orders ORDER BY id").fetchall() == [("book",), ("lamp",)]
         assert conn.execute("SHOW statement_timeout").fetchone() == ("20s",)
+        conn.execute("INSERT INTO orders VALUES (3, 'restored only')")
+    with _connect(ctl, source, primary["password"]) as conn:  # two separate servers
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (2,)
     ctl.run("delete", rid)
     ctl.gone(rid)
 

@@ -73,7 +73,11 @@ log_timezone = 'UTC'
 timezone = 'UTC'
 unix_socket_permissions = 0700
 """
-_HBA = "# mpg-operator simulator: TCP clients come through the TLS front end over this socket\nlocal all all trust\n"
+_HBA = (
+    "# mpg-operator simulator: TCP clients come through the TLS front end over this socket\n"
+    "local all all trust\n"
+    "local replication all trust\n"  # pg_basebackup of a source when a service is restored from it
+)
 
 
 # Longest path the fleet puts under `base_dir`: mpg-pg-XXXXXXXX/sNNNNN/sock/.s.PGSQL.5432 (a Unix
@@ -201,12 +205,16 @@ class PostgresFleet:
 
     # ----- public interface -------------------------------------------------------------------------------
 
-    async def create(self, service_id: str, password: str, *, version: str = "17") -> Endpoint:
-        """Start a server for `service_id` whose user `postgres` has `password`; returns its endpoint."""
+    async def create(self, service_id: str, password: str, *, version: str = "17", copy_of: str | None = None) -> Endpoint:
+        """Start a server for `service_id` whose user `postgres` has `password`; returns its endpoint.
+
+        With `copy_of`, the new server starts from a base backup (`pg_basebackup`) of that service's
+        running server -- its data, roles and `ALTER SYSTEM` settings as they are now."""
         if self._closed:
             raise PostgresFleetError("the fleet is closed")
         if service_id in self._services:
             raise ValueError(f"service {service_id} already has a PostgreSQL server")
+        source = self._get(copy_of) if copy_of is not None else None
         from . import tls
 
         self._counter += 1
@@ -217,7 +225,7 @@ class PostgresFleet:
             await asyncio.to_thread(self._ensure_template)
             svc.root = self._base() / svc.root
             svc.certs = await asyncio.to_thread(tls.make_service_certificates, service_id, address)
-            await asyncio.to_thread(self._prepare_service_dir, svc)
+            await asyncio.to_thread(self._prepare_service_dir, svc, source)
             await asyncio.to_thread(self._start_server, svc)
             await self._set_verifier(svc, password)
             svc.front = await self._start_front(svc, sock)
@@ -489,10 +497,13 @@ class PostgresFleet:
             path.chmod(0o755)
         return copy / "pginstall" / "bin"
 
-    def _prepare_service_dir(self, svc: _Service) -> None:
+    def _prepare_service_dir(self, svc: _Service, source: _Service | None = None) -> None:
         assert self._template is not None
         svc.root.mkdir(mode=0o711)
-        subprocess.run(["cp", "-a", str(self._template), str(svc.data)], check=True, capture_output=True)
+        if source is None:
+            subprocess.run(["cp", "-a", str(self._template), str(svc.data)], check=True, capture_output=True)
+        else:
+            self._base_backup(source, svc.data)
         svc.sock_dir.mkdir(mode=0o700)
         self._chown(svc.sock_dir)
         if len(str(svc.sock_dir / f".s.PGSQL.{PORT}")) > 100:
@@ -504,6 +515,23 @@ class PostgresFleet:
         key_fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(key_fd, "w") as fh:
             fh.write(svc.certs.key_pem)
+
+    def _base_backup(self, source: _Service, target: Path) -> None:
+        """`pg_basebackup` of the running `source` into the empty directory `target` (as the server user)."""
+        assert self._bin is not None
+        self._check_running(source)
+        target.mkdir(mode=0o700)
+        self._chown(target)
+        result = subprocess.run(
+            [str(self._bin / "pg_basebackup"), "-D", str(target), "-h", str(source.sock_dir), "-p", str(PORT),
+             "-U", "postgres", "-X", "stream", "--checkpoint=fast", "--no-sync", "--no-manifest"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=self._env(), cwd=target,
+            **self._spawn_args(),
+        )
+        if result.returncode != 0:
+            raise PostgresFleetError(
+                f"pg_basebackup of service {source.service_id} failed ({result.returncode}): {result.stderr.strip()[-2000:]}"
+            )
 
     def _start_server(self, svc: _Service) -> None:
         assert self._bin is not None

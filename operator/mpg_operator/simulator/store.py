@@ -338,15 +338,21 @@ class Store:
             return [("creating", math.inf)]
         return [("creating", self.clock() + seconds)]
 
-    async def _start_server(self, svc: Service) -> None:
+    async def _start_server(self, svc: Service, copy_of: Service | None = None) -> None:
+        """Start the service's server; `copy_of` (a restore's source) gives it that server's data."""
         if self.fleet is None:
             return
-        endpoint = await self._fleet("create", self.fleet.create(svc.id, svc.password, version=svc.postgres_version))
+        source = copy_of.id if copy_of is not None and copy_of.has_server else None
+        if copy_of is not None:
+            await self._settle(copy_of)
+        endpoint = await self._fleet(
+            "create", self.fleet.create(svc.id, svc.password, version=svc.postgres_version, copy_of=source)
+        )
         svc.hostname, svc.port, svc.has_server = endpoint.host, endpoint.port, True
         self.fleet.set_access_rules(svc.id, svc.ip_access_list)
-        if svc.pg_config:
+        if svc.pg_config or source is not None:  # a copy brings the source's settings: replace them
             try:
-                need = await self.fleet.apply_config(svc.id, dict(svc.pg_config))
+                need = await self.fleet.apply_config(svc.id, dict(svc.pg_config), replace=source is not None)
             except ValueError as exc:
                 await self.fleet.destroy(svc.id)
                 raise bad(f"PostgreSQL rejected the configuration: {str(exc)[:300]}") from None
@@ -453,7 +459,7 @@ class Store:
                 (state, t + step * (i + 1))
                 for i, state in enumerate(("creating", "restoring_backup", "replaying_wal", "finalizing_restore"))
             ]
-        await self._start_server(svc)
+        await self._start_server(svc, copy_of=source)
         self._services[svc.id] = svc
         return svc
 
