@@ -12,7 +12,7 @@ def test_settings_defaults():
     assert s.client.base_url == "https://api.clickhouse.cloud/v1"
     assert s.client.rate_limit == 10 and s.client.rate_window == 10
     assert (s.poll_interval, s.poll_interval_active, s.list_max_age) == (300, 15, 30)
-    assert s.list_fast_interval == 2.5
+    assert s.list_fast_interval == 2.5 and s.max_concurrent_passes == 32
     assert s.defaults.deletion_policy == "Delete" and s.default_credentials_secret is None
 
 
@@ -29,6 +29,9 @@ def test_settings_from_env():
     assert s.default_credentials_secret == ("mpg-system", "clickhouse-cloud")
     assert s.defaults.deletion_policy == "Orphan" and s.poll_interval == 60 and s.client.rate_limit == 20
     assert s.list_fast_interval == 5
+    assert OperatorSettings.from_env({"MPG_MAX_CONCURRENT_PASSES": "0"}).max_concurrent_passes == 0
+    with pytest.raises(ValueError):
+        OperatorSettings.from_env({"MPG_MAX_CONCURRENT_PASSES": "-1"})
 
 
 @pytest.mark.parametrize("env", [

@@ -11,6 +11,17 @@ from mpg_operator.reconcile.desired import OperatorDefaults
 from mpg_operator.resource import DeletionPolicy
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number") from None
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0")
+    return value
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     """What the operator needs besides each resource's own spec.
@@ -22,6 +33,7 @@ class OperatorSettings:
     ``MPG_POLL_INTERVAL_ACTIVE``          seconds between passes while a change is in flight ``15``
     ``MPG_LIST_MAX_AGE``                  seconds between LISTs of an organization          ``30``
     ``MPG_LIST_FAST_INTERVAL``            the same while a change is in flight, idle key    ``2.5``
+    ``MPG_MAX_CONCURRENT_PASSES``         first passes of resources at once (0: no bound)  ``32``
     ``MPG_CREATE_GRACE``                  seconds an unanswered create may take to be listed ``60``
     ``MPG_UPDATE_CONFIRM``                seconds an update must keep showing to count      ``15``
     ==================================== =============================================== ==========
@@ -39,6 +51,7 @@ class OperatorSettings:
     create_grace: float = 60.0
     update_confirm: float = 15.0
     jitter: float = 0.2
+    max_concurrent_passes: int = 32
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -71,4 +84,5 @@ class OperatorSettings:
             list_fast_interval=seconds("MPG_LIST_FAST_INTERVAL", 2.5),
             create_grace=seconds("MPG_CREATE_GRACE", 60.0),
             update_confirm=seconds("MPG_UPDATE_CONFIRM", 15.0),
+            max_concurrent_passes=_count(env, "MPG_MAX_CONCURRENT_PASSES", 32),
         )
