@@ -625,7 +625,7 @@ def test_every_listed_flag_is_exercised(ctl: Ctl) -> None:
     """Every command and flag the CLI's help lists appears in this module (``query`` excepted)."""
     source = Path(__file__).read_text()
     top = _help(ctl)
-    commands = re.findall(r"^  ([a-z-]+)\s{2,}", top.split("Commands:")[1].split("Options:")[0], re.M)
+    commands = re.findall(r"^  ([a-z-]+)\s{2,}", top.split("Commands:")[1].split("Options:")[0], re.MULTILINE)
     missing: list[str] = []
     for command in commands:
         if command in ("help", "query"):
@@ -633,12 +633,12 @@ def test_every_listed_flag_is_exercised(ctl: Ctl) -> None:
         text = _help(ctl, command)
         subs = []
         if "Commands:" in text:
-            subs = [s for s in re.findall(r"^  ([a-z-]+)\s{2,}", text.split("Commands:")[1].split("Options:")[0], re.M)
+            subs = [s for s in re.findall(r"^  ([a-z-]+)\s{2,}", text.split("Commands:")[1].split("Options:")[0], re.MULTILINE)
                     if s != "help"]
         for words in ([command, s] for s in subs) if subs else [[command]]:
             if f'"{words[-1]}"' not in source:
                 missing.append(" ".join(words))
-            for flag in re.findall(r"^\s+(?:-\w, )?(--[a-z][a-z-]*)", _help(ctl, *words), re.M):
+            for flag in re.findall(r"^\s+(?:-\w, )?(--[a-z][a-z-]*)", _help(ctl, *words), re.MULTILINE):
                 if flag in ("--help", "--org-id", "--api-key", "--api-secret", "--json"):
                     continue  # passed on every call by Ctl.run
                 if f'"{flag}"' not in source:

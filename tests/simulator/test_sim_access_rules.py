@@ -131,7 +131,7 @@ async def test_replica_and_restore_copy_rules(sim_api, simulator) -> None:
 
 
 async def test_backups_and_earliest_restore_time(make_simulator) -> None:
-    sim, api = await make_simulator(first_backup_seconds=0.3, backup_interval_seconds=0.2)
+    _sim, api = await make_simulator(first_backup_seconds=0.3, backup_interval_seconds=0.2)
     svc = await api.create()
     sid = svc["id"]
     assert "earliestRestoreTime" not in svc

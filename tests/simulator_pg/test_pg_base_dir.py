@@ -18,9 +18,12 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from mpg_operator.simulator import postgres as fleet_module
-from mpg_operator.simulator.postgres import PostgresFleet, PostgresFleetError, prepare_base_dir
+from mpg_operator.simulator.postgres import (
+    PostgresFleet,
+    PostgresFleetError,
+    prepare_base_dir,
+)
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -99,8 +102,8 @@ async def test_relative_missing_dir_and_recovery_after_a_failed_create(
     pem = await api.ok("GET", f"/postgres/{created['id']}/caCertificates")
     ca = workdir / "ca.pem"
     ca.write_text(pem)
-    conninfo = dict(host=created["hostname"], user="postgres", password=created["password"], dbname="postgres",
-                    sslmode="verify-full", sslrootcert=str(ca), connect_timeout=10)
+    conninfo = {"host": created["hostname"], "user": "postgres", "password": created["password"],
+                "dbname": "postgres", "sslmode": "verify-full", "sslrootcert": str(ca), "connect_timeout": 10}
     async with await psycopg.AsyncConnection.connect(**conninfo) as conn:
         assert (await (await conn.execute("SELECT 1")).fetchone()) == (1,)
 

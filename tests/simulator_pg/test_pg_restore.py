@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-
 from mpg_operator.simulator.postgres import Endpoint
-
 from pg_helpers import connect
 
 

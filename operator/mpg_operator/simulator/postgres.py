@@ -525,7 +525,7 @@ class PostgresFleet:
         result = subprocess.run(
             [str(self._bin / "pg_basebackup"), "-D", str(target), "-h", str(source.sock_dir), "-p", str(PORT),
              "-U", "postgres", "-X", "stream", "--checkpoint=fast", "--no-sync", "--no-manifest"],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=self._env(), cwd=target,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=self._env(), cwd=target, check=False,
             **self._spawn_args(),
         )
         if result.returncode != 0:
