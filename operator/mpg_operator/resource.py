@@ -23,6 +23,12 @@ SHORT_NAMES = ["mpg"]
 API_VERSION = f"{GROUP}/{VERSION}"
 
 DEFAULT_HA_TYPE = "none"
+ANNOTATION_PAUSED = f"{GROUP}/paused"
+"""``"true"`` stops every remote call for the resource (deletion's too) until removed."""
+ANNOTATION_ROTATE_PASSWORD = f"{GROUP}/rotate-password"
+"""Any new value (a token) has the password rotated once; the token done is recorded in status."""
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 TAG_PATTERN = r"^[a-zA-Z0-9._-]+$"
 MAX_USER_TAGS = 47  # the API allows 50; the operator adds three ownership tags
 RESERVED_TAG_PREFIXES = ("chc_", "mpg-operator.")
@@ -104,6 +110,10 @@ SPEC_VALIDATIONS: list[Rule] = [
         "postgresVersion is immutable: it cannot be added, removed or changed after creation",
     ),
     _rule(
+        "!has(oldSelf.serviceId) || (has(self.serviceId) && self.serviceId == oldSelf.serviceId)",
+        "serviceId cannot be changed or removed once set (it names the service this resource manages)",
+    ),
+    _rule(
         "!has(self.connectionSecret) || !has(self.credentialsRef) "
         "|| self.connectionSecret.name != self.credentialsRef.name",
         "spec.connectionSecret.name must differ from spec.credentialsRef.name: the operator never writes "
@@ -138,6 +148,72 @@ class SecretReference(_Model):
                 "must be a valid Secret name: lower-case letters, digits, '-' and '.', starting and ending "
                 "with a letter or digit (RFC 1123 subdomain)",
             )
+        ),
+    )
+
+
+class ManagementPolicy(StrEnum):
+    FULL = "Full"
+    OBSERVE = "Observe"
+
+
+class AdoptionPolicy(StrEnum):
+    REATTACH = "Reattach"
+    NEVER = "Never"
+
+
+class OnServiceMissing(StrEnum):
+    FAIL = "Fail"
+    RECREATE = "Recreate"
+
+
+_FORBIDDEN_METADATA_KEYS = (
+    "self.all(k, !k.startsWith('argocd.argoproj.io/') && k != 'app.kubernetes.io/instance' "
+    "&& k != 'app.kubernetes.io/managed-by' && !k.startsWith('mpg-operator.clickhouse.cloud/'))"
+)
+
+
+class ConnectionSecretSpec(SecretReference):
+    """The connection Secret the operator writes: its name and shape."""
+
+    key_prefix: str | None = Field(
+        default=None,
+        alias="keyPrefix",
+        max_length=64,
+        description="Prefix of every key the operator writes, e.g. DB_ gives DB_host, DB_password, DB_uri, ...",
+        json_schema_extra=_cel(
+            _rule("self.matches('^[-._a-zA-Z0-9]*$')", "keyPrefix may only contain letters, digits, '-', '_' and '.'")
+        ),
+    )
+    labels: dict[str, str] | None = Field(
+        default=None,
+        description=(
+            "Labels to put on the Secret. Argo CD tracking labels (app.kubernetes.io/instance, "
+            "argocd.argoproj.io/*) and the operator's own are not allowed: the Secret is the operator's, "
+            "not part of an application."
+        ),
+        json_schema_extra=_cel(
+            _rule(_FORBIDDEN_METADATA_KEYS, "labels must not be Argo CD tracking labels or the operator's own")
+        ),
+    )
+    annotations: dict[str, str] | None = Field(
+        default=None,
+        description="Annotations to put on the Secret (not argocd.argoproj.io/* or the operator's own).",
+        json_schema_extra=_cel(
+            _rule(_FORBIDDEN_METADATA_KEYS, "annotations must not be Argo CD's or the operator's own")
+        ),
+    )
+
+
+class PasswordSecretReference(SecretReference):
+    """A key of a Secret in the same namespace that holds the password to use."""
+
+    key: str = Field(
+        min_length=1,
+        max_length=253,
+        description="The key of the Secret that holds the password.",
+        json_schema_extra=_cel(
+            _rule(f"self.matches('{SECRET_KEY_PATTERN}')", "key must be a Secret key: letters, digits, '-', '_' and '.'")
         ),
     )
 
@@ -255,14 +331,76 @@ class ManagedPostgresSpec(_Model):
             "organizationId. Defaults to the operator-wide default Secret."
         ),
     )
-    connection_secret: SecretReference | None = Field(
+    connection_secret: ConnectionSecretSpec | None = Field(
         default=None,
         alias="connectionSecret",
         description=(
             "Secret the operator writes the connection details to (host, port, username, "
-            "password, database, sslmode, uri, jdbcUrl, ca.crt). Defaults to <metadata.name>-connection. "
-            "Must not be the credentialsRef Secret."
+            "password, database, sslmode, uri, jdbcUrl, ca.crt, and the PgBouncer endpoint poolerHost, "
+            "poolerPort, poolerUri). Defaults to <metadata.name>-connection. Must not be the "
+            "credentialsRef Secret. The operator writes only a Secret it created for this resource, or one "
+            "handed over with the annotation mpg-operator.clickhouse.cloud/hand-over-to: <metadata.name>."
         ),
+    )
+    password_secret_ref: PasswordSecretReference | None = Field(
+        default=None,
+        alias="passwordSecretRef",
+        description=(
+            "Bring your own password: the operator sets the password from this Secret's key on the "
+            "service (the connection Secret gets it first) and again whenever it changes. Without it, "
+            "the operator generates passwords."
+        ),
+    )
+    service_id: str | None = Field(
+        default=None,
+        alias="serviceId",
+        pattern=UUID_PATTERN,
+        description=(
+            "Adopt an existing service by its id instead of creating one. Its password cannot be read "
+            "back, so the operator sets a new one (or the passwordSecretRef one) and publishes it. A "
+            "service another ManagedPostgres owns is refused. Cannot be changed once set."
+        ),
+        json_schema_extra=_cel(_rule(f"self.matches('{UUID_PATTERN}')", "serviceId must be a service id (a UUID)"), drop=("pattern",)),
+    )
+    adoption_policy: str | None = Field(
+        default=None,
+        alias="adoptionPolicy",
+        description=(
+            "When no service carries this resource's uid but one carries its namespace/name (the cluster "
+            "was rebuilt, or the resource was deleted with deletionPolicy Orphan and applied again): "
+            "Reattach (the default) takes that service over, with a new password; Never waits with a "
+            "condition naming the service (adopt it with spec.serviceId)."
+        ),
+        json_schema_extra={"enum": [p.value for p in AdoptionPolicy]},
+    )
+    management_policy: str | None = Field(
+        default=None,
+        alias="managementPolicy",
+        description=(
+            "Full (the default): create, update and delete the service. Observe: only look — status and "
+            "conditions mirror the service (found by spec.serviceId or this resource's owner tags), the "
+            "Secret gets what can be known (no password unless passwordSecretRef); nothing is ever "
+            "created, changed or deleted."
+        ),
+        json_schema_extra={"enum": [p.value for p in ManagementPolicy]},
+    )
+    deletion_protection: bool | None = Field(
+        default=None,
+        alias="deletionProtection",
+        description=(
+            "true: the chart's ValidatingAdmissionPolicy refuses to delete this resource; if it is deleted "
+            "anyway, the operator keeps the service (as with deletionPolicy Orphan) and says so."
+        ),
+    )
+    on_service_missing: str | None = Field(
+        default=None,
+        alias="onServiceMissing",
+        description=(
+            "When the service is gone (a GET answered 404, e.g. deleted in the console): Fail (the default) "
+            "reports Ready=False, reason TerminalServiceMissing, and creates nothing; Recreate creates a new, "
+            "empty service with new credentials."
+        ),
+        json_schema_extra={"enum": [p.value for p in OnServiceMissing]},
     )
     deletion_policy: str | None = Field(
         default=None,
@@ -352,6 +490,11 @@ class ManagedPostgresStatus(_Model):
             "The ClickHouse Cloud organization the service lives in. A credentialsRef that points to "
             "another organization cannot reach it: the operator then changes nothing and says so."
         ),
+    )
+    password_rotation_token: str | None = Field(
+        default=None,
+        alias="passwordRotationToken",
+        description="The last clickhouse.cloud/rotate-password token acted on.",
     )
     password_version: str | None = Field(
         default=None,

@@ -131,6 +131,21 @@ class Sandbox:
             **self.operator_env,
         }
 
+    def rebuild_cluster(self) -> None:
+        """A cluster rebuilt from scratch: a new, empty Kubernetes API (the credentials Secrets put
+        back, as a GitOps tool would), the same ClickHouse Cloud organization."""
+        from mpg_operator.kubeemu import KubeEmulator
+
+        running = self.operator is not None
+        self.stop_the_operator()
+        self.kube.stop()
+        self.kube = KubeEmulator(crds=self.crds or [crd_module.crd()], namespaces=self.namespaces).start()
+        self.kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig")
+        for namespace in self.namespaces:
+            self.put_credentials(namespace)
+        if running:
+            self.start_the_operator()
+
     def start_the_operator(self) -> None:
         self.operator = OperatorThread(self.operator_environment()).start()
 

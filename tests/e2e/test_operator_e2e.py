@@ -154,7 +154,8 @@ def test_create_ready_and_the_secret_connects(sandbox):
     assert status["connectionSecretName"] == "orders-db-connection"
 
     secret = sb.secret("orders-db-connection", NS)
-    assert set(secret) == {"host", "port", "username", "password", "database", "sslmode", "uri", "jdbcUrl", "ca.crt"}
+    assert set(secret) == {"host", "port", "username", "password", "database", "sslmode", "uri", "jdbcUrl", "ca.crt",
+                           "poolerHost", "poolerPort", "poolerUri"}
     assert secret["host"] == status["hostname"] and secret["port"] == "5432" and secret["sslmode"] == "require"
     assert secret["ca.crt"].startswith("-----BEGIN CERTIFICATE-----")
     assert query(secret["uri"]) == 1
@@ -253,7 +254,15 @@ def test_deleted_secret_is_recreated_with_working_credentials(sandbox):
     assert query(old["uri"]) == 1
 
     sb.kube.delete("v1", "Secret", "secret-db-connection", NS)
-    new = sb.wait_for(lambda: sb.secret("secret-db-connection", NS), timeout=60, what="secret recreated")
+
+    def confirmed():
+        # Published and confirmed: the Secret carries the version of the password the API accepted.
+        raw = sb.kube.get("v1", "Secret", "secret-db-connection", NS)
+        status = (sb.get("secret-db", NS) or {}).get("status") or {}
+        version = ((raw or {}).get("metadata", {}).get("annotations") or {}).get("mpg-operator.clickhouse.cloud/password-version")
+        return raw is not None and version is not None and version == status.get("passwordVersion")
+
+    sb.wait_for(confirmed, timeout=60, what="secret recreated and confirmed")
     sb.wait_for(lambda: sb.is_ready("secret-db", NS), timeout=60)
     new = sb.secret("secret-db-connection", NS)
     assert new["password"] != old["password"]

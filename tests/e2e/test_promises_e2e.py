@@ -135,7 +135,7 @@ def test_an_existing_unrelated_secret_is_never_overwritten(sb):
                        timeout=30, what="conflict condition")
     assert "app-config" in cond["message"] and "hand-over-to=taken-db" in cond["message"]
     assert condition(sb, "taken-db", "Ready")["status"] == "False"
-    assert "SecretConflict" in {e["reason"] for e in events(sb, "taken-db")}
+    sb.wait_for(lambda: "SecretConflict" in {e["reason"] for e in events(sb, "taken-db")}, timeout=10, what="event")
     after = sb.kube.get("v1", "Secret", "app-config", NS)
     assert after["data"] == before["data"] and after["metadata"].get("annotations") == before["metadata"].get("annotations")
     assert not after["metadata"].get("ownerReferences")

@@ -70,7 +70,7 @@ class FakeKube:
             return None
         return ObservedSecret(data=dict(secret["data"]), annotations=dict(secret["annotations"]), controller_uid=secret["owner"])
 
-    async def write_connection_secret(self, *, namespace, name, owner, data, annotations) -> None:
+    async def write_connection_secret(self, *, namespace, name, owner, data, annotations, labels=None) -> None:
         if self.fail_secret_writes:
             self.fail_secret_writes -= 1
             raise RuntimeError("the API server is unavailable")
@@ -78,7 +78,8 @@ class FakeKube:
         if existing is not None and existing["owner"] != owner["metadata"]["uid"]:
             raise SecretConflictError(name)
         self.log.append("secret:" + ("claim" if data is None else "write"))
-        secret = existing or {"owner": owner["metadata"]["uid"], "data": {}, "annotations": {}}
+        secret = existing or {"owner": owner["metadata"]["uid"], "data": {}, "annotations": {}, "labels": {}}
+        secret.setdefault("labels", {}).update(labels or {})
         secret["data"].update(data or {})
         for key, value in annotations.items():
             if value is None:
@@ -411,3 +412,73 @@ async def test_no_secret_in_events_or_status(world):
     assert password not in str(world.events) and password not in str(world.status())
     assert "s3cret" not in str(world.events) + str(world.status())
     assert base64.b64encode(password.encode()).decode() not in str(world.status())
+
+
+# --- day 2 ------------------------------------------------------------------------------------
+
+
+async def test_a_paused_resource_sends_nothing_and_says_so(world):
+    world.kube.resource["metadata"]["annotations"] = {"clickhouse.cloud/paused": "true"}
+    result = await world.executor.run_pass(NS, NAME)
+    assert world.cloud.calls == [] and world.condition("Synced")["reason"] == "ReconcilePaused"
+    assert "clickhouse.cloud/paused-" in world.condition("Synced")["message"] and not result.active
+    done, message = await world.executor.finalize(world.deleting())
+    assert not done and "paused" in message and world.cloud.calls == []
+
+
+@pytest.mark.parametrize("spec, event", [({"deletionProtection": True}, "DeletionProtected"),
+                                          ({"managementPolicy": "Observe"}, "Orphaned")])
+async def test_protected_or_observed_services_are_kept(world, spec, event):
+    await ready(world)
+    body = world.deleting()
+    body["spec"].update(spec)
+    calls = len(world.cloud.calls)
+    done, _ = await world.executor.finalize(body)
+    assert done and world.cloud.calls[calls:] == [] and event in world.reasons()
+
+
+async def test_a_brought_password_goes_to_the_secret_first_then_to_the_api(world):
+    await ready(world)
+    world.kube.resource["spec"]["passwordSecretRef"] = {"name": "mine", "key": "pw"}
+    world.kube.credentials["pw"] = "Br0ught-Passw0rd-xyz"  # FakeKube serves every read from one dict
+    await world.executor.run_pass(NS, NAME)
+    (sid,) = world.cloud.services
+    assert world.cloud.services[sid]["password"] == "Br0ught-Passw0rd-xyz" == secret_password(world)
+    log = world.kube.log
+    assert log.index("status:passwordVersion") > max(i for i, e in enumerate(log[: log.index("status:passwordVersion")]) if e == "secret:write")
+    assert world.condition("Ready")["status"] == "True"
+
+
+async def test_a_rotation_token_is_recorded_only_once_the_password_changed(world):
+    await ready(world)
+    world.kube.resource["metadata"]["annotations"] = {"clickhouse.cloud/rotate-password": "t1"}
+    world.cloud.fail["PASSWORD"] = ServerError("boom", status=503)
+    await world.executor.run_pass(NS, NAME)
+    assert "passwordRotationToken" not in world.status()
+    del world.cloud.fail["PASSWORD"]
+    await world.executor.run_pass(NS, NAME)
+    (sid,) = world.cloud.services
+    assert world.status()["passwordRotationToken"] == "t1"
+    assert world.cloud.services[sid]["password"] == secret_password(world) != "Initial-Passw0rd-xyz"
+    assert "PasswordRotated" in world.reasons()
+    calls = world.cloud.calls.count("PASSWORD")
+    await world.executor.run_pass(NS, NAME)
+    assert world.cloud.calls.count("PASSWORD") == calls  # once per token
+
+
+async def test_adopting_a_service_whose_owner_still_exists_is_refused(world):
+    sid = str(uuid.uuid4())
+    world.cloud.services[sid] = {"name": "theirs", "size": "r8gd.large", "state": "running", "password": "x",
+                                 "tags": {TAG_UID: "other-uid", "mpg-operator.namespace": NS, "mpg-operator.name": "other-db"}}
+    world.kube.resource["spec"]["serviceId"] = sid
+    original = world.kube.get_resource
+
+    async def get_resource(namespace, name):
+        if name == "other-db":
+            return {"metadata": {"name": "other-db", "namespace": NS, "uid": "other-uid"}}
+        return await original(namespace, name)
+
+    world.kube.get_resource = get_resource
+    await world.executor.run_pass(NS, NAME)
+    assert world.condition("Synced")["reason"] == "TerminalServiceOwned"
+    assert world.cloud.calls.count("PATCH") == 0 and "PASSWORD" not in world.cloud.calls and "POST" not in world.cloud.calls

@@ -1,5 +1,6 @@
 """Unit tests of the reconcile decisions: desired spec + observed remote/Secret/status -> plan. No I/O."""
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -144,11 +145,23 @@ def test_recorded_service_missing_from_a_stale_list_is_waited_for():
     assert plan.actions == [] and plan.active
 
 
-def test_recorded_service_confirmed_gone_is_recreated_with_event():
+@pytest.mark.parametrize(
+    "spec, creates, reason",
+    [
+        ({}, False, "TerminalServiceMissing"),  # the default: Fail
+        ({"onServiceMissing": "Fail"}, False, "TerminalServiceMissing"),
+        ({"onServiceMissing": "Recreate"}, True, "ReconcileSuccess"),
+        ({"onServiceMissing": "Recreate", "managementPolicy": "Observe"}, False, "TerminalServiceMissing"),
+    ],
+)
+def test_a_service_confirmed_gone(spec, creates, reason):
     status = ManagedPostgresStatus(serviceId=SID)
-    plan = planner.plan(make_desired(), observe(status=status, confirmed_gone=True))
-    assert kinds(plan) == ["CreateService"]
-    assert any(e.reason == "ServiceMissing" for e in plan.events)
+    plan = planner.plan(make_desired(**spec), observe(status=status, confirmed_gone=True))
+    assert (kinds(plan) == ["CreateService"]) is creates
+    assert plan.synced.reason == reason
+    assert [e.reason for e in plan.events] == ["ServiceMissing"]
+    if not creates:
+        assert plan.ready.reason == "TerminalServiceMissing" and "onServiceMissing: Recreate" in plan.ready.message
 
 
 def test_rejected_create_is_not_retried_for_the_same_generation():
@@ -324,20 +337,41 @@ def test_status_shows_remote_values_verbatim_without_owner_tags():
     assert plan.ready.status == "False"
 
 
-def test_find_remote_prefers_recorded_id_and_reports_duplicates():
+def test_locate_prefers_recorded_id_and_reports_duplicates():
     desired = make_desired()
     a = make_remote(desired, id="a", created_at="2026-01-01T00:00:00Z")
     b = make_remote(desired, id="b", created_at="2026-01-02T00:00:00Z")
     other = make_remote(desired, id="c", tags=[Tag(key=TAG_UID, value="someone-else")])
-    assert planner.find_remote([other, b, a], "b", UID) == (b, ("a",))
-    assert planner.find_remote([other, b, a], None, UID) == (a, ("b",))
-    assert planner.find_remote([other], None, UID) == (None, ())
+    assert planner.locate([other, b, a], "b", desired) == planner.Located(b, ("a",), "id")
+    assert planner.locate([other, b, a], None, desired) == planner.Located(a, ("b",), "tag")
+    assert planner.locate([other], None, desired) == planner.Located(None, (), "id")
 
 
-def test_find_remote_ignores_tagged_services_being_deleted():
+def test_locate_ignores_tagged_services_being_deleted():
     desired = make_desired()
     dying = make_remote(desired, id="a", state="deleting")
-    assert planner.find_remote([dying], None, UID)[0] is None
+    assert planner.locate([dying], None, desired).remote is None
+
+
+@pytest.mark.parametrize(
+    "tags, status_id, adopt, expect",
+    [
+        # A previous owner's namespace/name (rebuilt cluster, or Orphan then re-applied): a candidate.
+        ({TAG_UID: "old-uid", "mpg-operator.namespace": "shop", "mpg-operator.name": "orders-db"}, None, None, ("reattach", "old-uid")),
+        # Another resource's name: never.
+        ({TAG_UID: "old-uid", "mpg-operator.namespace": "shop", "mpg-operator.name": "other-db"}, None, None, None),
+        # Adoption by id, whoever tagged it (the plan decides whether that owner is alive).
+        ({TAG_UID: "old-uid"}, None, SID, ("adopt", "old-uid")),
+        ({}, None, SID, ("adopt", None)),
+        # Once the resource has its service, nothing else is looked for.
+        ({TAG_UID: "old-uid", "mpg-operator.namespace": "shop", "mpg-operator.name": "orders-db"}, "another-id", None, None),
+    ],
+)
+def test_locate_adoption_and_reattach_candidates(tags, status_id, adopt, expect):
+    desired = make_desired(**({"serviceId": adopt} if adopt else {}))
+    service = make_remote(desired, id=SID, tags=[Tag(key=k, value=v) for k, v in tags.items()])
+    found = planner.locate([service], status_id, desired)
+    assert (None if found.remote is None else (found.found_by, found.previous_owner)) == expect
 
 
 # --- deletion ------------------------------------------------------------------------------
@@ -516,3 +550,106 @@ def test_create_retries_back_off(attempts, waited_s, creates):
 def test_reason_is_terminal_is_the_one_definition():
     assert model.Reason.TERMINAL_SECRET_CONFLICT.is_terminal and model.Reason.QUOTA_EXCEEDED.is_terminal
     assert not model.Reason.API_ERROR.is_terminal and not model.Reason.CREATE_PENDING.is_terminal
+
+
+# --- day 2: adoption, re-attach, observe-only, passwords --------------------------------------
+
+
+def adopted(desired, found_by, previous=None, alive=False, secret=None, status=None, **kw):
+    remote = make_remote(desired, tags=[Tag(key="console", value="x")] + ([Tag(key=TAG_UID, value=previous)] if previous else []))
+    return planner.plan(desired, observe(remote=remote, status=status or ManagedPostgresStatus(), secret=secret,
+                                         found_by=found_by, previous_owner=previous, previous_owner_alive=alive, **kw))
+
+
+@pytest.mark.parametrize("found_by", ["adopt", "reattach"])
+def test_takeover_tags_the_service_and_sets_a_new_password(found_by):
+    desired = make_desired(**({"serviceId": SID} if found_by == "adopt" else {}))
+    plan = adopted(desired, found_by, previous="old-uid")
+    # The owner tags go on with the update; the password is replaced (the API never returns it).
+    assert kinds(plan) == ["AdoptService", "UpdateService", "PublishSecret"]
+    assert "tags" in plan.actions[1].changed and plan.actions[2].password == model.PasswordMode.GENERATE
+    (event,) = [e for e in plan.events if e.reason == "Adopted"]
+    assert SID in event.message and "old-uid" in event.message and "new one is set" in event.message
+
+
+def test_takeover_of_a_running_service_with_a_secret_is_published_with_a_new_password():
+    desired = make_desired(serviceId=SID)
+    remote = make_remote(desired)  # already tagged as ours (the update landed)
+    plan = planner.plan(desired, observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID)))
+    (action,) = plan.actions
+    assert action.password == model.PasswordMode.GENERATE
+
+
+@pytest.mark.parametrize(
+    "found_by, spec, alive, reason",
+    [
+        ("adopt", {"serviceId": SID}, True, "TerminalServiceOwned"),
+        ("reattach", {}, True, "TerminalServiceOwned"),
+        ("reattach", {"adoptionPolicy": "Never"}, False, "TerminalAdoptionRequired"),
+    ],
+)
+def test_takeover_refused(found_by, spec, alive, reason):
+    desired = make_desired(**spec)
+    plan = adopted(desired, found_by, previous="old-uid", alive=alive)
+    assert plan.actions == [] and plan.synced.reason == plan.ready.reason == reason
+    assert [e.reason for e in plan.events] == ["AdoptionRefused"]
+    if reason == "TerminalAdoptionRequired":
+        assert f"spec.serviceId: {SID}" in plan.synced.message
+
+
+def test_adopting_an_id_the_organization_does_not_have():
+    desired = make_desired(serviceId=SID)
+    plan = planner.plan(desired, observe())
+    assert kinds(plan) == ["ConfirmGone"]
+    plan = planner.plan(desired, observe(confirmed_gone=True, organization_id="org-1"))
+    assert plan.actions == [] and plan.synced.reason == "TerminalServiceNotFound" and SID in plan.synced.message
+
+
+def test_observe_only_sends_nothing_and_publishes_what_it_knows():
+    desired = make_desired(managementPolicy="Observe")
+    remote = make_remote(desired, size="r8gd.xlarge")  # differs from the spec
+    plan = planner.plan(desired, observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID)))
+    (action,) = plan.actions
+    assert isinstance(action, model.PublishSecret) and action.password == model.PasswordMode.OBSERVED
+    assert plan.synced.reason == "Observing" and "size" in plan.synced.message
+    assert plan.ready.status == "True"
+    assert planner.plan(desired, observe()).synced.reason == "TerminalServiceNotFound"  # never creates
+
+
+@pytest.mark.parametrize(
+    "secret_password, brought, rotate, recorded, mode",
+    [
+        ("Secr3tPassw0rdXYZ", None, None, None, None),  # steady
+        ("Secr3tPassw0rdXYZ", None, "t1", None, "generate"),  # rotation asked
+        ("Secr3tPassw0rdXYZ", None, "t1", "t1", None),  # that token is done
+        ("Secr3tPassw0rdXYZ", "Br0ughtPassw0rdXY", None, None, "bring"),  # the user's password differs
+        ("Br0ughtPassw0rdXY", "Br0ughtPassw0rdXY", None, None, None),  # and once it is in
+    ],
+)
+def test_passwords_brought_and_rotated(secret_password, brought, rotate, recorded, mode):
+    spec = {"passwordSecretRef": {"name": "pw", "key": "password"}} if brought else {}
+    desired = make_desired(**spec)
+    desired = dataclasses.replace(desired, rotate_token=rotate)
+    status = ManagedPostgresStatus(serviceId=SID, passwordRotationToken=recorded)
+    plan = planner.plan(desired, observe(remote=make_remote(desired), status=status,
+                                         secret=good_secret(password=secret_password), brought_password=brought))
+    assert [a.password.value for a in plan.actions] == ([mode] if mode else [])
+    if mode:
+        assert plan.actions[0].rotation_token == (rotate if rotate != recorded else None)
+
+
+def test_an_interrupted_rotation_is_completed_with_the_secrets_password():
+    desired = dataclasses.replace(make_desired(), rotate_token="t2")
+    unconfirmed = ObservedSecret(data={**good_secret().data, "password": "N3wPasswordFromCrash"},
+                                 annotations={ANN_SERVICE_ID: SID, ANN_SERVICE_NAME: "orders-db"}, controller_uid=UID)
+    plan = planner.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=unconfirmed))
+    (action,) = plan.actions
+    assert action.password == model.PasswordMode.APPLY and action.rotation_token == "t2"
+
+
+def test_a_brought_password_that_cannot_be_read_is_named():
+    desired = make_desired(passwordSecretRef={"name": "pw", "key": "password"})
+    plan = planner.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID),
+                                         secret=good_secret(), brought_password_problem="Secret shop/pw lacks key(s) password"))
+    assert plan.synced.reason == "TerminalInvalidPassword" and "shop/pw" in plan.synced.message
+    assert not any(a.password != model.PasswordMode.KEEP for a in plan.actions)

@@ -33,7 +33,7 @@ from mpg_operator.cloud.client import CloudClient
 from mpg_operator.cloud.errors import AuthError, CloudError, ConflictError, InvalidRequestError, NotFoundError
 from mpg_operator.cloud.models import PostgresService
 from mpg_operator.controller.cloudaccess import ClientPool, Credentials, CredentialsError, ServiceSnapshots, resolve_credentials
-from mpg_operator.controller.kube import KubeApi
+from mpg_operator.controller.kube import KubeApi, SecretKeyError
 from mpg_operator.controller.settings import OperatorSettings
 from mpg_operator.reconcile import decisions, deletion, planner
 from mpg_operator.reconcile.connection import (
@@ -45,7 +45,7 @@ from mpg_operator.reconcile.connection import (
     secret_annotations,
     secret_data,
 )
-from mpg_operator.reconcile.desired import Desired, desired_from
+from mpg_operator.reconcile.desired import TAG_NAME, TAG_NAMESPACE, Desired, desired_from
 from mpg_operator.reconcile.model import (
     AdoptService,
     Condition,
@@ -166,6 +166,8 @@ class Executor:
             assert resource.invalid is not None
             return await self._persist_failure(resource, resource.invalid, None, Outcome())
         desired = resource.desired
+        if desired.paused:
+            return await self._persist_failure(resource, decisions.paused(desired), None, Outcome())
         try:
             client, credentials = await self._connect(desired)
         except CredentialsError as e:
@@ -212,9 +214,9 @@ class Executor:
         return self.clients.get(credentials), credentials
 
     async def _observe(self, client: CloudClient, resource: Resource, *, with_secret: bool, max_age: float | None = None) -> Observed:
-        """The organization's shared LIST (batched: a recent one serves every resource), and the
-        connection Secret. The plan waits rather than acting on a LIST that cannot show this
-        operator's own last request."""
+        """The organization's shared LIST (batched: a recent one serves every resource), the
+        connection Secret and a password the user brings. The plan waits rather than acting on a
+        LIST that cannot show this operator's own last request."""
         desired, status = resource.desired, resource.status
         assert desired is not None
         if max_age is None:
@@ -224,19 +226,57 @@ class Executor:
             )
         pending = parse_time(status.create_pending_since)
         snap = await self.snapshots.get(client, max_age=max_age)
-        remote, duplicates = planner.find_remote(snap.services, status.service_id, desired.uid)
-        secret = await self.kube.observe_connection_secret(desired.namespace, desired.connection_secret_name) if with_secret else None
-        return Observed(
+        observed = Observed(
             now=_now(),
             status=status,
-            remote=remote,
-            duplicates=duplicates,
-            secret=secret,
+            remote=None,
             snapshot_after_pending=pending is None or snap.fetched_at >= pending.timestamp(),
             snapshot_stale=snap.fetched_at < self._last_mutation.get(desired.uid, 0.0),
             last_rejection=decisions.last_rejection(status.conditions or [], resource.generation),
             organization_id=client.organization_id,
         )
+        observed = await self._found(desired, observed, planner.locate(snap.services, status.service_id, desired))
+        if with_secret:
+            secret = await self.kube.observe_connection_secret(desired.namespace, desired.connection_secret_name)
+            if secret is not None:
+                secret = dataclasses.replace(secret, key_prefix=desired.secret_shape.key_prefix)
+            brought, problem = await self._brought_password(desired)
+            observed = dataclasses.replace(observed, secret=secret, brought_password=brought, brought_password_problem=problem)
+        return observed
+
+    async def _found(self, desired: Desired, observed: Observed, located: planner.Located) -> Observed:
+        """The observation with what ``located`` found; for a service to take over, whether the
+        resource its owner tag names still exists (then it is never taken over)."""
+        alive = False
+        if located.remote is not None and located.previous_owner:
+            tags = located.remote.tag_map()
+            namespace, name = tags.get(TAG_NAMESPACE), tags.get(TAG_NAME)
+            alive = True  # unless shown otherwise: never take a service from a resource that may exist
+            if namespace and name:
+                try:
+                    owner = await self.kube.get_resource(namespace, name)
+                    alive = owner is not None and owner["metadata"].get("uid") == located.previous_owner
+                except Exception:  # noqa: BLE001 -- cannot look (e.g. another namespace, no access)
+                    log.warning("Cannot check whether %s/%s (uid %s) exists; not taking its service over", namespace, name, located.previous_owner)
+        return dataclasses.replace(
+            observed,
+            remote=located.remote,
+            duplicates=located.duplicates,
+            found_by=located.found_by,
+            previous_owner=located.previous_owner,
+            previous_owner_alive=alive,
+        )
+
+    async def _brought_password(self, desired: Desired) -> tuple[str | None, str | None]:
+        """The password of spec.passwordSecretRef, or why it cannot be read."""
+        if desired.password_secret is None:
+            return None, None
+        name, key = desired.password_secret
+        try:
+            values = await self.kube.read_secret_data(desired.namespace, name, (key,))
+        except SecretKeyError as e:
+            return None, f"spec.passwordSecretRef: {e}"
+        return values[key], None
 
     async def _plan(self, client: CloudClient, desired: Desired, observed: Observed) -> Plan:
         """The core's plan; when it asks, GET the service first and plan again with the answer."""
@@ -244,16 +284,19 @@ class Executor:
         confirm = next((a for a in plan.actions if isinstance(a, ConfirmGone)), None)
         if confirm is None:
             return plan
-        observed = await self._confirm_gone(client, observed, confirm.service_id)
+        observed = await self._confirm_gone(client, observed, confirm.service_id, desired)
         return planner.plan(desired, observed, create_grace=self._create_grace, update_confirm=self._update_confirm)
 
-    async def _confirm_gone(self, client: CloudClient, observed: Observed, service_id: str) -> Observed:
+    async def _confirm_gone(self, client: CloudClient, observed: Observed, service_id: str, desired: Desired | None = None) -> Observed:
         """GET the service: a 404 confirms it is gone; otherwise the GET's answer is the observation."""
         try:
             service = await client.get_service(service_id)
         except NotFoundError:
             return dataclasses.replace(observed, remote=None, confirmed_gone=True)
-        return dataclasses.replace(observed, remote=service, fetched_by_id=True, snapshot_stale=False)
+        observed = dataclasses.replace(observed, fetched_by_id=True, snapshot_stale=False)
+        if desired is None:
+            return dataclasses.replace(observed, remote=service)
+        return await self._found(desired, observed, planner.locate([service], observed.status.service_id, desired))
 
     async def _execute(self, plan: Plan, resource: Resource, client: CloudClient, observed: Observed, outcome: Outcome) -> None:
         desired = resource.desired
@@ -293,7 +336,7 @@ class Executor:
             ready = plan.ready
         await self._write_status(resource, fields, failure.synced, ready, applied=False)
         self._emit(resource.body, (plan.events if plan else []) + outcome.events + [failure.event])
-        active = failure.retry_soon or plan is None
+        active = failure.retry_soon
         return PassResult(requeue_after=self._interval(active), error=failure.synced.message, active=active)
 
     # --- create ----------------------------------------------------------------------------
@@ -373,41 +416,55 @@ class Executor:
     async def _publish_secret(
         self, resource: Resource, client: CloudClient, observed: Observed, action: PublishSecret, outcome: Outcome
     ) -> None:
+        """Write the connection Secret; a password to set goes into it before it goes to the API."""
         desired = resource.desired
         assert desired is not None
         secret = observed.secret
-        old = secret.data if secret else {}
-        if action.refresh_endpoint or not old.get("host"):
+        if action.refresh_endpoint or secret is None or not secret.value("host"):
             service = await client.get_service(action.service_id)
             ca = await client.get_ca_certificates(action.service_id)
             endpoint = Endpoint(hostname=service.hostname or "", username=service.username or "postgres", ca_pem=ca)
         else:
-            endpoint = Endpoint(hostname=old["host"], username=old.get("username") or "postgres", ca_pem=old.get("ca.crt", ""))
+            endpoint = Endpoint(hostname=secret.value("host") or "", username=secret.value("username") or "postgres", ca_pem=secret.value("ca.crt") or "")
         outcome.status.update({"hostname": endpoint.hostname, "username": endpoint.username})
 
-        async def write(password: str, version: str | None) -> None:
+        async def write(password: str | None, version: str | None) -> None:
             await self._write_secret(resource, endpoint, password, action.service_id, action.service_name, version)
 
         name = desired.connection_secret_name
-        if action.password == PasswordMode.GENERATE:
-            password = generate_password()
-            await write(password, None)  # the Secret first: a crash after this loses nothing
+        mode = action.password
+        if mode in (PasswordMode.GENERATE, PasswordMode.APPLY, PasswordMode.BRING):
+            if mode == PasswordMode.GENERATE:
+                password = generate_password()
+            elif mode == PasswordMode.BRING:
+                assert observed.brought_password is not None
+                password = observed.brought_password
+            else:
+                password = (secret.password if secret else None) or ""
+            if mode != PasswordMode.APPLY:
+                await write(password, None)  # the Secret first: a crash after this loses nothing
             version = await self._announce_password(resource)
             await client.set_password(action.service_id, password)
             await write(password, version)
-            outcome.events.append(Event.normal(EventReason.CREDENTIALS_PUBLISHED, f"Set a new password and published it in Secret {name}"))
-        elif action.password == PasswordMode.APPLY:
-            password = old["password"]
-            version = await self._announce_password(resource)
-            await client.set_password(action.service_id, password)
-            await write(password, version)
-            outcome.events.append(Event.normal(EventReason.CREDENTIALS_PUBLISHED, f"Applied the password from Secret {name}"))
+            said = {
+                PasswordMode.GENERATE: f"Set a new password and published it in Secret {name}",
+                PasswordMode.APPLY: f"Applied the password from Secret {name}",
+                PasswordMode.BRING: f"Set the password from spec.passwordSecretRef and published it in Secret {name}",
+            }[mode]
+            outcome.events.append(Event.normal(EventReason.CREDENTIALS_PUBLISHED, said))
+            if action.rotation_token:
+                outcome.status["passwordRotationToken"] = action.rotation_token
+                outcome.events.append(Event.normal(EventReason.PASSWORD_ROTATED, f"Rotated the password (token {action.rotation_token})"))
+        elif mode == PasswordMode.OBSERVED:
+            # Observe only: nothing is sent; the password is published only if the user brings it.
+            await write(observed.brought_password, None)
+            outcome.events.append(Event.normal(EventReason.SECRET_UPDATED, f"Published the observed endpoint in Secret {name}"))
         else:
             current: str | None = None
             if secret is not None and secret.password_confirmed(action.service_id, observed.status.password_version):
                 current = observed.status.password_version or new_password_version()
                 outcome.status["passwordVersion"] = current
-            await write(old.get("password", ""), current)
+            await write(secret.password if secret else None, current)
             outcome.events.append(Event.normal(EventReason.SECRET_UPDATED, f"Refreshed the endpoint in Secret {name}"))
 
     async def _announce_password(self, resource: Resource) -> str:
@@ -418,17 +475,29 @@ class Executor:
         return version
 
     async def _write_secret(
-        self, resource: Resource, endpoint: Endpoint | None, password: str, service_id: str, service_name: str, version: str | None
+        self,
+        resource: Resource,
+        endpoint: Endpoint | None,
+        password: str | None,
+        service_id: str,
+        service_name: str,
+        version: str | None,
     ) -> None:
-        """Write the connection Secret (``endpoint=None``: only make sure it exists and is ours)."""
+        """Write the connection Secret in the shape the spec asks for (``endpoint=None``: only make
+        sure it exists and is this resource's)."""
         desired = resource.desired
         assert desired is not None
+        shape = desired.secret_shape
+        annotations: dict[str, str | None] = dict(shape.annotations)
+        if endpoint is not None:
+            annotations.update(secret_annotations(service_id, service_name, password or "", version if password else None))
         await self.kube.write_connection_secret(
             namespace=desired.namespace,
             name=desired.connection_secret_name,
             owner=resource.body,
-            data=secret_data(endpoint, password) if endpoint is not None else None,
-            annotations=secret_annotations(service_id, service_name, password, version) if endpoint is not None else {},
+            data=secret_data(endpoint, password, shape.key_prefix) if endpoint is not None else None,
+            annotations=annotations,
+            labels=shape.labels,
         )
 
     # --- the credentials Secret outlives the resource ----------------------------------------
@@ -538,6 +607,7 @@ class Executor:
             generation=int(meta.get("generation") or 0),
             spec=ManagedPostgresSpec.model_validate(body.get("spec") or {}),
             defaults=self.settings.defaults,
+            annotations=meta.get("annotations") or {},
         )
 
     # --- deletion ----------------------------------------------------------------------------
@@ -554,9 +624,13 @@ class Executor:
             return True, msg
         resource = Resource(body, status, desired)
         gate = deletion.gate(desired, status)
-        if gate is deletion.Gate.ORPHAN:
+        if gate is deletion.Gate.PAUSED:
+            msg = deletion.paused_message(desired)
+            self._emit(body, [Event.warning(EventReason.PAUSED, msg)])
+            return False, msg
+        if gate in (deletion.Gate.ORPHAN, deletion.Gate.PROTECTED, deletion.Gate.OBSERVED):
             self._emit(body, deletion.plan_delete(desired, Observed(now=_now(), status=status, remote=None)).events)
-            return True, "orphaned"
+            return True, gate.value
         nothing = [Event.normal(EventReason.DELETED, "No service was ever created; nothing to delete")]
         escape = deletion.escape_hatch(meta["namespace"], meta["name"])
         which = status.service_id or "(create pending)"
@@ -566,7 +640,7 @@ class Executor:
             plan = deletion.plan_delete(desired, observed, create_grace=self._create_grace)
             confirm = next((a for a in plan.actions if isinstance(a, ConfirmGone)), None)
             if confirm is not None:
-                observed = await self._confirm_gone(client, observed, confirm.service_id)
+                observed = await self._confirm_gone(client, observed, confirm.service_id, desired)
                 plan = deletion.plan_delete(desired, observed, create_grace=self._create_grace)
         except (CredentialsError, CloudError) as e:
             if gate is deletion.Gate.NOTHING_CREATED:

@@ -172,6 +172,7 @@ class KubeApi:
         owner: dict[str, Any],
         data: dict[str, str] | None,
         annotations: dict[str, str | None],
+        labels: dict[str, str] | None = None,
     ) -> None:
         """Create the Secret, owned by the resource, or update it if the resource owns it.
 
@@ -182,7 +183,7 @@ class KubeApi:
         Secret itself raises :class:`SecretRejectedError`.
         """
         owner_meta = owner["metadata"]
-        labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE_OF: label_value(owner_meta["name"])}
+        labels = {**(labels or {}), LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE_OF: label_value(owner_meta["name"])}
         encoded = {k: base64.b64encode(v.encode()).decode() for k, v in (data or {}).items()}
         body = {
             "apiVersion": "v1",

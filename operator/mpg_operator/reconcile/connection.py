@@ -23,8 +23,23 @@ LABEL_INSTANCE_OF = f"{ANNOTATION_PREFIX}/managedpostgres"
 DATABASE = "postgres"
 SSLMODE = "require"
 PORT = 5432
-REQUIRED_KEYS = ("host", "port", "username", "password", "database", "sslmode", "uri", "jdbcUrl", "ca.crt")
+POOLER_PORT = 6432
+"""PgBouncer (transaction pooling) listens on the service's own hostname at this port."""
+REQUIRED_KEYS = (
+    "host", "port", "username", "password", "database", "sslmode", "uri", "jdbcUrl", "ca.crt",
+    "poolerHost", "poolerPort", "poolerUri",
+)
 PASSWORD_KEY = "password"
+PASSWORDLESS_KEYS = tuple(k for k in REQUIRED_KEYS if k != PASSWORD_KEY)
+
+
+@dataclass(frozen=True)
+class SecretShape:
+    """What the user asked of the Secret besides its name: a key prefix, labels, annotations."""
+
+    key_prefix: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 class SecretConflictError(Exception):
@@ -95,10 +110,15 @@ class ObservedSecret:
     annotations: dict[str, str] = field(default_factory=dict)
     controller_uid: str | None = None
     """uid of the object named by the Secret's controller ownerReference, if any."""
+    key_prefix: str = ""
+
+    def value(self, key: str) -> str | None:
+        """The value of one of the operator's keys (``key`` without the prefix)."""
+        return self.data.get(self.key_prefix + key) or None
 
     @property
     def password(self) -> str | None:
-        return self.data.get(PASSWORD_KEY) or None
+        return self.value(PASSWORD_KEY)
 
     def owned_by(self, uid: str) -> bool:
         return self.controller_uid == uid
@@ -125,30 +145,33 @@ class ObservedSecret:
     def endpoint_current(self, service_id: str, service_name: str | None) -> bool:
         """True when host, CA and URIs were written for this service id and its current name."""
         return (
-            all(self.data.get(k) for k in REQUIRED_KEYS if k != PASSWORD_KEY)
+            all(self.value(k) for k in PASSWORDLESS_KEYS)
             and self.annotations.get(ANN_SERVICE_ID) == service_id
             and (service_name is None or self.annotations.get(ANN_SERVICE_NAME) == service_name)
         )
 
 
-def secret_data(endpoint: Endpoint, password: str) -> dict[str, str]:
-    """All keys of the connection Secret."""
+def secret_data(endpoint: Endpoint, password: str | None, key_prefix: str = "") -> dict[str, str]:
+    """All keys of the connection Secret (``password=None``: what can be known without it)."""
     user = quote(endpoint.username, safe="")
-    pw = quote(password, safe="")
+    credentials = f"{user}:{quote(password, safe='')}" if password is not None else user
     host = endpoint.hostname
-    uri = f"postgresql://{user}:{pw}@{host}:{endpoint.port}/{DATABASE}?sslmode={SSLMODE}"
-    jdbc = f"jdbc:postgresql://{host}:{endpoint.port}/{DATABASE}?sslmode={SSLMODE}"
-    return {
+    data = {
         "host": host,
         "port": str(endpoint.port),
         "username": endpoint.username,
-        "password": password,
         "database": DATABASE,
         "sslmode": SSLMODE,
-        "uri": uri,
-        "jdbcUrl": jdbc,
+        "uri": f"postgresql://{credentials}@{host}:{endpoint.port}/{DATABASE}?sslmode={SSLMODE}",
+        "jdbcUrl": f"jdbc:postgresql://{host}:{endpoint.port}/{DATABASE}?sslmode={SSLMODE}",
         "ca.crt": endpoint.ca_pem,
+        "poolerHost": host,
+        "poolerPort": str(POOLER_PORT),
+        "poolerUri": f"postgresql://{credentials}@{host}:{POOLER_PORT}/{DATABASE}?sslmode={SSLMODE}",
     }
+    if password is not None:
+        data[PASSWORD_KEY] = password
+    return {key_prefix + k: v for k, v in data.items()}
 
 
 def secret_annotations(

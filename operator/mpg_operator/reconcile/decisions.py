@@ -84,7 +84,18 @@ def _terminal(reason: Reason, event_reason: EventReason, message: str) -> Failur
 def credentials_unusable(message: str, ready_was_true: bool) -> Failure:
     """No usable API key: management stops; a service that worked is not reported down."""
     cond = Condition.false(Reason.TERMINAL_CREDENTIALS, message)
-    return Failure(cond, Event.warning(EventReason.CREDENTIALS_ERROR, message), ready=None if ready_was_true else cond, retry_soon=False)
+    # Looking again costs only a Secret read: soon, so a fixed Secret is picked up quickly.
+    return Failure(cond, Event.warning(EventReason.CREDENTIALS_ERROR, message), ready=None if ready_was_true else cond)
+
+
+def paused(desired: Desired) -> Failure:
+    """The resource carries clickhouse.cloud/paused: "true": no remote call until it is removed."""
+    msg = (
+        "Reconciliation is paused (annotation clickhouse.cloud/paused: \"true\"): nothing is sent to ClickHouse "
+        f"Cloud. Remove it to resume: kubectl annotate managedpostgres {desired.name} -n {desired.namespace} "
+        "clickhouse.cloud/paused-"
+    )
+    return Failure(Condition.false(Reason.PAUSED, msg), Event.normal(EventReason.PAUSED, msg), retry_soon=False)
 
 
 def last_rejection(conditions: list[StoredCondition], generation: int) -> LastRejection | None:

@@ -33,6 +33,12 @@ from mpg_operator.resource import DeletionPolicy, ManagedPostgresStatus
 class Gate(Enum):
     """What deletion does before it looks at the remote service."""
 
+    PAUSED = "paused"
+    """The resource is paused: no remote call, not even deletion's; the finalizer stays."""
+    OBSERVED = "observed"
+    """managementPolicy Observe: the service was never this resource's to delete; kept."""
+    PROTECTED = "protected"
+    """deletionProtection: the service is kept (the admission policy should have refused)."""
     ORPHAN = "orphan"
     """deletionPolicy Orphan: keep the service, release at once."""
     NOTHING_CREATED = "nothing-created"
@@ -40,12 +46,26 @@ class Gate(Enum):
     PROCEED = "proceed"
 
 
-def gate(desired: Desired | None, status: ManagedPostgresStatus) -> Gate:
-    if desired is not None and desired.deletion_policy == DeletionPolicy.ORPHAN:
+def gate(desired: Desired, status: ManagedPostgresStatus) -> Gate:
+    if desired.paused:
+        return Gate.PAUSED
+    if desired.observe_only:
+        return Gate.OBSERVED
+    if desired.deletion_protection:
+        return Gate.PROTECTED
+    if desired.deletion_policy == DeletionPolicy.ORPHAN:
         return Gate.ORPHAN
     if not status.service_id and not status.create_pending_since:
         return Gate.NOTHING_CREATED
     return Gate.PROCEED
+
+
+def paused_message(desired: Desired) -> str:
+    return (
+        f"Deletion waits: the resource is paused (annotation clickhouse.cloud/paused), so nothing is sent to "
+        f"ClickHouse Cloud. Remove the annotation to let the deletion proceed: kubectl annotate managedpostgres "
+        f"{desired.name} -n {desired.namespace} clickhouse.cloud/paused-"
+    )
 
 
 def escape_hatch(namespace: str, name: str) -> str:
@@ -86,8 +106,24 @@ def plan_delete(desired: Desired, observed: Observed, *, create_grace: timedelta
     p = Plan()
     remote = observed.remote
     status = observed.status
+    which = remote.id if remote else status.service_id
+    if desired.observe_only:
+        p.events.append(
+            Event.normal(EventReason.ORPHANED, f"managementPolicy is Observe: service {which or '(none)'} is not this resource's to delete; kept")
+        )
+        p.release_finalizer = True
+        return p
+    if desired.deletion_protection:
+        p.events.append(
+            Event.warning(
+                EventReason.DELETION_PROTECTED,
+                f"deletionProtection is true: service {which or '(none)'} is kept in ClickHouse Cloud although the resource "
+                "was deleted (the admission policy that refuses such deletions is not installed, or was bypassed)",
+            )
+        )
+        p.release_finalizer = True
+        return p
     if desired.deletion_policy == DeletionPolicy.ORPHAN:
-        which = remote.id if remote else status.service_id
         p.events.append(
             Event.normal(EventReason.ORPHANED, f"deletionPolicy is Orphan: service {which or '(none)'} is kept in ClickHouse Cloud")
         )

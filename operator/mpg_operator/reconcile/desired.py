@@ -6,8 +6,20 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from collections.abc import Mapping
+
 from mpg_operator.cloud.models import PostgresServiceCreateRequest, PostgresServicePatchRequest, Tag
-from mpg_operator.resource import DEFAULT_HA_TYPE, DeletionPolicy, ManagedPostgresSpec
+from mpg_operator.reconcile.connection import SecretShape
+from mpg_operator.resource import (
+    ANNOTATION_PAUSED,
+    ANNOTATION_ROTATE_PASSWORD,
+    DEFAULT_HA_TYPE,
+    AdoptionPolicy,
+    DeletionPolicy,
+    ManagedPostgresSpec,
+    ManagementPolicy,
+    OnServiceMissing,
+)
 
 TAG_UID = "mpg-operator.uid"
 TAG_NAMESPACE = "mpg-operator.namespace"
@@ -40,6 +52,23 @@ class Desired:
     connection_secret_name: str = ""
     deletion_policy: str = DeletionPolicy.DELETE.value
     credentials_secret_name: str | None = None
+    secret_shape: SecretShape = field(default_factory=SecretShape)
+    password_secret: tuple[str, str] | None = None
+    """(Secret name, key) of a password the user brings."""
+    adopt_service_id: str | None = None
+    """spec.serviceId: an existing service to take over."""
+    adoption_policy: str = AdoptionPolicy.REATTACH.value
+    management_policy: str = ManagementPolicy.FULL.value
+    deletion_protection: bool = False
+    on_service_missing: str = OnServiceMissing.FAIL.value
+    paused: bool = False
+    """The annotation clickhouse.cloud/paused is "true": no remote call at all."""
+    rotate_token: str | None = None
+    """The clickhouse.cloud/rotate-password annotation's value."""
+
+    @property
+    def observe_only(self) -> bool:
+        return self.management_policy == ManagementPolicy.OBSERVE
 
     @property
     def owner_tags(self) -> dict[str, str]:
@@ -89,6 +118,7 @@ def desired_from(
     generation: int,
     spec: ManagedPostgresSpec,
     defaults: OperatorDefaults,
+    annotations: Mapping[str, str] | None = None,
 ) -> Desired:
     """Resolve a spec into a :class:`Desired`, applying defaults in code (never in the CRD)."""
     return Desired(
@@ -106,4 +136,17 @@ def desired_from(
         connection_secret_name=(spec.connection_secret.name if spec.connection_secret else f"{name}-connection"),
         deletion_policy=spec.deletion_policy or defaults.deletion_policy,
         credentials_secret_name=spec.credentials_ref.name if spec.credentials_ref else None,
+        secret_shape=SecretShape(
+            key_prefix=(spec.connection_secret.key_prefix or "") if spec.connection_secret else "",
+            labels=dict((spec.connection_secret.labels or {}) if spec.connection_secret else {}),
+            annotations=dict((spec.connection_secret.annotations or {}) if spec.connection_secret else {}),
+        ),
+        password_secret=(spec.password_secret_ref.name, spec.password_secret_ref.key) if spec.password_secret_ref else None,
+        adopt_service_id=spec.service_id.lower() if spec.service_id else None,
+        adoption_policy=spec.adoption_policy or AdoptionPolicy.REATTACH.value,
+        management_policy=spec.management_policy or ManagementPolicy.FULL.value,
+        deletion_protection=bool(spec.deletion_protection),
+        on_service_missing=spec.on_service_missing or OnServiceMissing.FAIL.value,
+        paused=(annotations or {}).get(ANNOTATION_PAUSED, "").strip().lower() == "true",
+        rotate_token=(annotations or {}).get(ANNOTATION_ROTATE_PASSWORD) or None,
     )

@@ -25,6 +25,8 @@ class Reason(StrEnum):
     RECONCILED = "ReconcileSuccess"
     API_ERROR = "ApiError"
     CREATE_PENDING = "CreatePending"
+    PAUSED = "ReconcilePaused"
+    OBSERVING = "Observing"
     TERMINAL_INVALID_SPEC = "TerminalInvalidSpec"
     TERMINAL_IMMUTABLE = "TerminalImmutableFieldChanged"
     TERMINAL_CREDENTIALS = "TerminalCredentialsError"
@@ -32,6 +34,10 @@ class Reason(StrEnum):
     TERMINAL_READ_REPLICA = "TerminalReadReplica"
     TERMINAL_SECRET_CONFLICT = "TerminalSecretConflict"
     TERMINAL_ORGANIZATION_CHANGED = "TerminalOrganizationChanged"
+    TERMINAL_SERVICE_MISSING = "TerminalServiceMissing"
+    TERMINAL_SERVICE_NOT_FOUND = "TerminalServiceNotFound"
+    TERMINAL_SERVICE_OWNED = "TerminalServiceOwned"
+    TERMINAL_ADOPTION_REQUIRED = "TerminalAdoptionRequired"
     QUOTA_EXCEEDED = "QuotaExceeded"
 
     @property
@@ -62,6 +68,10 @@ class EventReason(StrEnum):
     DELETION_BLOCKED = "DeletionBlocked"
     DELETION_SKIPPED = "DeletionSkipped"
     SECRET_CONFLICT = "SecretConflict"
+    ADOPTION_REFUSED = "AdoptionRefused"
+    PASSWORD_ROTATED = "PasswordRotated"
+    PAUSED = "Paused"
+    DELETION_PROTECTED = "DeletionProtected"
 
 
 class EventType(StrEnum):
@@ -126,6 +136,10 @@ class PasswordMode(StrEnum):
     """Set the Secret's password through the API (a user put it there, or it is not confirmed)."""
     GENERATE = "generate"
     """Write a new password to the Secret first, then set it through the API."""
+    BRING = "bring"
+    """Write the user's password (passwordSecretRef) to the Secret first, then set it through the API."""
+    OBSERVED = "observed"
+    """Observe only: publish what can be known; the user's password if they bring one, else none."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,17 @@ class Observed:
     last_rejection: LastRejection | None = None
     organization_id: str | None = None
     """The organization of the API key the resource's credentials name now."""
+    found_by: str = "id"
+    """How ``remote`` was found: ``id`` (status.serviceId), ``tag`` (owner uid tag), ``adopt``
+    (spec.serviceId) or ``reattach`` (a previous owner's namespace/name tags)."""
+    previous_owner: str | None = None
+    """The owner uid tag of an adopted or re-attached service, when it is not this resource's."""
+    previous_owner_alive: bool = False
+    """A ManagedPostgres with that uid exists in the cluster (such a service is never taken over)."""
+    brought_password: str | None = None
+    """The value of spec.passwordSecretRef, when set and readable."""
+    brought_password_problem: str | None = None
+    """Why spec.passwordSecretRef cannot be read."""
 
 
 class Action:
@@ -202,6 +227,8 @@ class PublishSecret(Action):
     service_name: str
     refresh_endpoint: bool
     password: PasswordMode
+    rotation_token: str | None = None
+    """Record this clickhouse.cloud/rotate-password token once the password is changed."""
 
 
 @dataclass(frozen=True)

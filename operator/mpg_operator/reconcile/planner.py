@@ -22,7 +22,8 @@ from datetime import timedelta
 
 from mpg_operator.cloud.models import PostgresServiceListItem, ServiceState
 from mpg_operator.reconcile.connection import ANN_HAND_OVER_TO, PORT, password_acceptable
-from mpg_operator.reconcile.desired import OWNER_TAGS, TAG_UID, Desired
+from mpg_operator.reconcile.desired import OWNER_TAGS, TAG_NAME, TAG_NAMESPACE, TAG_UID, Desired
+from mpg_operator.resource import AdoptionPolicy, OnServiceMissing
 from mpg_operator.reconcile.model import (
     AdoptService,
     Condition,
@@ -103,24 +104,48 @@ def immutable_differences(desired: Desired, remote: PostgresServiceListItem) -> 
     return out
 
 
-def find_remote(
-    services: list[PostgresServiceListItem], service_id: str | None, uid: str
-) -> tuple[PostgresServiceListItem | None, tuple[str, ...]]:
-    """Find this resource's service in a LIST: by recorded id first, else by owner tag.
+@dataclass(frozen=True)
+class Located:
+    """This resource's service in a LIST, and how it was found."""
 
-    Returns the service and the ids of any other services carrying the same owner tag.
-    Services being deleted are only matched by id.
-    """
-    tagged = [s for s in services if s.tag_map().get(TAG_UID) == uid]
-    by_id = next((s for s in services if service_id and s.id == service_id), None)
-    if by_id is not None:
-        chosen: PostgresServiceListItem | None = by_id
-    else:
-        live = [s for s in tagged if s.state != ServiceState.DELETING]
-        live.sort(key=lambda s: (s.created_at or "", s.id or ""))
-        chosen = live[0] if live else None
+    remote: PostgresServiceListItem | None
+    duplicates: tuple[str, ...] = ()
+    found_by: str = "id"
+    previous_owner: str | None = None
+
+
+def locate(services: list[PostgresServiceListItem], status_service_id: str | None, desired: Desired) -> Located:
+    """Find this resource's service in a LIST: by recorded id; else by spec.serviceId (adoption);
+    else by the owner uid tag; else, as a candidate to re-attach, by a previous owner's
+    namespace/name tags. Other services carrying this uid are reported, never touched; services
+    being deleted are only matched by id."""
+    def live(candidates: list[PostgresServiceListItem]) -> list[PostgresServiceListItem]:
+        kept = [s for s in candidates if s.state != ServiceState.DELETING]
+        return sorted(kept, key=lambda s: (s.created_at or "", s.id or ""))
+
+    tagged = [s for s in services if s.tag_map().get(TAG_UID) == desired.uid]
+    chosen: PostgresServiceListItem | None = None
+    found_by, previous = "id", None
+    if status_service_id:
+        chosen = next((s for s in services if s.id == status_service_id), None)
+    elif desired.adopt_service_id:
+        chosen = next((s for s in services if (s.id or "").lower() == desired.adopt_service_id), None)
+        found_by = "adopt"
+    if chosen is None and not status_service_id and (found := live(tagged)):
+        chosen, found_by = found[0], "tag"
+    if chosen is None and not status_service_id and not desired.adopt_service_id:
+        same_name = [
+            s for s in services
+            if s.tag_map().get(TAG_NAMESPACE) == desired.namespace and s.tag_map().get(TAG_NAME) == desired.name
+            and s.tag_map().get(TAG_UID) != desired.uid
+        ]
+        if found := live(same_name):
+            chosen, found_by = found[0], "reattach"
+    if chosen is not None and found_by in ("adopt", "reattach"):
+        owner = chosen.tag_map().get(TAG_UID)
+        previous = owner if owner and owner != desired.uid else None
     others = tuple(s.id or "" for s in tagged if chosen is None or s.id != chosen.id)
-    return chosen, others
+    return Located(chosen, others, found_by, previous)
 
 
 # --- what blocks -------------------------------------------------------------------------------
@@ -204,6 +229,13 @@ def plan(
     remote = observed.remote
     if remote is None:
         return _plan_without_remote(desired, observed, p, create_grace)
+    refused = _refuse_takeover(desired, observed, remote)
+    if refused is not None:
+        p.synced, event = refused
+        p.ready = p.synced
+        p.events.append(event)
+        p.active = False
+        return p
 
     _record_remote(p, observed, remote)
     if remote.state == ServiceState.DELETING:
@@ -220,17 +252,57 @@ def plan(
                 "Cannot change immutable fields of an existing database (it is never re-created): " + "; ".join(immutable),
             )
         )
-    update = _plan_update(p, desired, observed, remote, update_confirm, problems)
+    if desired.observe_only:
+        update = _UpdateProgress(mutable_differences(desired, remote), False)
+    else:
+        update = _plan_update(p, desired, observed, remote, update_confirm, problems)
     credentials_ok = _plan_credentials(p, desired, observed, remote, problems)
     _conclude(p, desired, remote, problems, update, credentials_ok)
     return p
 
 
+def _refuse_takeover(
+    desired: Desired, observed: Observed, remote: PostgresServiceListItem
+) -> tuple[Condition, Event] | None:
+    """A service found by spec.serviceId or by a previous owner's name is not taken over when its
+    owner still exists (two resources never share a service), or re-attaching is turned off."""
+    if observed.found_by not in ("adopt", "reattach"):
+        return None
+    if observed.previous_owner_alive:
+        msg = (
+            f"Service {remote.id} belongs to another ManagedPostgres ({remote.tag_map().get(TAG_NAMESPACE)}/"
+            f"{remote.tag_map().get(TAG_NAME)}, uid {observed.previous_owner}) that still exists: two resources "
+            "never share a service. Delete that resource with deletionPolicy: Orphan first, or adopt another service"
+        )
+        return Condition.false(Reason.TERMINAL_SERVICE_OWNED, msg), Event.warning(EventReason.ADOPTION_REFUSED, msg)
+    if observed.found_by == "reattach" and desired.adoption_policy == AdoptionPolicy.NEVER:
+        msg = (
+            f"Service {remote.id} was created for an earlier ManagedPostgres {desired.namespace}/{desired.name} "
+            f"(uid {observed.previous_owner}) and adoptionPolicy is Never: nothing is created. To take it over, set "
+            f"spec.serviceId: {remote.id}; to start afresh, delete that service"
+        )
+        return Condition.false(Reason.TERMINAL_ADOPTION_REQUIRED, msg), Event.warning(EventReason.ADOPTION_REFUSED, msg)
+    return None
+
+
 def _record_remote(p: Plan, observed: Observed, remote: PostgresServiceListItem) -> None:
-    """Adopt a service found by its tag; mirror the remote fields in status."""
+    """Adopt a service found by its tag, its id or a previous owner's name; mirror it in status."""
     if observed.status.service_id != remote.id:
         p.actions.append(AdoptService(remote.id or ""))
-        p.events.append(Event.normal(EventReason.ADOPTED, f"Found service {remote.id} by its owner tag; adopting it"))
+        if observed.found_by == "adopt":
+            why = f"Adopted service {remote.id} named by spec.serviceId" + (
+                f" (previous owner uid {observed.previous_owner}, no longer in this cluster)" if observed.previous_owner else ""
+            )
+        elif observed.found_by == "reattach":
+            why = (
+                f"Re-attached service {remote.id}, created for an earlier ManagedPostgres with this namespace/name "
+                f"(uid {observed.previous_owner}, no longer in this cluster)"
+            )
+        else:
+            why = f"Found service {remote.id} by its owner tag; adopting it"
+        if observed.found_by in ("adopt", "reattach"):
+            why += "; the API never returns a password, so a new one is set and published"
+        p.events.append(Event.normal(EventReason.ADOPTED, why))
     p.status.update(observed_status_fields(remote))
     p.status.update({"createPendingSince": None, "createAttempts": None})
     if observed.organization_id:
@@ -297,8 +369,9 @@ def _plan_update(
 def _plan_credentials(
     p: Plan, desired: Desired, observed: Observed, remote: PostgresServiceListItem, problems: list[Condition]
 ) -> bool:
-    """Publish the Secret when it is not current; returns True when, after the plan's actions,
-    the Secret holds the password the API accepted last."""
+    """Publish the Secret when it is not current, set the password when it is not the one the API
+    accepted last (or the user's, or a rotation is asked for); returns True when, after the plan's
+    actions, the Secret holds what it should."""
     taken = secret_conflict(desired, observed)
     if taken:
         problems.insert(0, Condition.false(Reason.TERMINAL_SECRET_CONFLICT, taken))
@@ -307,29 +380,57 @@ def _plan_credentials(
         return False
     secret = observed.secret
     service_id = remote.id or ""
+    name = remote.name or desired.service_name
     refresh = secret is None or not secret.endpoint_current(service_id, remote.name)
+    brought = observed.brought_password
+    if observed.brought_password_problem:
+        problems.append(Condition.false(Reason.TERMINAL_PASSWORD, observed.brought_password_problem))
+        if refresh:
+            p.actions.append(PublishSecret(service_id, name, True, PasswordMode.KEEP))
+        return False
+    if brought is not None and not password_acceptable(brought):
+        problems.append(Condition.false(Reason.TERMINAL_PASSWORD, f"{_password_rules(desired, brought=True)}"))
+        return False
+    if desired.observe_only:
+        if refresh or (brought is not None and (secret is None or secret.password != brought)):
+            p.actions.append(PublishSecret(service_id, name, True, PasswordMode.OBSERVED))
+        return True
     confirmed = secret is not None and secret.password_confirmed(service_id, observed.status.password_version)
+    if brought is not None and secret is not None and secret.password != brought:
+        confirmed = False
+    rotation = desired.rotate_token if desired.rotate_token and desired.rotate_token != observed.status.password_rotation_token else None
     credentials_ok = True
-    if confirmed or remote.is_primary is False:
+    if remote.is_primary is False:
         # Replicas inherit the primary's password; the API refuses to set one.
         mode = PasswordMode.KEEP
         credentials_ok = confirmed or (secret is not None and bool(secret.password))
+        rotation = None
+    elif brought is not None:
+        mode = PasswordMode.KEEP if confirmed and not rotation else PasswordMode.BRING
+    elif confirmed:
+        mode = PasswordMode.GENERATE if rotation else PasswordMode.KEEP
     elif secret is not None and secret.password and not password_acceptable(secret.password):
         mode = PasswordMode.KEEP
         credentials_ok = False
-        problems.append(
-            Condition.false(
-                Reason.TERMINAL_PASSWORD,
-                f"The password in Secret {desired.connection_secret_name} does not meet the API's rules "
-                "(12+ characters with lower case, upper case and a digit); delete the key "
-                "to have the operator generate one",
-            )
-        )
+        problems.append(Condition.false(Reason.TERMINAL_PASSWORD, _password_rules(desired, brought=False)))
     else:
+        # An unconfirmed password in the Secret (edited by a user, or a change cut short by a crash)
+        # is applied, which also completes an interrupted rotation; none at all: a new one.
         mode = PasswordMode.APPLY if secret is not None and secret.password else PasswordMode.GENERATE
     if refresh or mode != PasswordMode.KEEP:
-        p.actions.append(PublishSecret(service_id, remote.name or desired.service_name, refresh, mode))
+        p.actions.append(PublishSecret(service_id, name, refresh, mode, rotation if mode != PasswordMode.KEEP else None))
     return credentials_ok
+
+
+def _password_rules(desired: Desired, *, brought: bool) -> str:
+    rules = "12+ characters with lower case, upper case and a digit"
+    if brought and desired.password_secret:
+        secret, key = desired.password_secret
+        return f"The password in Secret {secret} (key {key}, spec.passwordSecretRef) does not meet the API's rules ({rules})"
+    return (
+        f"The password in Secret {desired.connection_secret_name} does not meet the API's rules ({rules}); "
+        "delete the key to have the operator generate one"
+    )
 
 
 def _conclude(
@@ -344,6 +445,9 @@ def _conclude(
     running = remote.state == ServiceState.RUNNING
     if problems:
         p.synced = problems[0]
+    elif desired.observe_only:
+        differs = f"; differs from the spec in {', '.join(update.diffs)} (not changed: observe only)" if update.diffs else ""
+        p.synced = Condition.true(Reason.OBSERVING, f"managementPolicy is Observe: nothing is sent to the service{differs}")
     else:
         p.synced = Condition.true(Reason.RECONCILED, "The service matches the spec" if not update.diffs else "Update sent")
     taken = next((c for c in problems if c.reason == Reason.TERMINAL_SECRET_CONFLICT), None)
@@ -360,7 +464,8 @@ def _conclude(
         p.ready = Condition.false(Reason.UNAVAILABLE, f"The service is {state}")
     else:
         p.ready = Condition.false(Reason.PROVISIONING, f"The service is {state or 'in an unknown state'}")
-    p.fully_applied = running and credentials_ok and not update.diffs and not problems and not update.in_flight
+    diffs_matter = bool(update.diffs) and not desired.observe_only
+    p.fully_applied = running and credentials_ok and not diffs_matter and not problems and not update.in_flight
     p.active = not (running and credentials_ok and not update.in_flight) and not problems
     if update.in_flight and p.ready.is_true:
         p.ready = Condition.true(Reason.UPDATING, f"Service is running; applying changes to {', '.join(update.diffs)}")
@@ -370,14 +475,42 @@ def _plan_without_remote(desired: Desired, observed: Observed, p: Plan, create_g
     """No service is listed for the resource: wait, confirm it is gone, or create it."""
     status = observed.status
     p.ready = Condition.false(Reason.CREATING, "The service is being created")
+    wanted_id = status.service_id or desired.adopt_service_id
 
-    if status.service_id and observed.snapshot_stale:
-        p.synced = Condition.true(Reason.RECONCILED, f"Waiting for service {status.service_id} to be listed")
+    if wanted_id and observed.snapshot_stale:
+        p.synced = Condition.true(Reason.RECONCILED, f"Waiting for service {wanted_id} to be listed")
         return p
-    if status.service_id and not observed.confirmed_gone:
-        # The LIST does not show our service: confirm with a GET before believing it.
-        p.actions.append(ConfirmGone(status.service_id))
-        p.synced = Condition.unknown(Reason.API_ERROR, f"Service {status.service_id} is not listed; checking")
+    if wanted_id and not observed.confirmed_gone:
+        # The LIST does not show the service: confirm with a GET before believing it.
+        p.actions.append(ConfirmGone(wanted_id))
+        p.synced = Condition.unknown(Reason.API_ERROR, f"Service {wanted_id} is not listed; checking")
+        return p
+    if not status.service_id and desired.adopt_service_id:
+        msg = (
+            f"spec.serviceId names service {desired.adopt_service_id}, which organization "
+            f"{observed.organization_id or '(unknown)'} does not have (GET answered 404); nothing is created"
+        )
+        p.synced = p.ready = Condition.false(Reason.TERMINAL_SERVICE_NOT_FOUND, msg)
+        p.events.append(Event.warning(EventReason.SERVICE_MISSING, msg))
+        p.active = False
+        return p
+    if status.service_id and (desired.on_service_missing != OnServiceMissing.RECREATE or desired.observe_only):
+        msg = (
+            f"Service {status.service_id} no longer exists in ClickHouse Cloud (GET answered 404); nothing is "
+            "created (onServiceMissing is Fail). To start afresh with a new, empty service, set "
+            "spec.onServiceMissing: Recreate"
+        )
+        p.synced = p.ready = Condition.false(Reason.TERMINAL_SERVICE_MISSING, msg)
+        p.events.append(Event.warning(EventReason.SERVICE_MISSING, msg))
+        p.active = False
+        return p
+    if desired.observe_only:
+        msg = (
+            f"managementPolicy is Observe and no service carries this resource's owner tag ({TAG_UID}={desired.uid}): "
+            "set spec.serviceId to the service to observe"
+        )
+        p.synced = p.ready = Condition.false(Reason.TERMINAL_SERVICE_NOT_FOUND, msg)
+        p.active = False
         return p
     taken = secret_conflict(desired, observed)
     if taken:
@@ -388,7 +521,10 @@ def _plan_without_remote(desired: Desired, observed: Observed, p: Plan, create_g
         return p
     if status.service_id and observed.confirmed_gone:
         p.events.append(
-            Event.warning(EventReason.SERVICE_MISSING, f"Service {status.service_id} no longer exists in ClickHouse Cloud; creating a new one")
+            Event.warning(
+                EventReason.SERVICE_MISSING,
+                f"Service {status.service_id} no longer exists in ClickHouse Cloud; creating a new one (onServiceMissing is Recreate)",
+            )
         )
         p.status.update({"serviceId": None, "state": None, "hostname": None, "passwordVersion": None})
 
