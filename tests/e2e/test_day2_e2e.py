@@ -345,3 +345,19 @@ def test_secret_shape_prefix_labels_annotations_and_pooler(sb):
     assert query(secret["DB_uri"]) == 1
     time.sleep(1)
     assert sb.is_ready("shaped-db", NS)  # the prefixed Secret counts as current (no republish loop)
+
+
+def test_a_rebuilt_cluster_reattaches_instead_of_creating_a_second_service(sb):
+    """The cluster is rebuilt from Git (a new, empty API server; ClickHouse Cloud unchanged)."""
+    sb.apply(manifest("rebuilt-db", tags={"team": "infra"}))
+    before = wait_applied(sb, "rebuilt-db")
+    service_id, old_uid = before["status"]["serviceId"], before["metadata"]["uid"]
+    sb.rebuild_cluster()
+    again = sb.apply(manifest("rebuilt-db", tags={"team": "infra"}))
+    assert again["metadata"]["uid"] != old_uid
+    obj = wait_applied(sb, "rebuilt-db")
+    assert obj["status"]["serviceId"] == service_id
+    assert sb.mutations.posts.get(again["metadata"]["uid"], 0) == 0
+    assert tags_of(sb, service_id)[TAG_UID] == again["metadata"]["uid"]
+    assert old_uid in wait_event(sb, "rebuilt-db", "Adopted")["message"]
+    assert query(sb.secret("rebuilt-db-connection", NS)["uri"]) == 1
