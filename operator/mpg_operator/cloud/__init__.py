@@ -1,5 +1,12 @@
 """Client for the ClickHouse Cloud OpenAPI (Managed Postgres). Knows nothing of Kubernetes."""
 
+import sys as _sys
+
+if "httpx" not in _sys.modules:
+    # httpx imports its command-line client whenever rich, pygments and click happen to be
+    # installed: 4 MiB of resident memory in every process that only wants the library.
+    _sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 from mpg_operator.cloud import errors as _errors
 from mpg_operator.cloud import models as _models
 from mpg_operator.cloud.client import CloudClient, replica_not_ready
