@@ -29,7 +29,7 @@ from mpg_operator.controller.observer import Observer
 from mpg_operator.controller.executor import Executor
 from mpg_operator.controller.settings import OperatorSettings
 from mpg_operator.reconcile.connection import ANNOTATION_PREFIX, LABEL_MANAGED_BY, MANAGED_BY
-from mpg_operator.resource import GROUP, PLURAL, VERSION
+from mpg_operator.resource import ANNOTATION_PAUSED, ANNOTATION_ROTATE_PASSWORD, GROUP, PLURAL, VERSION
 
 FINALIZER = f"{GROUP}/mpg-operator"
 log = logging.getLogger("mpg_operator")
@@ -49,7 +49,8 @@ class Runtime:
     executor: Executor
     metrics: OperatorMetrics
     wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
-    generations: dict[str, int] = field(default_factory=dict)
+    generations: dict[str, tuple[int, str | None, str | None]] = field(default_factory=dict)
+    """uid -> what a pass acts on besides status: generation, pause and rotation annotations."""
     in_flight: set[str] = field(default_factory=set)
     """uids whose last pass left something in flight (creating, updating, settling)."""
     observer: Observer | None = None
@@ -188,13 +189,16 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def spec_changed(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
-    """Wake the resource's loop when its generation changes (not on our own status writes)."""
+    """Wake the resource's loop when its spec, pause or rotation annotation changes (not on the
+    operator's own status writes)."""
     if "runtime" not in memo:
         return
     runtime = _runtime(memo)
-    generation = int(body.get("metadata", {}).get("generation") or 0)
-    if runtime.generations.get(uid) != generation:
-        runtime.generations[uid] = generation
+    meta = body.get("metadata", {})
+    annotations = meta.get("annotations") or {}
+    seen = (int(meta.get("generation") or 0), annotations.get(ANNOTATION_PAUSED), annotations.get(ANNOTATION_ROTATE_PASSWORD))
+    if runtime.generations.get(uid) != seen:
+        runtime.generations[uid] = seen
         runtime.wakeup(uid).set()
 
 
