@@ -12,7 +12,7 @@ from enum import StrEnum
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 GROUP = "clickhouse.cloud"
 VERSION = "v1alpha1"
@@ -40,7 +40,7 @@ SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-
 REGION_PATTERN = r"^[a-z0-9][a-z0-9-]*[a-z0-9]$"
 SIZE_PATTERN = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"
 
-Rule = dict[str, str]
+Rule = dict[str, JsonValue]
 
 
 def _rule(rule: str, message: str) -> Rule:
@@ -83,7 +83,7 @@ TagValue = Annotated[
     ),
 ]
 
-ROOT_VALIDATIONS: list[Rule] = [
+ROOT_VALIDATIONS: list[JsonValue] = [
     _rule(
         f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
         f"metadata.name must be at most {MAX_NAME_LENGTH} characters: the operator uses it as a label value",
@@ -103,7 +103,7 @@ ROOT_VALIDATIONS: list[Rule] = [
 ]
 """Rules on the whole object (only there can CEL read ``metadata.name``); see :mod:`mpg_operator.crd`."""
 
-SPEC_VALIDATIONS: list[Rule] = [
+SPEC_VALIDATIONS: list[JsonValue] = [
     _rule(
         "has(self.postgresVersion) == has(oldSelf.postgresVersion)"
         " && (!has(self.postgresVersion) || self.postgresVersion == oldSelf.postgresVersion)",

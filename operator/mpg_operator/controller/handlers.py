@@ -18,7 +18,7 @@ import sys
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -92,7 +92,7 @@ class Runtime:
 
 
 def _post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    kopf.event(body, type=type_, reason=reason, message=message)
+    kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message)  # a plain dict serves as well
 
 
 def build_runtime(settings: OperatorSettings) -> Runtime:
@@ -222,9 +222,10 @@ async def connection_secret_changed(type: str, body: kopf.Body, memo: kopf.Memo,
     cancellation_timeout=10.0,
 )
 async def reconcile_loop(
-    name: str, namespace: str, uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: Any, **_: Any
+    name: str, namespace: str | None, uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: Any, **_: Any
 ) -> None:
     """Reconcile one ManagedPostgres until it is deleted or the operator stops."""
+    assert namespace is not None  # a namespaced kind
     runtime = _runtime(memo)
     wake = runtime.wakeup(uid)
     current_resource.set(uid)  # this task's LISTs are this resource's: the observer polls its org

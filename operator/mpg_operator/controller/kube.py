@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import kubernetes
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from mpg_operator.reconcile.connection import (
     ANN_HAND_OVER_TO,
@@ -62,7 +62,8 @@ class SecretKeyError(Exception):
 def _controller_uid(meta: dict[str, Any]) -> str | None:
     for ref in meta.get("ownerReferences") or []:
         if ref.get("controller"):
-            return ref.get("uid")
+            uid: str | None = ref.get("uid")
+            return uid
     return None
 
 
