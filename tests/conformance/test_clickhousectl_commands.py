@@ -9,12 +9,14 @@ with the CLI's help: every subcommand and flag it lists must appear in this modu
 such as ``--org-name`` and ``--debug`` are exercised once, on ``list`` and ``get``).
 
 Access rules filter real connections: the fleet's TLS front end closes connections from addresses no
-rule for port 5432 allows (the tests connect from 127.0.0.1). What the simulator cannot do is
-asserted as such: no server logs and no query insights are
-simulated (``logs`` and ``slow-queries list`` answer empty lists, ``slow-queries get`` 404), a
-restored service gets the source's data as it is when the restore is requested (a base backup of the
-source's server, not a point-in-time recovery to ``--restore-target``), and ``--provider gcp`` is
-refused (the simulator serves the ``aws`` provider of the vendored document).
+rule for port 5432 allows (the tests connect from 127.0.0.1). Read replicas are hot standbys streaming
+from their primary's server (promoted with ``pg_promote()``); a restored service starts from a base
+backup of its source's server.
+
+What the simulator cannot do is asserted as such: no server logs and no query insights are simulated
+(``logs`` and ``slow-queries list`` answer empty lists, ``slow-queries get`` 404); a restore has the
+source's data as it is when the restore is requested, not as it was at ``--restore-target``; and
+``--provider gcp`` is refused (the simulator serves the ``aws`` provider of the vendored document).
 """
 
 from __future__ import annotations
@@ -482,6 +484,19 @@ def test_read_replica_and_promote(ctl: Ctl, sim: SimulatorThread, primary: dict[
                                               "pgBouncerConfig": {"default_pool_size": "4"}}
     with _connect(ctl, running, primary["password"]) as conn:  # credentials come from the source
         assert conn.execute("SHOW statement_timeout").fetchone() == ("10s",)
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("CREATE TABLE on_replica (x int)")
+    # a hot standby: what the primary writes shows up on the replica
+    with _connect(ctl, primary, primary["password"]) as conn:
+        conn.execute("CREATE TABLE replicated (x int)")
+        conn.execute("INSERT INTO replicated VALUES (42)")
+    deadline = time.monotonic() + 10
+    with _connect(ctl, running, primary["password"]) as conn:
+        while conn.execute("SELECT to_regclass('replicated') IS NULL").fetchone() == (True,):
+            assert time.monotonic() < deadline, "the replica never received the primary's writes"
+            time.sleep(0.05)
+        assert conn.execute("SELECT x FROM replicated").fetchall() == [(42,)]
     # a second replica by id, to be promoted by name
     second = ctl.json("read-replica", "create", primary["id"], "--name", "promote me")
     ctl.running(second["id"])
@@ -491,7 +506,15 @@ def test_read_replica_and_promote(ctl: Ctl, sim: SimulatorThread, primary: dict[
     ctl.wait(second["id"], lambda s: s["isPrimary"] is True)
     assert sim.services[second["id"]].parent_id is None and ctl.get(primary["id"])["isPrimary"] is True
     ctl.run("promote", rid)
-    ctl.wait(rid, lambda s: s["isPrimary"] is True)
+    promoted = ctl.wait(rid, lambda s: s["isPrimary"] is True)
+    deadline = time.monotonic() + 20
+    with _connect(ctl, promoted, primary["password"]) as conn:  # an independent primary: writable
+        while conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,):
+            assert time.monotonic() < deadline, "the promoted replica stayed in recovery"
+            time.sleep(0.05)
+        conn.execute("INSERT INTO replicated VALUES (43)")
+    with _connect(ctl, primary, primary["password"]) as conn:  # and no longer a copy of the source
+        assert conn.execute("SELECT x FROM replicated").fetchall() == [(42,)]
     for sid in (rid, second["id"]):
         ctl.run("delete", sid)
     for sid in (rid, second["id"]):

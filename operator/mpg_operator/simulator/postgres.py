@@ -11,7 +11,11 @@ One `PostgresFleet` runs one server per simulated service:
   per-service CA (`tls.py`) and SCRAM-SHA-256(-PLUS) against the role verifiers in `pg_authid`, so
   `sslmode=verify-full` and `channel_binding=require` work as with the real service;
 - passwords are sent to the server only as SCRAM verifiers computed here, over the Unix socket; they never
-  reach a command line, a log or an exception.
+  reach a command line, a log or an exception;
+- a restored service starts from a `pg_basebackup` of its source's running server (`copy_of`); a read
+  replica is a hot standby streaming from its primary's server over the primary's Unix socket
+  (`standby_of`), read-only until `promote()`;
+- the front end lets in only the addresses the service's access rules allow on 5432 (`set_access_rules`).
 
 The version argument of `create()` is recorded but the binaries are always PostgreSQL 18.
 """
@@ -22,6 +26,7 @@ import asyncio
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -41,8 +46,8 @@ from .pg_runtime import (
     _create_time,
     _default_base_parent,
     _ensure_server_user,
-    _LoopThread,
     _log_tail,
+    _LoopThread,
     _package_dir,
     _process_usage,
     _Reaper,
@@ -73,6 +78,16 @@ log_timezone = 'UTC'
 timezone = 'UTC'
 unix_socket_permissions = 0700
 """
+# pg_controldata label -> setting a hot standby needs at least as high as its primary's.
+_STANDBY_MINIMUMS = {
+    "max_connections": "max_connections",
+    "max_worker_processes": "max_worker_processes",
+    "max_wal_senders": "max_wal_senders",
+    "max_prepared_xacts": "max_prepared_transactions",
+    "max_locks_per_xact": "max_locks_per_transaction",
+}
+# Written by `pg_basebackup --write-recovery-conf` for a standby; never reset by a configuration replace.
+_RECOVERY_SETTINGS = frozenset({"primary_conninfo", "primary_slot_name"})
 _HBA = (
     "# mpg-operator simulator: TCP clients come through the TLS front end over this socket\n"
     "local all all trust\n"
@@ -140,6 +155,7 @@ class _Service:
     certs: Any  # tls.ServiceCertificates
     front: Any = None  # pg_front.FrontServer
     allowed: Any = None  # networks that may connect (None: all), kept for the front end
+    standby: bool = False  # a read replica: a hot standby streaming from its primary's server
     proc: subprocess.Popen[bytes] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -205,11 +221,18 @@ class PostgresFleet:
 
     # ----- public interface -------------------------------------------------------------------------------
 
-    async def create(self, service_id: str, password: str, *, version: str = "17", copy_of: str | None = None) -> Endpoint:
+    async def create(
+        self, service_id: str, password: str, *, version: str = "17", copy_of: str | None = None,
+        standby_of: str | None = None,
+    ) -> Endpoint:
         """Start a server for `service_id` whose user `postgres` has `password`; returns its endpoint.
 
         With `copy_of`, the new server starts from a base backup (`pg_basebackup`) of that service's
-        running server -- its data, roles and `ALTER SYSTEM` settings as they are now."""
+        running server -- its data, roles and `ALTER SYSTEM` settings as they are now. With `standby_of`,
+        it is a hot standby of that service's server (base backup, then WAL streaming): read-only, its
+        roles and passwords those of the primary, until `promote()`."""
+        if standby_of is not None:
+            copy_of = standby_of
         if self._closed:
             raise PostgresFleetError("the fleet is closed")
         if service_id in self._services:
@@ -219,7 +242,7 @@ class PostgresFleet:
 
         self._counter += 1
         address, sock = _bind_free_address()
-        svc = _Service(service_id, version, address, Path(f"s{self._counter}"), certs=None)
+        svc = _Service(service_id, version, address, Path(f"s{self._counter}"), certs=None, standby=standby_of is not None)
         self._services[service_id] = svc  # reserved before the first await
         try:
             await asyncio.to_thread(self._ensure_template)
@@ -227,7 +250,8 @@ class PostgresFleet:
             svc.certs = await asyncio.to_thread(tls.make_service_certificates, service_id, address)
             await asyncio.to_thread(self._prepare_service_dir, svc, source)
             await asyncio.to_thread(self._start_server, svc)
-            await self._set_verifier(svc, password)
+            if not svc.standby:  # a standby has its primary's roles (and cannot write)
+                await self._set_verifier(svc, password)
             svc.front = await self._start_front(svc, sock)
         except BaseException:
             sock.close()
@@ -253,8 +277,24 @@ class PostgresFleet:
             svc.front.set_allowed(allowed)
 
     async def set_password(self, service_id: str, password: str) -> None:
-        """Change the password of `postgres` (stored as SCRAM); the old one stops working for new sessions."""
-        await self._set_verifier(self._get(service_id), password)
+        """Change the password of `postgres` (stored as SCRAM); the old one stops working for new sessions.
+
+        A standby takes its primary's password by replication: nothing to do here."""
+        svc = self._get(service_id)
+        if not svc.standby:
+            await self._set_verifier(svc, password)
+
+    async def promote(self, service_id: str) -> None:
+        """Promote a standby to an independent primary (`pg_promote()`, waits until it accepts writes)."""
+        svc = self._get(service_id)
+        if not svc.standby:
+            return
+        async with await self._admin(svc) as conn:
+            await conn.execute("SELECT pg_promote(true, 60)")
+        svc.standby = False
+
+    def is_standby(self, service_id: str) -> bool:
+        return self._get(service_id).standby
 
     async def restart(self, service_id: str) -> None:
         """Restart the server (sessions are dropped); pending `postmaster` settings take effect."""
@@ -297,7 +337,7 @@ class PostgresFleet:
                     " WHERE f.sourcefile LIKE '%/postgresql.auto.conf'"
                 )
                 for name, context in await cur.fetchall():
-                    if name not in values:
+                    if name not in values and name not in _RECOVERY_SETTINGS:
                         resets.append(name)
                         contexts[name] = context
             auto_conf = svc.data / "postgresql.auto.conf"
@@ -503,7 +543,7 @@ class PostgresFleet:
         if source is None:
             subprocess.run(["cp", "-a", str(self._template), str(svc.data)], check=True, capture_output=True)
         else:
-            self._base_backup(source, svc.data)
+            self._base_backup(source, svc.data, standby=svc.standby)
         svc.sock_dir.mkdir(mode=0o700)
         self._chown(svc.sock_dir)
         if len(str(svc.sock_dir / f".s.PGSQL.{PORT}")) > 100:
@@ -516,15 +556,17 @@ class PostgresFleet:
         with os.fdopen(key_fd, "w") as fh:
             fh.write(svc.certs.key_pem)
 
-    def _base_backup(self, source: _Service, target: Path) -> None:
-        """`pg_basebackup` of the running `source` into the empty directory `target` (as the server user)."""
+    def _base_backup(self, source: _Service, target: Path, *, standby: bool = False) -> None:
+        """`pg_basebackup` of the running `source` into the empty directory `target` (as the server user);
+        `standby`: with `standby.signal` and `primary_conninfo` (the source's Unix socket) for streaming."""
         assert self._bin is not None
         self._check_running(source)
         target.mkdir(mode=0o700)
         self._chown(target)
         result = subprocess.run(
             [str(self._bin / "pg_basebackup"), "-D", str(target), "-h", str(source.sock_dir), "-p", str(PORT),
-             "-U", "postgres", "-X", "stream", "--checkpoint=fast", "--no-sync", "--no-manifest"],
+             "-U", "postgres", "-X", "stream", "--checkpoint=fast", "--no-sync", "--no-manifest",
+             *(["--write-recovery-conf"] if standby else [])],
             stdin=subprocess.DEVNULL, capture_output=True, text=True, env=self._env(), cwd=target, check=False,
             **self._spawn_args(),
         )
@@ -539,6 +581,9 @@ class PostgresFleet:
             str(self._bin / "postgres"), "-D", str(svc.data),
             "-c", "listen_addresses=", "-c", f"unix_socket_directories={svc.sock_dir}", "-c", f"port={PORT}",
         ]
+        if svc.standby:
+            for name, value in self._standby_minimums(svc).items():
+                cmd += ["-c", f"{name}={value}"]
         with svc.log_file.open("ab") as logfh:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=logfh, stderr=subprocess.STDOUT, env=self._env(),
@@ -559,7 +604,7 @@ class PostgresFleet:
                 lines = pid_file.read_text().splitlines()
             except OSError:
                 lines = []
-            if len(lines) >= 8 and lines[0].strip() == str(proc.pid) and lines[7].strip() == "ready":
+            if len(lines) >= 8 and lines[0].strip() == str(proc.pid) and lines[7].strip() in ("ready", "standby"):
                 if self._closed:  # close() ran meanwhile: its reaper has already done its work
                     _stop_processes([proc])
                     raise PostgresFleetError("the fleet was closed while a server was starting")
@@ -571,6 +616,27 @@ class PostgresFleet:
                     f"{_log_tail(svc.log_file)}"
                 )
             time.sleep(0.01)
+
+    def _standby_minimums(self, svc: _Service) -> dict[str, int]:
+        """Settings a hot standby must not have below its primary's (recorded in the control file): the
+        configured values lower than those are raised for this start (PostgreSQL refuses to recover else)."""
+        assert self._bin is not None
+        control = subprocess.run(
+            [str(self._bin / "pg_controldata"), str(svc.data)], capture_output=True, text=True, env=self._env(),
+            cwd=svc.data, check=False, **self._spawn_args(),
+        ).stdout
+        out: dict[str, int] = {}
+        for label, name in _STANDBY_MINIMUMS.items():
+            recorded = re.search(rf"^{label} setting:\s+(\d+)", control, re.MULTILINE)
+            if recorded is None:
+                continue
+            configured = subprocess.run(
+                [str(self._bin / "postgres"), "-D", str(svc.data), "-C", name], capture_output=True, text=True,
+                env=self._env(), cwd=svc.data, check=False, **self._spawn_args(),
+            ).stdout.strip()
+            if configured.isdigit() and int(configured) < int(recorded.group(1)):
+                out[name] = int(recorded.group(1))
+        return out
 
     def _restart_blocking(self, svc: _Service) -> None:
         with svc.lock:

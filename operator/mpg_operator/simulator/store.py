@@ -137,6 +137,7 @@ class Service:
     pending_restart: set[str] = field(default_factory=set)
     phases: list[tuple[str, float]] = field(default_factory=list)
     blocker: asyncio.Future | None = field(default=None, repr=False)
+    promoting: asyncio.Future | None = field(default=None, repr=False)  # pg_promote() of a replica's server
     pending: list[tuple[float, str, Any]] = field(default_factory=list)
     deleting_until: float | None = None
     forced_state: str | None = None
@@ -216,10 +217,10 @@ class Store:
                 t.cancel()
 
     async def _settle(self, svc: Service) -> None:
-        """Wait (bounded) for a running fleet operation of ``svc`` (a restart) before the next one."""
-        blocker = svc.blocker
-        if blocker is not None and not blocker.done():
-            await asyncio.wait([blocker], timeout=60)
+        """Wait (bounded) for a running fleet operation of ``svc`` (a restart, a promotion) before the next one."""
+        for pending in (svc.blocker, svc.promoting):
+            if pending is not None and not pending.done():
+                await asyncio.wait([pending], timeout=60)
 
     async def _fleet(self, op: str, coro) -> Any:
         try:
@@ -338,15 +339,17 @@ class Store:
             return [("creating", math.inf)]
         return [("creating", self.clock() + seconds)]
 
-    async def _start_server(self, svc: Service, copy_of: Service | None = None) -> None:
-        """Start the service's server; `copy_of` (a restore's source) gives it that server's data."""
+    async def _start_server(self, svc: Service, copy_of: Service | None = None, *, standby: bool = False) -> None:
+        """Start the service's server; `copy_of` (a restore's source) gives it that server's data, as a
+        streaming hot standby of it with `standby` (a read replica)."""
         if self.fleet is None:
             return
         source = copy_of.id if copy_of is not None and copy_of.has_server else None
         if copy_of is not None:
             await self._settle(copy_of)
+        kwargs = {"standby_of": source} if standby else {"copy_of": source}
         endpoint = await self._fleet(
-            "create", self.fleet.create(svc.id, svc.password, version=svc.postgres_version, copy_of=source)
+            "create", self.fleet.create(svc.id, svc.password, version=svc.postgres_version, **kwargs)
         )
         svc.hostname, svc.port, svc.has_server = endpoint.host, endpoint.port, True
         self.fleet.set_access_rules(svc.id, svc.ip_access_list)
@@ -431,7 +434,7 @@ class Store:
         self._check_quota(org_id)
         svc = self._derived_service(org_id, parent, fields, is_primary=False, parent_id=parent.id)
         svc.phases = self._create_phases(self.config.replica_seconds)
-        await self._start_server(svc)
+        await self._start_server(svc, copy_of=parent, standby=True)
         self._services[svc.id] = svc
         return svc
 
@@ -560,6 +563,15 @@ class Store:
             due = self.clock() + self.config.promote_seconds
             svc.pending = [p for p in svc.pending if p[1] not in ("is_primary", "parent_id")]
             svc.pending += [(due, "is_primary", True), (due, "parent_id", None)]
+            if svc.has_server and self.fleet is not None and svc.promoting is None:
+                fleet, previous = self.fleet, svc.blocker
+
+                async def promote() -> None:
+                    if previous is not None and not previous.done():
+                        await asyncio.wait([previous], timeout=60)
+                    await fleet.promote(svc.id)
+
+                svc.promoting = self._spawn(promote())
         # switchover: accepted, nothing observable changes (as on the real API)
         return svc
 
