@@ -179,3 +179,31 @@ async def test_the_observer_refreshes_and_wakes_changed_resources():
     finally:
         task.cancel()
     assert woken == [{"u1"}] and observer.lists["steady"] == 1
+
+
+async def test_a_sleeping_daemon_wakes_on_its_event_on_stop_and_on_time_without_tasks():
+    from kopf._cogs.aiokits.aioenums import AsyncFlagWaiter, FlagSetter
+
+    from mpg_operator.controller.handlers import _sleep
+
+    async def timed(coro):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait_for(coro, timeout=5)
+        return loop.time() - started
+
+    wake, setter = asyncio.Event(), FlagSetter()
+    stopped = AsyncFlagWaiter(setter)
+    assert await timed(_sleep(0.05, wake, stopped)) < 1  # on time
+    before = len(asyncio.all_tasks())
+    sleeper = asyncio.ensure_future(_sleep(30, wake, stopped))
+    await asyncio.sleep(0.01)
+    assert len(asyncio.all_tasks()) == before + 1  # only the sleeper itself
+    wake.set()
+    assert await timed(sleeper) < 1
+    assert not wake._waiters
+    wake.clear()
+    sleeper = asyncio.ensure_future(_sleep(30, wake, stopped))
+    await asyncio.sleep(0.01)
+    setter.set()
+    assert await timed(sleeper) < 1
