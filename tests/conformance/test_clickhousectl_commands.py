@@ -61,6 +61,20 @@ REGION = "us-east-1"
 ALLOW_ALL = [("0.0.0.0/0", "5432"), ("0.0.0.0/0", "6432")]
 
 
+class _Service(dict):  # type: ignore[type-arg]
+    """A service as the CLI printed it; its repr (in failure reports) never shows credentials."""
+
+    def __repr__(self) -> str:
+        return repr({k: "***" if k in ("password", "connectionString") else v for k, v in self.items()})
+
+
+class _Exchanges(list):  # type: ignore[type-arg]
+    """The simulator's exchanges (request bodies may carry passwords: never shown in failure reports)."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} exchanges>"
+
+
 def _now(delta: float = 0.0) -> str:
     return (datetime.now(UTC) + timedelta(seconds=delta)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -148,7 +162,7 @@ def sim() -> Iterator[SimulatorThread]:
 @pytest.fixture(scope="module")
 def exchanges(sim: SimulatorThread) -> list[Exchange]:
     """Every request/response the simulator serves from now on (for what the CLI sent)."""
-    seen: list[Exchange] = []
+    seen: list[Exchange] = _Exchanges()
     sim.add_observer(seen.append)
     return seen
 
@@ -173,7 +187,7 @@ def primary(ctl: Ctl, home: str) -> dict[str, Any]:
     )
     ctl.secrets.append(created["password"])
     ctl.running(created["id"])
-    return created
+    return _Service(created)
 
 
 def _connect(ctl: Ctl, svc: dict[str, Any], password: str, *, sid: str | None = None) -> psycopg.Connection:
