@@ -21,10 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import httpx
 
 from mpg_operator.cloud import (
     CloudClient,
@@ -62,14 +65,29 @@ def max_in_window(stamps: list[float], window: float) -> int:
     return best
 
 
+class TransitJitter(httpx.AsyncHTTPTransport):
+    """Each request waits ``uniform(0, jitter)`` s before it goes out: the time between the limiter
+    letting a request go and the server counting it varies (event-loop lag, a busy server)."""
+
+    def __init__(self, jitter: float, seed: int = 1) -> None:
+        super().__init__()
+        self.jitter = jitter
+        self._rng = random.Random(seed)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(self._rng.uniform(0, self.jitter))
+        return await super().handle_async_request(request)
+
+
 async def run_phase(sim: Simulator, mode: str, callers: int, seconds: float, think: float,
-                    limit: int, window: float) -> Result:
+                    limit: int, window: float, jitter: float = 0.0) -> Result:
     key_id, key_secret, _ = sim.add_key(org_id=sim.org_id)
     common: dict[str, Any] = dict(key_id=key_id, key_secret=key_secret, organization_id=sim.org_id,
                                   base_url=sim.url, timeout=30.0)
     if mode == "limited":
         limiter = rate_limiter_for(key_id, limit, window)
-        clients = [CloudClient(**common, rate_limiter=limiter) for _ in range(5)]  # 5 clients, 1 key
+        clients = [CloudClient(**common, rate_limiter=limiter,  # 5 clients, 1 key
+                               **({"transport": TransitJitter(jitter, seed=i)} if jitter else {})) for i in range(5)]
     else:
         clients = [CloudClient(**common, rate_limiter=UnlimitedRateLimiter(), max_retries=0)]
     first = len(sim.requests)
@@ -127,7 +145,8 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
     config = SimulatorConfig(port=0, rate_limit=args.limit, rate_window=args.window, real_postgres=False,
                              create_seconds=0.2)
     async with Simulator(config) as sim:
-        results = [await run_phase(sim, "limited", args.callers, args.duration, 0.0, args.limit, args.window)]
+        results = [await run_phase(sim, "limited", args.callers, args.duration, 0.0, args.limit, args.window,
+                                   args.transit_jitter)]
         if args.baseline_duration > 0:
             await asyncio.sleep(args.window)  # let the server's windows expire between phases
             results.append(await run_phase(sim, "naive", args.callers, args.baseline_duration,
@@ -143,6 +162,8 @@ def main() -> int:
     p.add_argument("--naive-think", type=float, default=1.0, help="pause of each naive caller between calls")
     p.add_argument("--limit", type=int, default=10, help="requests per window (server and client)")
     p.add_argument("--window", type=float, default=10.0)
+    p.add_argument("--transit-jitter", type=float, default=0.0,
+                   help="limited phase: each request waits uniform(0, S) s before it goes out")
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     args = p.parse_args()
     results = asyncio.run(main_async(args))
