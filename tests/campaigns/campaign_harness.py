@@ -495,9 +495,12 @@ class Campaign:
         problems = []
         if not self.is_ready(name):
             return [f"{name}: not Ready ({self.condition(name).get('reason')})"]
-        secret = self.secret(secret_name or f"{name}-connection")
+        if secret_name is None:
+            spec = (self.get(name) or {}).get("spec") or {}
+            secret_name = (spec.get("connectionSecret") or {}).get("name") or f"{name}-connection"
+        secret = self.secret(secret_name)
         if secret is None:
-            return [f"{name}: Ready but its Secret is missing"]
+            return [f"{name}: Ready but its Secret {secret_name} is missing"]
         ok, why = self.connects(secret.get("uri", ""))
         if not ok:
             problems.append(f"{name}: Ready but the Secret does not connect: {why}")

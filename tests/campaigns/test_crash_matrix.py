@@ -21,7 +21,7 @@ import pytest
 
 from campaign_harness import FULL, KILL_POINTS, STEPS, Campaign, KillPoint
 
-pytestmark = [pytest.mark.campaign, pytest.mark.no_conformance]
+pytestmark = [pytest.mark.campaign, pytest.mark.no_conformance, pytest.mark.timeout(900)]
 
 MAX_DELAY = 0.5  # seconds between the kill point and the SIGKILL (uniform, seeded)
 

@@ -1,0 +1,126 @@
+"""Wide windows on purpose: a fast API (services created in 0.05 s, no PostgreSQL behind them)
+with delayed POST answers, and a resource deleted right after it was applied -- 8 runs side by side,
+each with its own API key and a seeded moment of deletion:
+
+* ``apply``: deleted right after the apply;
+* ``pending``: deleted as soon as the status records ``createPendingSince`` (the POST about to be sent
+  or in flight: every POST is held 0.7 s before the API applies it);
+* ``created``: deleted as soon as the service exists in the API (POST applied, answer on its way);
+* ``post-answered``: deleted when the POST was answered;
+* ``random``: deleted after a random delay (0-1.5 s).
+
+The service must not be orphaned: the resource disappears and no service with its uid tag remains
+(issue 7, defect 1: the finalizer concluded "gone" from a LIST taken before its own POST).
+Reduced: one round of 8; full: ``MPG_CAMPAIGN_ROUNDS`` (default 4) rounds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from campaign_harness import FULL, Campaign, Produced
+
+pytestmark = [pytest.mark.campaign, pytest.mark.no_conformance, pytest.mark.timeout(900)]
+
+RUNS = 8
+ROUNDS = int(os.environ.get("MPG_CAMPAIGN_ROUNDS", "4")) if FULL else 1
+MODES = ("apply", "pending", "created", "post-answered", "random")
+POST_LATENCY = 0.7
+
+
+@pytest.fixture(scope="module")
+def fast(produced: Produced, live_campaigns: list[Campaign]) -> Iterator[Campaign]:
+    c = Campaign(produced, rate_limit=None, real_postgres=False, create_seconds=0.05)
+    live_campaigns.append(c)
+    c.start_operator()
+    try:
+        yield c
+        assert c.kube.server_errors == []
+    finally:
+        live_campaigns.remove(c)
+        c.close()
+
+
+def one_round(c: Campaign, rng: random.Random, seed: int, r: int) -> list[str]:
+    runs = []
+    for i in range(RUNS):
+        name = f"wide-{seed % 10000}-{r}-{i}"
+        key = c.new_key()
+        c.credentials(f"{name}-key", key)
+        runs.append((name, key[2], MODES[i % len(MODES)] if not FULL else rng.choice(MODES), rng.uniform(0, 1.5)))
+    print("[wide] " + ", ".join(f"{n}:{m}" + (f"+{d:.2f}s" if m == "random" else "") for n, _, m, d in runs))
+
+    triggers: dict[tuple[str, str], str] = {}
+    lock = threading.Lock()
+    for name, org, mode, _ in runs:
+        if mode in ("post-arrives", "post-answered"):
+            triggers[(org, mode)] = name
+
+    def delete_soon(name: str) -> None:
+        threading.Thread(target=c.delete, args=(name,), daemon=True).start()
+
+    def observe(ex) -> None:  # simulator thread: a POST answered (after the delayed answer)
+        if ex.method != "POST" or not re.search(r"/postgres$", ex.path):
+            return
+        m = re.search(r"/organizations/([^/]+)/", ex.path)
+        with lock:
+            name = triggers.pop((m.group(1), "post-answered"), None) if m else None
+        if name:
+            delete_soon(name)
+
+    c.sim.add_observer(observe)
+    faults = c.sim.faults
+    faults.latency, faults.latency_method, faults.latency_path = POST_LATENCY, "POST", r"/postgres$"
+
+    uids: dict[str, str] = {}
+    timers = []
+    for name, org, mode, delay in runs:
+        obj = c.apply(c.manifest(name, f"{name}-key"))
+        uids[name] = obj["metadata"]["uid"]
+        if mode == "apply":
+            c.delete(name)
+        elif mode == "random":
+            timers.append(threading.Timer(delay, c.delete, args=(name,)))
+            timers[-1].start()
+        elif mode == "created":
+            def arrived(org=org) -> bool:
+                return any(s.org_id == org for s in c.sim.services.values())
+            threading.Thread(target=_when, args=(c, arrived, name), daemon=True).start()
+        elif mode == "pending":
+            def pending(name=name) -> bool:
+                return bool(((c.get(name) or {}).get("status") or {}).get("createPendingSince"))
+            threading.Thread(target=_when, args=(c, pending, name), daemon=True).start()
+    problems: list[str] = []
+    try:
+        for name, org, mode, delay in runs:
+            for p in c.wait_gone(name, uids[name], timeout=90):
+                problems.append(f"[seed {seed}, {name}, {mode}{f' +{delay:.2f}s' if mode == 'random' else ''}] {p}")
+    finally:
+        for t in timers:
+            t.cancel()
+        faults.reset()
+        faults.latency_method = None
+    return problems
+
+
+def _when(c: Campaign, predicate, name: str) -> None:
+    """Delete ``name`` as soon as ``predicate()`` holds."""
+    try:
+        c.wait_for(predicate, timeout=60, interval=0.02)
+    except TimeoutError:
+        pass
+    c.delete(name)
+
+
+def test_delete_right_after_create(fast: Campaign, seed: int):
+    rng = random.Random(seed)
+    problems: list[str] = []
+    for r in range(ROUNDS):
+        problems += one_round(fast, rng, seed, r)
+    assert problems == [], "\n".join(problems)
