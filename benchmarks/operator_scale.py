@@ -380,6 +380,7 @@ def render(results: list[dict], command: str) -> str:
         "emulator's store. During the bulk create the key is saturated by creates, so observation waits its "
         "turn (the fast refresh never delays queued requests); the spare-budget figure comes from resources "
         "created one at a time once all is steady.",
+        "* Where the operator's memory goes: [operator-memory.md](operator-memory.md).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -402,9 +403,10 @@ def main() -> int:
     parser.add_argument("--keep-log", default="", help="copy the operator log here")
     parser.add_argument("--json", default=str(ROOT / "docs" / "benchmarks" / "operator-scale.json"))
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks" / "operator-scale.md"))
+    parser.add_argument("--render-only", action="store_true", help="only rewrite the Markdown from the JSON")
     args = parser.parse_args()
 
-    sizes = [s for s in (args.baseline, args.resources) if s]
+    sizes = [s for s in (args.baseline, args.resources) if s] if not args.render_only else []
     command = "python " + " ".join(["benchmarks/operator_scale.py", *sys.argv[1:]])
     store = Path(args.json)
     data: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
