@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install crds clean
+.PHONY: demo test install crds clean campaigns
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(VENV)/.installed-demo
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -rs
+
+# The reliability campaigns in their long form (docs/reliability.md); SEED=n replays one.
+campaigns: $(VENV)/.installed-test
+	$(BIN)/python scripts/campaigns.py $(if $(SEED),--seed $(SEED))
 
 crds: $(VENV)/.installed-test
 	$(BIN)/mpg-operator crd -o deploy/crds/managedpostgreses.clickhouse.cloud.yaml

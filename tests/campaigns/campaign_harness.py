@@ -30,11 +30,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mpg_operator.resource import API_VERSION, KIND
 from mpg_operator.sandbox import Sandbox
@@ -46,6 +46,7 @@ TAG_UID = "mpg-operator.uid"
 FINALIZER = "clickhouse.cloud/mpg-operator"
 
 FULL = os.environ.get("MPG_CAMPAIGN", "").lower() == "full"
+TIMEOUT = 3600 if FULL else 300  # per campaign test (pytest-timeout)
 
 
 def campaign_seed() -> int:

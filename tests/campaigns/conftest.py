@@ -16,7 +16,6 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-
 from campaign_harness import Campaign, LeakLog, Produced, campaign_seed  # noqa: E402
 
 _LIVE: list[Campaign] = []

@@ -18,10 +18,9 @@ import os
 import random
 
 import pytest
+from campaign_harness import FULL, KILL_POINTS, STEPS, TIMEOUT, Campaign, KillPoint
 
-from campaign_harness import FULL, KILL_POINTS, STEPS, Campaign, KillPoint
-
-pytestmark = [pytest.mark.campaign, pytest.mark.no_conformance, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.campaign, pytest.mark.no_conformance, pytest.mark.timeout(TIMEOUT)]
 
 MAX_DELAY = 0.5  # seconds between the kill point and the SIGKILL (uniform, seeded)
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from campaign_harness import FULL, NS, TIMEOUT, Campaign, mask
 
-from campaign_harness import FULL, NS, Campaign, mask
 from mpg_operator.kubeemu import ApiError
 
-pytestmark = [pytest.mark.campaign, pytest.mark.no_conformance, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.campaign, pytest.mark.no_conformance, pytest.mark.timeout(TIMEOUT)]
 
 CONFLICT = "TerminalSecretConflict"
 RENAMES = 2 if FULL else 1  # A->B->A cycles
@@ -135,11 +135,11 @@ def test_secrets_that_collide(campaign: Campaign, seed: int):
         problems.append(f"{app_secret} (unrelated) was modified: {mask(str(before_app), secrets)} -> "
                         f"{mask(str(after_app), secrets)}")
     if after_key != before_key:
-        problems.append(f"{key_secret} (API key) was modified (keys before {sorted((before_key['data'] or {}))}, "
-                        f"after {sorted((after_key['data'] or {}))})")
+        problems.append(f"{key_secret} (API key) was modified (keys before {sorted(before_key['data'] or {})}, "
+                        f"after {sorted(after_key['data'] or {})})")
     if after_own != before_own:
         problems.append(f"{own_key} (the resource's own API key) was modified (keys before "
-                        f"{sorted((before_own['data'] or {}))}, after {sorted((after_own['data'] or {}))})")
+                        f"{sorted(before_own['data'] or {})}, after {sorted(after_own['data'] or {})})")
     for name in (unrelated, apikey, second) + (() if refused_by_crd else (self_named,)):
         if c.services_tagged(c.uid(name), include_deleting=True):
             problems.append(f"{name}: a service was created although its Secret name is taken")

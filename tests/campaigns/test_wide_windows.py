@@ -23,10 +23,9 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from campaign_harness import FULL, TIMEOUT, Campaign, Produced
 
-from campaign_harness import FULL, Campaign, Produced
-
-pytestmark = [pytest.mark.campaign, pytest.mark.no_conformance, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.campaign, pytest.mark.no_conformance, pytest.mark.timeout(TIMEOUT)]
 
 RUNS = 8
 ROUNDS = int(os.environ.get("MPG_CAMPAIGN_ROUNDS", "4")) if FULL else 1
@@ -98,7 +97,7 @@ def one_round(c: Campaign, rng: random.Random, seed: int, r: int) -> list[str]:
             threading.Thread(target=_when, args=(c, pending, name), daemon=True).start()
     problems: list[str] = []
     try:
-        for name, org, mode, delay in runs:
+        for name, _org, mode, delay in runs:
             for p in c.wait_gone(name, uids[name], timeout=90):
                 problems.append(f"[seed {seed}, {name}, {mode}{f' +{delay:.2f}s' if mode == 'random' else ''}] {p}")
     finally:
