@@ -87,6 +87,9 @@ class OperatorProcess:
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "operator already running"
         env = {**os.environ, **self.env}
+        other = os.environ.get("MPG_CAMPAIGN_OPERATOR_SOURCE")
+        if other:  # another version of the operator (e.g. an old commit's operator/ folder) under test
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [other, env.get("PYTHONPATH")]))
         command = [sys.executable, str(HERE / "operator_debug.py"), "run", "--all-namespaces", "--metrics-port", "0",
                    "--verbose"]
         self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

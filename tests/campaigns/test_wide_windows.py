@@ -1,10 +1,12 @@
 """Wide windows on purpose: a fast API (services created in 0.05 s, no PostgreSQL behind them)
-with delayed POST answers, and a resource deleted right after it was applied -- 8 runs side by side,
-each with its own API key and a seeded moment of deletion:
+with delayed POST answers, and a resource deleted right after it was applied -- 8 runs side by side
+in one organization (its LIST serves them all, as in real life), each with a moment of deletion:
 
 * ``apply``: deleted right after the apply;
 * ``pending``: deleted as soon as the status records ``createPendingSince`` (the POST about to be sent
   or in flight: every POST is held 0.7 s before the API applies it);
+* ``service-recorded`` / ``state-recorded``: deleted as soon as the status records the service id /
+  its state (the create answered; the organization's LIST may still predate it);
 * ``created``: deleted as soon as the service exists in the API (POST applied, answer on its way);
 * ``post-answered``: deleted when the POST was answered;
 * ``random``: deleted after a random delay (0-1.5 s).
@@ -16,6 +18,7 @@ Reduced: one round of 8; full: ``MPG_CAMPAIGN_ROUNDS`` (default 4) rounds.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -29,8 +32,9 @@ pytestmark = [pytest.mark.campaign, pytest.mark.no_conformance, pytest.mark.time
 
 RUNS = 8
 ROUNDS = int(os.environ.get("MPG_CAMPAIGN_ROUNDS", "4")) if FULL else 1
-MODES = ("apply", "pending", "created", "post-answered", "random")
+MODES = ("apply", "pending", "service-recorded", "state-recorded", "created", "post-answered", "random")
 POST_LATENCY = 0.7
+STATUS_KEYS = {"pending": "createPendingSince", "service-recorded": "serviceId", "state-recorded": "state"}
 
 
 @pytest.fixture(scope="module")
@@ -48,18 +52,16 @@ def fast(produced: Produced, live_campaigns: list[Campaign]) -> Iterator[Campaig
 
 def one_round(c: Campaign, rng: random.Random, seed: int, r: int) -> list[str]:
     runs = []
+    key = c.new_key()
+    creds = f"wide-{seed % 10000}-{r}-key"
+    c.credentials(creds, key)
     for i in range(RUNS):
         name = f"wide-{seed % 10000}-{r}-{i}"
-        key = c.new_key()
-        c.credentials(f"{name}-key", key)
         runs.append((name, key[2], MODES[i % len(MODES)] if not FULL else rng.choice(MODES), rng.uniform(0, 1.5)))
     print("[wide] " + ", ".join(f"{n}:{m}" + (f"+{d:.2f}s" if m == "random" else "") for n, _, m, d in runs))
 
-    triggers: dict[tuple[str, str], str] = {}
+    pending_answers: list[str] = [name for name, _, mode, _ in runs if mode == "post-answered"]
     lock = threading.Lock()
-    for name, org, mode, _ in runs:
-        if mode in ("post-arrives", "post-answered"):
-            triggers[(org, mode)] = name
 
     def delete_soon(name: str) -> None:
         threading.Thread(target=c.delete, args=(name,), daemon=True).start()
@@ -67,9 +69,18 @@ def one_round(c: Campaign, rng: random.Random, seed: int, r: int) -> list[str]:
     def observe(ex) -> None:  # simulator thread: a POST answered (after the delayed answer)
         if ex.method != "POST" or not re.search(r"/postgres$", ex.path):
             return
-        m = re.search(r"/organizations/([^/]+)/", ex.path)
+        if ex.dropped or ex.status >= 300:
+            return
+        try:
+            tags = {t["key"]: t.get("value") for t in json.loads(ex.request_body or b"{}").get("tags") or []}
+        except ValueError:
+            return
         with lock:
-            name = triggers.pop((m.group(1), "post-answered"), None) if m else None
+            name = tags.get("mpg-operator.name")
+            if name in pending_answers:
+                pending_answers.remove(name)
+            else:
+                name = None
         if name:
             delete_soon(name)
 
@@ -79,8 +90,8 @@ def one_round(c: Campaign, rng: random.Random, seed: int, r: int) -> list[str]:
 
     uids: dict[str, str] = {}
     timers = []
-    for name, org, mode, delay in runs:
-        obj = c.apply(c.manifest(name, f"{name}-key"))
+    for name, _org, mode, delay in runs:
+        obj = c.apply(c.manifest(name, creds))
         uids[name] = obj["metadata"]["uid"]
         if mode == "apply":
             c.delete(name)
@@ -88,13 +99,13 @@ def one_round(c: Campaign, rng: random.Random, seed: int, r: int) -> list[str]:
             timers.append(threading.Timer(delay, c.delete, args=(name,)))
             timers[-1].start()
         elif mode == "created":
-            def arrived(org=org) -> bool:
-                return any(s.org_id == org for s in c.sim.services.values())
+            def arrived(uid=obj["metadata"]["uid"]) -> bool:
+                return bool(c.services_tagged(uid, include_deleting=True))
             threading.Thread(target=_when, args=(c, arrived, name), daemon=True).start()
-        elif mode == "pending":
-            def pending(name=name) -> bool:
-                return bool(((c.get(name) or {}).get("status") or {}).get("createPendingSince"))
-            threading.Thread(target=_when, args=(c, pending, name), daemon=True).start()
+        elif mode in STATUS_KEYS:
+            def recorded(name=name, key=STATUS_KEYS[mode]) -> bool:
+                return bool(((c.get(name) or {}).get("status") or {}).get(key))
+            threading.Thread(target=_when, args=(c, recorded, name), daemon=True).start()
     problems: list[str] = []
     try:
         for name, _org, mode, delay in runs:
