@@ -353,7 +353,10 @@ class Campaign:
             "rate_window": 10.0,
             "real_postgres": real_postgres,
         }
-        self.sb = Sandbox(simulator_options=options, namespaces=(NS,), start_operator=False)
+        # The simulator never flips an update back unless told (Faults.flip_back): one second of
+        # confirmation is enough here and keeps the reduced campaigns short.
+        self.sb = Sandbox(simulator_options=options, namespaces=(NS,), start_operator=False,
+                          operator_env={"MPG_UPDATE_CONFIRM": "1"})
         self.sb.start()
         self.sim = self.sb.simulator
         self.kube = self.sb.kube

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, make_client, table
+from clients_support import REPO_ROOT, make_client, table
 
 from mpg_operator.simulator.postgres import PostgresFleet
 

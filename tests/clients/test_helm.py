@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Client, make_client, table
+from clients_support import Client, make_client, table
 
 from mpg_operator.kubeemu import KubeEmulator
 

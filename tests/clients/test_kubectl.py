@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, Client, make_client, table
+from clients_support import REPO_ROOT, Client, make_client, table
 
 from mpg_operator.sandbox import Sandbox
 
