@@ -374,6 +374,10 @@ class Campaign:
         self.operator.start()
 
     def close(self) -> None:
+        """Snapshot for the leak scan, then stop the operator and the sandbox (idempotent)."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
         try:
             self.collect()
         finally:

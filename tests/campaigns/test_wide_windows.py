@@ -46,8 +46,9 @@ def fast(produced: Produced, live_campaigns: list[Campaign]) -> Iterator[Campaig
         yield c
         assert c.kube.server_errors == []
     finally:
-        live_campaigns.remove(c)
-        c.close()
+        if c in live_campaigns:
+            live_campaigns.remove(c)
+            c.close()
 
 
 def one_round(c: Campaign, rng: random.Random, seed: int, r: int) -> list[str]:
