@@ -13,7 +13,9 @@ in one organization (its LIST serves them all, as in real life), each with a mom
 
 The service must not be orphaned: the resource disappears and no service with its uid tag remains
 (issue 7, defect 1: the finalizer concluded "gone" from a LIST taken before its own POST).
-Reduced: one round of 8; full: ``MPG_CAMPAIGN_ROUNDS`` (default 4) rounds.
+Every round cycles through the moments (over rounds, each moment lands on other positions); the
+random delays come from the seed. Reduced: one round of 8; full: ``MPG_CAMPAIGN_ROUNDS`` (default 4)
+rounds.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def one_round(c: Campaign, rng: random.Random, seed: int, r: int) -> list[str]:
     c.credentials(creds, key)
     for i in range(RUNS):
         name = f"wide-{seed % 10000}-{r}-{i}"
-        runs.append((name, key[2], MODES[i % len(MODES)] if not FULL else rng.choice(MODES), rng.uniform(0, 1.5)))
+        runs.append((name, key[2], MODES[(i + r * RUNS) % len(MODES)], rng.uniform(0, 1.5)))
     print("[wide] " + ", ".join(f"{n}:{m}" + (f"+{d:.2f}s" if m == "random" else "") for n, _, m, d in runs))
 
     pending_answers: list[str] = [name for name, _, mode, _ in runs if mode == "post-answered"]
