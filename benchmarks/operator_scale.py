@@ -375,11 +375,15 @@ def render(results: list[dict], command: str) -> str:
         "recorded (status patches, Secrets, events, finalizers) from any client.",
         "* Drift: another API key of the same organization PATCHes a service's size at a random moment; the "
         "latency runs until the operator's key sends the PATCH that restores it (the poller's LIST sees the "
-        "change, wakes that resource, its pass corrects it).",
+        "change, wakes that resource, its pass corrects it). A sample taken while the previous correction "
+        "is still being confirmed (in flight) is seen by the 2.5 s fast refresh; one in full steady state by "
+        "the 30 s LIST, so the bound is about 30 s plus a pass.",
         "* Ready lag: from the simulator's `running` transition to the Ready condition turning True in the "
         "emulator's store. During the bulk create the key is saturated by creates, so observation waits its "
         "turn (the fast refresh never delays queued requests); the spare-budget figure comes from resources "
         "created one at a time once all is steady.",
+        "* Ready lag with a saturated key: the LIST that shows `running` waits in the key's FIFO queue behind "
+        "the creates already queued (up to the 32 first passes allowed at once), about 30–60 s at 1 request/s.",
         "* Where the operator's memory goes: [operator-memory.md](operator-memory.md).",
     ]
     return "\n".join(lines) + "\n"
