@@ -271,9 +271,11 @@ async def _sleep(delay: float, wake: asyncio.Event, stopped: kopf.DaemonStopped)
     (``wake.wait()``, ``stopped.wait()`` and kopf's promise behind it), which is ~5 MiB at 1,000.
     """
     stop_event = getattr(getattr(stopped, "_setter", None), "async_event", None)
-    events = (wake, stop_event)
-    if not all(isinstance(e, asyncio.Event) and isinstance(getattr(e, "_waiters", None), deque) for e in events):
+    if not isinstance(stop_event, asyncio.Event) or not all(
+        isinstance(getattr(e, "_waiters", None), deque) for e in (wake, stop_event)
+    ):
         return await _sleep_with_tasks(delay, wake, stopped)  # kopf or asyncio changed inside
+    events: tuple[asyncio.Event, asyncio.Event] = (wake, stop_event)
     if wake.is_set() or stop_event.is_set() or stopped:
         return
     loop = asyncio.get_running_loop()

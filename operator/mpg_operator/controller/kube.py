@@ -84,6 +84,7 @@ class KubeApi:
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
+        self._secret_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -239,7 +240,15 @@ class KubeApi:
         raise RuntimeError(f"could not write Secret {namespace}/{name}: it kept changing")
 
     async def set_secret_finalizer(self, namespace: str, name: str, finalizer: str, present: bool) -> None:
-        """Add or remove one finalizer on a Secret (optimistic concurrency; a gone Secret is fine)."""
+        """Add or remove one finalizer on a Secret (optimistic concurrency; a gone Secret is fine).
+
+        Many resources share one API-key Secret: their changes are serialized here, so they do not
+        conflict with each other (only with writers outside this process)."""
+        lock = self._secret_locks.setdefault((namespace, name), asyncio.Lock())
+        async with lock:
+            await self._set_secret_finalizer(namespace, name, finalizer, present)
+
+    async def _set_secret_finalizer(self, namespace: str, name: str, finalizer: str, present: bool) -> None:
         for _ in range(5):
             secret = await self.read_secret(namespace, name)
             if secret is None:
