@@ -3,18 +3,21 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install crds clean campaigns
+.PHONY: demo test lint fmt install crds clean campaigns
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+# The stand-ins are distributions of their own (simulator/, emulator/): installed from here.
+STANDINS := -e './simulator[postgres]' -e ./emulator
+
+$(VENV)/.installed-test: pyproject.toml simulator/pyproject.toml emulator/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(STANDINS) -e '.[test]'
 	touch $@
 
-$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[demo]'
+$(VENV)/.installed-demo: pyproject.toml simulator/pyproject.toml emulator/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(STANDINS) -e '.[demo]'
 	touch $@
 
 install: $(VENV)/.installed-test
@@ -22,8 +25,19 @@ install: $(VENV)/.installed-test
 demo: $(VENV)/.installed-demo
 	$(BIN)/mpg-operator demo
 
-test: $(VENV)/.installed-test
+test: lint
 	$(BIN)/python -m pytest -q -rs
+
+# ruff (lint and format), the layers (import-linter), types (mypy: strict on the core and the client).
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+fmt: $(VENV)/.installed-test
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # The reliability campaigns in their long form (docs/reliability.md); SEED=n replays one.
 campaigns: $(VENV)/.installed-test
@@ -34,4 +48,4 @@ crds: $(VENV)/.installed-test
 	$(BIN)/python scripts/sync-chart-crds.py
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

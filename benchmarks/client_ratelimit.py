@@ -29,13 +29,13 @@ from typing import Any
 
 import httpx
 
+from clickhouse_cloud_simulator import Simulator, SimulatorConfig
 from mpg_operator.cloud import (
     CloudClient,
     RateLimitedError,
     UnlimitedRateLimiter,
     rate_limiter_for,
 )
-from mpg_operator.simulator import Simulator, SimulatorConfig
 
 
 @dataclass
@@ -79,15 +79,30 @@ class TransitJitter(httpx.AsyncHTTPTransport):
         return await super().handle_async_request(request)
 
 
-async def run_phase(sim: Simulator, mode: str, callers: int, seconds: float, think: float,
-                    limit: int, window: float, jitter: float = 0.0) -> Result:
+async def run_phase(
+    sim: Simulator,
+    mode: str,
+    callers: int,
+    seconds: float,
+    think: float,
+    limit: int,
+    window: float,
+    jitter: float = 0.0,
+) -> Result:
     key_id, key_secret, _ = sim.add_key(org_id=sim.org_id)
-    common: dict[str, Any] = dict(key_id=key_id, key_secret=key_secret, organization_id=sim.org_id,
-                                  base_url=sim.url, timeout=30.0)
+    common: dict[str, Any] = dict(
+        key_id=key_id, key_secret=key_secret, organization_id=sim.org_id, base_url=sim.url, timeout=30.0
+    )
     if mode == "limited":
         limiter = rate_limiter_for(key_id, limit, window)
-        clients = [CloudClient(**common, rate_limiter=limiter,  # 5 clients, 1 key
-                               **({"transport": TransitJitter(jitter, seed=i)} if jitter else {})) for i in range(5)]
+        clients = [
+            CloudClient(
+                **common,
+                rate_limiter=limiter,  # 5 clients, 1 key
+                **({"transport": TransitJitter(jitter, seed=i)} if jitter else {}),
+            )
+            for i in range(5)
+        ]
     else:
         clients = [CloudClient(**common, rate_limiter=UnlimitedRateLimiter(), max_retries=0)]
     first = len(sim.requests)
@@ -122,10 +137,16 @@ async def run_phase(sim: Simulator, mode: str, callers: int, seconds: float, thi
     ok = sum(1 for r in records if r.status == 200)
     q = statistics.quantiles(durations, n=20) if len(durations) >= 2 else None
     return Result(
-        mode=mode, seconds=round(elapsed, 1), callers=callers, sent=len(records), ok=ok,
+        mode=mode,
+        seconds=round(elapsed, 1),
+        callers=callers,
+        sent=len(records),
+        ok=ok,
         rate_limited=sum(1 for r in records if r.status == 429),
-        other_errors=errors["other"], calls_completed=len(durations),
-        achieved_rate=round(ok / elapsed, 3), limit_rate=round(limit / window, 3),
+        other_errors=errors["other"],
+        calls_completed=len(durations),
+        achieved_rate=round(ok / elapsed, 3),
+        limit_rate=round(limit / window, 3),
         max_in_window=max_in_window([r.timestamp for r in records], window),
         call_p50=round(statistics.median(durations), 2) if durations else None,
         call_p95=round(q[18], 2) if q else None,
@@ -133,24 +154,35 @@ async def run_phase(sim: Simulator, mode: str, callers: int, seconds: float, thi
 
 
 def markdown(results: list[Result]) -> str:
-    head = ("| mode | seconds | callers | requests sent | 200 | 429 | achieved req/s | limit req/s "
-            "| max in any window | call p50 s | call p95 s |\n|---|---|---|---|---|---|---|---|---|---|---|")
-    rows = [f"| {r.mode} | {r.seconds} | {r.callers} | {r.sent} | {r.ok} | {r.rate_limited} | "
-            f"{r.achieved_rate} | {r.limit_rate} | {r.max_in_window} | {r.call_p50} | {r.call_p95} |"
-            for r in results]
+    head = (
+        "| mode | seconds | callers | requests sent | 200 | 429 | achieved req/s | limit req/s "
+        "| max in any window | call p50 s | call p95 s |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    rows = [
+        f"| {r.mode} | {r.seconds} | {r.callers} | {r.sent} | {r.ok} | {r.rate_limited} | "
+        f"{r.achieved_rate} | {r.limit_rate} | {r.max_in_window} | {r.call_p50} | {r.call_p95} |"
+        for r in results
+    ]
     return "\n".join([head, *rows])
 
 
 async def main_async(args: argparse.Namespace) -> list[Result]:
-    config = SimulatorConfig(port=0, rate_limit=args.limit, rate_window=args.window, real_postgres=False,
-                             create_seconds=0.2)
+    config = SimulatorConfig(
+        port=0, rate_limit=args.limit, rate_window=args.window, real_postgres=False, create_seconds=0.2
+    )
     async with Simulator(config) as sim:
-        results = [await run_phase(sim, "limited", args.callers, args.duration, 0.0, args.limit, args.window,
-                                   args.transit_jitter)]
+        results = [
+            await run_phase(
+                sim, "limited", args.callers, args.duration, 0.0, args.limit, args.window, args.transit_jitter
+            )
+        ]
         if args.baseline_duration > 0:
             await asyncio.sleep(args.window)  # let the server's windows expire between phases
-            results.append(await run_phase(sim, "naive", args.callers, args.baseline_duration,
-                                           args.naive_think, args.limit, args.window))
+            results.append(
+                await run_phase(
+                    sim, "naive", args.callers, args.baseline_duration, args.naive_think, args.limit, args.window
+                )
+            )
     return results
 
 
@@ -162,8 +194,12 @@ def main() -> int:
     p.add_argument("--naive-think", type=float, default=1.0, help="pause of each naive caller between calls")
     p.add_argument("--limit", type=int, default=10, help="requests per window (server and client)")
     p.add_argument("--window", type=float, default=10.0)
-    p.add_argument("--transit-jitter", type=float, default=0.0,
-                   help="limited phase: each request waits uniform(0, S) s before it goes out")
+    p.add_argument(
+        "--transit-jitter",
+        type=float,
+        default=0.0,
+        help="limited phase: each request waits uniform(0, S) s before it goes out",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     args = p.parse_args()
     results = asyncio.run(main_async(args))

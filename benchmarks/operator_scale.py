@@ -52,8 +52,14 @@ from mpg_operator.sandbox import Sandbox  # noqa: E402
 GROUP_VERSION = "clickhouse.cloud/v1alpha1"
 MUTATING = {"create", "update", "patch", "delete", "deletecollection"}
 SHORTENED: dict[str, str] = {}  # operator settings the benchmark shortens: none
-TESTING_ONLY = ("MPG_POLL_INTERVAL", "MPG_POLL_INTERVAL_ACTIVE", "MPG_LIST_MAX_AGE", "MPG_LIST_FAST_INTERVAL",
-                "MPG_CREATE_GRACE", "MPG_UPDATE_CONFIRM")
+TESTING_ONLY = (
+    "MPG_POLL_INTERVAL",
+    "MPG_POLL_INTERVAL_ACTIVE",
+    "MPG_LIST_MAX_AGE",
+    "MPG_LIST_FAST_INTERVAL",
+    "MPG_CREATE_GRACE",
+    "MPG_UPDATE_CONFIRM",
+)
 TARGETS = {"drift": 60.0, "steady_rps": 0.1, "ready_lag_p95": 5.0, "rss_mib": 150.0, "writes": 0.0, "429": 0}
 
 
@@ -165,8 +171,10 @@ def wait_until(predicate, timeout: float, interval: float = 0.5) -> bool:
 def measure_drift(sb: Sandbox, args: argparse.Namespace, n: int, op_key: str) -> list[float | None]:
     """Change services' size with another key of the same organization; time until the operator PATCHes back."""
     other_id, other_secret, org = sb.simulator.add_key(org_id=sb.simulator.org_id)
-    uid_to_service = {next((t["value"] for t in s.tags if t.get("key") == "mpg-operator.uid"), None): s.id
-                      for s in sb.simulator.services.values()}
+    uid_to_service = {
+        next((t["value"] for t in s.tags if t.get("key") == "mpg-operator.uid"), None): s.id
+        for s in sb.simulator.services.values()
+    }
     objs = {o["metadata"]["name"]: o for o in sb.kube.list(GROUP_VERSION, "ManagedPostgres", "bench")}
     rng = random.Random(7)
     latencies: list[float | None] = []
@@ -184,15 +192,24 @@ def measure_drift(sb: Sandbox, args: argparse.Namespace, n: int, op_key: str) ->
             r = api.patch(path, json={"size": "r8gd.xlarge"})
             r.raise_for_status()
 
-            def corrected() -> Any:
-                return next((q for q in sb.simulator.requests[start:]
-                             if q.key_id == op_key and q.method == "PATCH" and q.path.endswith(path)), None)
+            def corrected(start: int = start, path: str = path) -> Any:
+                return next(
+                    (
+                        q
+                        for q in sb.simulator.requests[start:]
+                        if q.key_id == op_key and q.method == "PATCH" and q.path.endswith(path)
+                    ),
+                    None,
+                )
 
             wait_until(lambda: corrected() is not None, timeout=180, interval=0.2)
             hit = corrected()
             latencies.append(hit.timestamp - sent if hit else None)
-            print(f"  drift {k + 1}/{args.drifts} on {name}: "
-                  f"{'%.1f s' % latencies[-1] if latencies[-1] is not None else 'not corrected'}", flush=True)
+            print(
+                f"  drift {k + 1}/{args.drifts} on {name}: "
+                f"{f'{latencies[-1]:.1f} s' if latencies[-1] is not None else 'not corrected'}",
+                flush=True,
+            )
             time.sleep(args.update_settle)  # let the correction settle before the next one
     return latencies
 
@@ -233,8 +250,10 @@ def run_one(n: int, args: argparse.Namespace) -> dict:
             while time.monotonic() - t0 < args.timeout and watch.count() < n:
                 if time.monotonic() - last_print > 60:
                     last_print = time.monotonic()
-                    print(f"[{n}] {time.monotonic() - t0:.0f} s: {watch.count()} Ready, "
-                          f"RSS {rss_mib(proc.pid):.0f} MiB", flush=True)
+                    print(
+                        f"[{n}] {time.monotonic() - t0:.0f} s: {watch.count()} Ready, RSS {rss_mib(proc.pid):.0f} MiB",
+                        flush=True,
+                    )
                 time.sleep(1)
             ready_seconds = time.monotonic() - t0 if watch.count() >= n else None
             create_phase = len(operator_requests(sb, start_index, op_key))
@@ -252,8 +271,10 @@ def run_one(n: int, args: argparse.Namespace) -> dict:
             steady_seconds = time.monotonic() - t_steady
             steady = operator_requests(sb, steady_start, op_key)
             writes = [c for c in sb.kube.calls[calls_start:] if c.verb in MUTATING]
-            print(f"[{n}] steady: {len(steady)} requests, {len(writes)} Kubernetes writes in {steady_seconds:.0f} s",
-                  flush=True)
+            print(
+                f"[{n}] steady: {len(steady)} requests, {len(writes)} Kubernetes writes in {steady_seconds:.0f} s",
+                flush=True,
+            )
 
             drifts = measure_drift(sb, args, n, op_key) if args.drifts else []
 
@@ -261,7 +282,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict:
             late_names = {f"late-{i:04d}" for i in range(args.late)}
             for i in range(args.late):
                 sb.apply(manifest(i, prefix="late"))
-                wait_until(lambda: watch.count({f"late-{i:04d}"}) == 1, timeout=120)
+                wait_until(lambda i=i: watch.count({f"late-{i:04d}"}) == 1, timeout=120)
                 time.sleep(args.late_gap)
             late_lags = ready_lags(watch, running_times(sb), late_names)
 
@@ -282,16 +303,30 @@ def run_one(n: int, args: argparse.Namespace) -> dict:
                 "steady_kube_writes_per_minute": len(writes) / (steady_seconds / 60),
                 "steady_kube_writes_by_kind": _by_call(writes),
                 "drift_seconds": drifts,
-                "bulk_ready_lag": {"p50": percentile(bulk_lags, 50), "p95": percentile(bulk_lags, 95), "n": len(bulk_lags)},
-                "late_ready_lag": {"p50": percentile(late_lags, 50), "p95": percentile(late_lags, 95),
-                                   "n": len(late_lags), "values": [round(v, 2) for v in late_lags]},
+                "bulk_ready_lag": {
+                    "p50": percentile(bulk_lags, 50),
+                    "p95": percentile(bulk_lags, 95),
+                    "n": len(bulk_lags),
+                },
+                "late_ready_lag": {
+                    "p50": percentile(late_lags, 50),
+                    "p95": percentile(late_lags, 95),
+                    "n": len(late_lags),
+                    "values": [round(v, 2) for v in late_lags],
+                },
                 "status_429": sum(1 for r in all_requests if r.status == 429),
                 "requests_total": len(all_requests),
                 "peak_rss_mib": peak_rss_mib(proc.pid),
                 "services": len(sb.simulator.services),
-                "settings": {"rate_limit": args.rate_limit, "rate_window": args.rate_window,
-                             "create_seconds": args.create_seconds, "steady": args.steady, "settle": args.settle,
-                             "drifts": args.drifts, "late": args.late},
+                "settings": {
+                    "rate_limit": args.rate_limit,
+                    "rate_window": args.rate_window,
+                    "create_seconds": args.create_seconds,
+                    "steady": args.steady,
+                    "settle": args.settle,
+                    "drifts": args.drifts,
+                    "late": args.late,
+                },
             }
         finally:
             watch.close()
@@ -344,8 +379,10 @@ def render(results: list[dict], command: str) -> str:
     ]
     for r in results:
         ratio = f"{r['ready_seconds'] / r['floor_seconds']:.2f}" if r["ready_seconds"] and r["floor_seconds"] else "-"
-        lines.append(f"| {r['n']} | {_fmt(r['ready_seconds'], ' s', 0)} | {r['floor_seconds']:.0f} s | {ratio} | "
-                     f"{r['status_429']} of {r['requests_total']} requests | {r['peak_rss_mib']:.0f} MiB |")
+        lines.append(
+            f"| {r['n']} | {_fmt(r['ready_seconds'], ' s', 0)} | {r['floor_seconds']:.0f} s | {ratio} | "
+            f"{r['status_429']} of {r['requests_total']} requests | {r['peak_rss_mib']:.0f} MiB |"
+        )
     lines += [
         "",
         f"| resources | steady API requests/s (target ≤ {t['steady_rps']}) | steady Kubernetes writes/min (target 0) | "
@@ -356,8 +393,14 @@ def render(results: list[dict], command: str) -> str:
     for r in results:
         drift = [d for d in r["drift_seconds"] if d is not None]
         missed = sum(1 for d in r["drift_seconds"] if d is None)
-        drift_text = (f"max {max(drift):.1f} s, mean {statistics.mean(drift):.1f} s ({len(drift)} samples"
-                      f"{f', {missed} not corrected' if missed else ''})") if drift else "-"
+        drift_text = (
+            (
+                f"max {max(drift):.1f} s, mean {statistics.mean(drift):.1f} s ({len(drift)} samples"
+                f"{f', {missed} not corrected' if missed else ''})"
+            )
+            if drift
+            else "-"
+        )
         bulk, late = r["bulk_ready_lag"], r["late_ready_lag"]
         lines.append(
             f"| {r['n']} | {r['steady_requests_per_second']:.3f} ({r['steady_by_operation']} in {r['steady_seconds']:.0f} s) | "

@@ -40,8 +40,10 @@ def _census(out: Path) -> None:
     status = Path("/proc/self/status").read_text().splitlines()
     rss = next(line for line in status if line.startswith("VmRSS")).split(":")[1].strip()
     hwm = next(line for line in status if line.startswith("VmHWM")).split(":")[1].strip()
-    lines = [f"=== {time.strftime('%H:%M:%S')} census: {len(objs)} gc objects, RSS {rss}, peak {hwm}",
-             "-- by shallow size (gc-tracked containers only; str/bytes/int not counted), top 30:"]
+    lines = [
+        f"=== {time.strftime('%H:%M:%S')} census: {len(objs)} gc objects, RSS {rss}, peak {hwm}",
+        "-- by shallow size (gc-tracked containers only; str/bytes/int not counted), top 30:",
+    ]
     lines += [f"{size[k] / 2**20:8.2f} MiB {count[k]:9d}  {k}" for k, _ in size.most_common(30)]
     lines.append("-- tasks by coroutine:")
     lines += [f"{n:7d}  {k}" for k, n in tasks.most_common(15)]
@@ -55,16 +57,20 @@ def _dump(*_: object) -> None:
         _census(out)
         return
     gc.collect()
-    snap = tracemalloc.take_snapshot().filter_traces([
-        tracemalloc.Filter(False, tracemalloc.__file__),
-        tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
-        tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
-    ])
+    snap = tracemalloc.take_snapshot().filter_traces(
+        [
+            tracemalloc.Filter(False, tracemalloc.__file__),
+            tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
+            tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
+        ]
+    )
     current, peak = tracemalloc.get_traced_memory()
     rss = next((line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmRSS")), "")
     hwm = next((line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM")), "")
-    lines = [f"=== {time.strftime('%H:%M:%S')} traced now {current / 2**20:.1f} MiB, traced peak {peak / 2**20:.1f} MiB, "
-             f"{rss.split(':')[1].strip()} RSS, {hwm.split(':')[1].strip()} peak RSS, {len(gc.get_objects())} gc objects"]
+    lines = [
+        f"=== {time.strftime('%H:%M:%S')} traced now {current / 2**20:.1f} MiB, traced peak {peak / 2**20:.1f} MiB, "
+        f"{rss.split(':')[1].strip()} RSS, {hwm.split(':')[1].strip()} peak RSS, {len(gc.get_objects())} gc objects"
+    ]
     by_file: dict[str, int] = {}
     for stat in snap.statistics("traceback"):
         # attribute to the first frame outside the standard library's generic containers
@@ -81,7 +87,9 @@ def _dump(*_: object) -> None:
     lines.append("-- by line, top 30:")
     for stat in snap.statistics("lineno")[:30]:
         f = stat.traceback[0]
-        lines.append(f"{stat.size / 2**20:8.2f} MiB  {stat.count:8d}  {f.filename.split('site-packages/')[-1]}:{f.lineno}")
+        lines.append(
+            f"{stat.size / 2**20:8.2f} MiB  {stat.count:8d}  {f.filename.split('site-packages/')[-1]}:{f.lineno}"
+        )
     lines.append("-- top 12 tracebacks:")
     for stat in snap.statistics("traceback")[:12]:
         lines.append(f"{stat.size / 2**20:.2f} MiB in {stat.count} blocks")

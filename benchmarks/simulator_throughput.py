@@ -20,12 +20,15 @@ import time
 from pathlib import Path
 
 import aiohttp
-from mpg_operator.simulator import Simulator, SimulatorConfig
+
+from clickhouse_cloud_simulator import Simulator, SimulatorConfig
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "simulator-throughput.md"
 
 
-async def _load(session: aiohttp.ClientSession, url: str, auth: str, total: int, concurrency: int) -> tuple[float, list[float], dict[int, int]]:
+async def _load(
+    session: aiohttp.ClientSession, url: str, auth: str, total: int, concurrency: int
+) -> tuple[float, list[float], dict[int, int]]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     counter = iter(range(total))
@@ -56,16 +59,21 @@ async def run(requests: int, services: int) -> str:
         base = f"{sim.url}/organizations/{sim.org_id}/postgres"
         sid = ""
         for i in range(services):
-            async with session.post(base, json={"name": f"bench-{i}", "provider": "aws", "region": "us-east-1",
-                                                "size": "r8gd.large"}, headers={"Authorization": auth}) as resp:
+            async with session.post(
+                base,
+                json={"name": f"bench-{i}", "provider": "aws", "region": "us-east-1", "size": "r8gd.large"},
+                headers={"Authorization": auth},
+            ) as resp:
                 sid = (await resp.json())["result"]["id"]
         await _load(session, base, auth, 200, 8)  # warm-up
         for label, url in ((f"GET list ({services} services)", base), ("GET one service", f"{base}/{sid}")):
             for concurrency in (1, 8, 32):
                 elapsed, lat, statuses = await _load(session, url, auth, requests, concurrency)
                 assert set(statuses) == {200}, statuses
-                rows.append(f"| {label} | {concurrency} | {requests} | {requests / elapsed:,.0f} | "
-                            f"{statistics.median(lat) * 1000:.2f} | {_pct(lat, 0.99):.2f} |")
+                rows.append(
+                    f"| {label} | {concurrency} | {requests} | {requests / elapsed:,.0f} | "
+                    f"{statistics.median(lat) * 1000:.2f} | {_pct(lat, 0.99):.2f} |"
+                )
 
     limited_cfg = SimulatorConfig(port=0, real_postgres=False)  # defaults: 10 requests / 10 s per key
     async with Simulator(limited_cfg) as sim, aiohttp.ClientSession() as session:
@@ -75,29 +83,35 @@ async def run(requests: int, services: int) -> str:
         async with session.get(url, headers={"Authorization": auth}) as resp:
             reset = resp.headers.get("X-RateLimit-Reset")
             policy = resp.headers.get("X-RateLimit-Policy")
-    limited = (f"50 sequential `GET /postgres` with the default limit: {statuses.get(200, 0)} × 200 and "
-               f"{statuses.get(429, 0)} × 429 in {elapsed * 1000:.0f} ms; the next 429 said "
-               f"`X-RateLimit-Reset: {reset}` and `X-RateLimit-Policy: {policy}`.")
+    limited = (
+        f"50 sequential `GET /postgres` with the default limit: {statuses.get(200, 0)} × 200 and "
+        f"{statuses.get(429, 0)} × 429 in {elapsed * 1000:.0f} ms; the next 429 said "
+        f"`X-RateLimit-Reset: {reset}` and `X-RateLimit-Policy: {policy}`."
+    )
 
     cmd = "python benchmarks/simulator_throughput.py " + " ".join(sys.argv[1:])
-    return "\n".join([
-        "# Simulator throughput",
-        "",
-        f"Command: `{cmd.strip()}` (run from the repository root with the project's venv).",
-        (f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} "
-         f"{platform.release()}; client (aiohttp) and simulator share one process and one event loop, loopback only."),
-        "",
-        "Rate limit off, no real PostgreSQL, no fault injection, no observers.",
-        "",
-        "| request | concurrency | requests | requests/s | median ms | p99 ms |",
-        "|---|---|---|---|---|---|",
-        *rows,
-        "",
-        "## Rate-limited behaviour",
-        "",
-        limited,
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Simulator throughput",
+            "",
+            f"Command: `{cmd.strip()}` (run from the repository root with the project's venv).",
+            (
+                f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} "
+                f"{platform.release()}; client (aiohttp) and simulator share one process and one event loop, loopback only."
+            ),
+            "",
+            "Rate limit off, no real PostgreSQL, no fault injection, no observers.",
+            "",
+            "| request | concurrency | requests | requests/s | median ms | p99 ms |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "## Rate-limited behaviour",
+            "",
+            limited,
+            "",
+        ]
+    )
 
 
 def main() -> None:

@@ -41,17 +41,32 @@ def main() -> int:
     keyword = args.keyword or ""
     if args.no_bad_input:
         keyword = f"({keyword}) and not bad_input" if keyword else "not bad_input"
-    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-s", "-p", "no:logging", "--durations=0",
-               "-o", "timeout=3600", "tests/campaigns"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rs",
+        "-s",
+        "-p",
+        "no:logging",
+        "--durations=0",
+        "-o",
+        "timeout=3600",
+        "tests/campaigns",
+    ]
     if keyword:
         command += ["-k", keyword]
     command += rest
     form = "reduced" if args.reduced else "full"
     print(f"campaigns ({form}), seed {seed}: MPG_CAMPAIGN_SEED={seed} {' '.join(command[1:])}", flush=True)
     code = subprocess.call(command, cwd=ROOT, env=env)
-    print(f"campaigns ({form}) finished with exit status {code}; replay with: "
-          f".venv/bin/python scripts/campaigns.py --seed {seed} --rounds {args.rounds}"
-          + (" --reduced" if args.reduced else ""), flush=True)
+    print(
+        f"campaigns ({form}) finished with exit status {code}; replay with: "
+        f".venv/bin/python scripts/campaigns.py --seed {seed} --rounds {args.rounds}"
+        + (" --reduced" if args.reduced else ""),
+        flush=True,
+    )
     return code
 
 

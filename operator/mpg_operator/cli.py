@@ -14,7 +14,6 @@ from mpg_operator import __version__
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("mpg_operator.operator_cli", "run the operator (kopf) against the current cluster"),
-    "simulator": ("mpg_operator.simulator.cli", "run a local ClickHouse Cloud API simulator"),
     "demo": ("mpg_operator.demo", "simulator + Kubernetes emulator + operator, end to end"),
     "crd": ("mpg_operator.crd", "print the ManagedPostgres CustomResourceDefinition (YAML)"),
 }

@@ -75,7 +75,11 @@ def crd() -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
-                        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+                        {
+                            "name": "Ready",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+                        },
                         {"name": "State", "type": "string", "jsonPath": ".status.state"},
                         {"name": "Size", "type": "string", "jsonPath": ".status.size"},
                         {"name": "Region", "type": "string", "jsonPath": ".spec.region"},

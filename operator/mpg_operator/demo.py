@@ -13,6 +13,7 @@ while the operator works: ``kubectl get mpg -A``, ``kubectl apply``, ``kubectl d
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -40,9 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--create-seconds", type=float, default=3.0, help="simulated provisioning time")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up waiting after this many seconds")
     parser.add_argument("--verbose", "-v", action="store_true", help="show the operator's logs")
-    parser.add_argument("--keep", action="store_true",
-                        help="do not delete the example at the end: keep simulator, emulator and operator running "
-                             "(print a KUBECONFIG for kubectl) until Ctrl-C")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="do not delete the example at the end: keep simulator, emulator and operator running "
+        "(print a KUBECONFIG for kubectl) until Ctrl-C",
+    )
 
 
 def _mask(key: str, value: str) -> str:
@@ -59,11 +63,21 @@ def _mask(key: str, value: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        import clickhouse_cloud_simulator  # noqa: F401
+        import kubeemu  # noqa: F401
+    except ImportError:
+        print(
+            "mpg-operator demo needs the simulator and the Kubernetes emulator: from a checkout, "
+            "run `make demo` (or pip install ./simulator[postgres] ./emulator 'mpg-operator[demo]')",
+            file=sys.stderr,
+        )
+        return 2
     import logging
     import time
 
+    from clickhouse_cloud_simulator.postgres import PostgresFleet
     from mpg_operator.sandbox import Sandbox
-    from mpg_operator.simulator.postgres import PostgresFleet
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="  | %(name)s: %(message)s")
     if not args.verbose:
@@ -86,7 +100,9 @@ def main(args: argparse.Namespace) -> int:
         step(f"Simulator at {sb.simulator.url} (organization {sb.simulator.org_id})")
         step(f"Created Secret {ns}/clickhouse-cloud with the API key")
         sb.apply(EXAMPLE)
-        step(f"Applied ManagedPostgres {ns}/{name} (size {EXAMPLE['spec']['size']}, region {EXAMPLE['spec']['region']})")
+        step(
+            f"Applied ManagedPostgres {ns}/{name} (size {EXAMPLE['spec']['size']}, region {EXAMPLE['spec']['region']})"
+        )
 
         last_state = None
 
@@ -103,7 +119,9 @@ def main(args: argparse.Namespace) -> int:
         status = obj["status"]
         step("Ready=True. `kubectl get mpg -n shop`:")
         print(f"    {'NAME':<10} {'READY':<6} {'STATE':<8} {'SIZE':<11} {'REGION':<10} HOST")
-        print(f"    {name:<10} {'True':<6} {status['state']:<8} {status['size']:<11} {obj['spec']['region']:<10} {status['hostname']}")
+        print(
+            f"    {name:<10} {'True':<6} {status['state']:<8} {status['size']:<11} {obj['spec']['region']:<10} {status['hostname']}"
+        )
 
         secret = sb.secret(status["connectionSecretName"], ns)
         step(f"Secret {ns}/{status['connectionSecretName']} (password masked):")
@@ -125,7 +143,9 @@ def main(args: argparse.Namespace) -> int:
         sb.wait_for(lambda: sb.get(name, ns) is None, timeout=args.timeout, what="deletion")
         remaining = [s.id for s in sb.remote_services()]
         gone = service_id not in remaining
-        step(f"Resource deleted; service {service_id} {'is gone from' if gone else 'is STILL in'} ClickHouse Cloud (simulated)")
+        step(
+            f"Resource deleted; service {service_id} {'is gone from' if gone else 'is STILL in'} ClickHouse Cloud (simulated)"
+        )
         calls = [r for r in sb.simulator.requests]
         status_429 = sum(1 for r in calls if r.status == 429)
         step(f"API requests sent by the operator: {len(calls)}, of which HTTP 429: {status_429}")
@@ -149,9 +169,12 @@ def _keep_running(sb: Any, ns: str, name: str, step: Callable[[str], None]) -> i
     import threading
 
     kubectl = _kubectl_hint()
-    step(f"Keeping the simulator ({sb.simulator.url}), the Kubernetes emulator ({sb.kube.url}) "
-         "and the operator running. In another terminal:")
-    print(f"""
+    step(
+        f"Keeping the simulator ({sb.simulator.url}), the Kubernetes emulator ({sb.kube.url}) "
+        "and the operator running. In another terminal:"
+    )
+    print(
+        f"""
     export KUBECONFIG={sb.kubeconfig}
     alias kubectl={kubectl}
     kubectl get mpg -A                     # printer columns: READY, STATE, SIZE, REGION, HOST
@@ -161,7 +184,9 @@ def _keep_running(sb: Any, ns: str, name: str, step: Callable[[str], None]) -> i
     kubectl delete mpg {name} -n {ns}       # the operator deletes the service first
 
   The API key is in Secret {ns}/clickhouse-cloud (other namespaces need their own copy).
-  Press Ctrl-C to stop.""", flush=True)
+  Press Ctrl-C to stop.""",
+        flush=True,
+    )
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -8,7 +8,11 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
-        "--namespace", "-n", action="append", dest="namespaces", metavar="NS",
+        "--namespace",
+        "-n",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
         help="serve only this namespace (repeatable; globs allowed)",
     )
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="serve every namespace (default)")
@@ -17,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-host", default="0.0.0.0", help="address of the metrics server")
     parser.add_argument("--peering", metavar="NAME", help="kopf peering name (hot standby); default: standalone")
     parser.add_argument(
-        "--priority", type=int, default=0,
+        "--priority",
+        type=int,
+        default=0,
         help="kopf peering priority: with --peering, the highest-priority operator serves, others stand by",
     )
     parser.add_argument("--log-format", choices=["json", "text"], default="text", help="log format")

@@ -8,8 +8,8 @@ show in status, so GitOps tools see no drift between what was applied and what i
 
 from __future__ import annotations
 
-from enum import StrEnum
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
@@ -213,7 +213,9 @@ class PasswordSecretReference(SecretReference):
         max_length=253,
         description="The key of the Secret that holds the password.",
         json_schema_extra=_cel(
-            _rule(f"self.matches('{SECRET_KEY_PATTERN}')", "key must be a Secret key: letters, digits, '-', '_' and '.'")
+            _rule(
+                f"self.matches('{SECRET_KEY_PATTERN}')", "key must be a Secret key: letters, digits, '-', '_' and '.'"
+            )
         ),
     )
 
@@ -360,7 +362,9 @@ class ManagedPostgresSpec(_Model):
             "back, so the operator sets a new one (or the passwordSecretRef one) and publishes it. A "
             "service another ManagedPostgres owns is refused. Cannot be changed once set."
         ),
-        json_schema_extra=_cel(_rule(f"self.matches('{UUID_PATTERN}')", "serviceId must be a service id (a UUID)"), drop=("pattern",)),
+        json_schema_extra=_cel(
+            _rule(f"self.matches('{UUID_PATTERN}')", "serviceId must be a service id (a UUID)"), drop=("pattern",)
+        ),
     )
     adoption_policy: str | None = Field(
         default=None,
@@ -444,8 +448,12 @@ class ManagedPostgresStatus(_Model):
     """Observed state, written by the operator only."""
 
     service_id: str | None = Field(default=None, alias="serviceId", description="ID of the remote service.")
-    state: str | None = Field(default=None, description="State of the remote service, verbatim (e.g. creating, running).")
-    service_name: str | None = Field(default=None, alias="serviceName", description="Observed name of the remote service.")
+    state: str | None = Field(
+        default=None, description="State of the remote service, verbatim (e.g. creating, running)."
+    )
+    service_name: str | None = Field(
+        default=None, alias="serviceName", description="Observed name of the remote service."
+    )
     hostname: str | None = Field(default=None, description="Hostname of the service.")
     port: int | None = Field(default=None, description="PostgreSQL port.")
     username: str | None = Field(default=None, description="Superuser name.")
@@ -455,7 +463,9 @@ class ManagedPostgresStatus(_Model):
     size: str | None = Field(default=None, description="Observed instance size.")
     ha_type: str | None = Field(default=None, alias="haType", description="Observed high-availability type.")
     postgres_version: str | None = Field(default=None, alias="postgresVersion", description="Observed major version.")
-    tags: dict[str, str] | None = Field(default=None, description="Observed tags (without the operator's ownership tags).")
+    tags: dict[str, str] | None = Field(
+        default=None, description="Observed tags (without the operator's ownership tags)."
+    )
     created_at: str | None = Field(default=None, alias="createdAt", description="When the service was created.")
     connection_secret_name: str | None = Field(
         default=None, alias="connectionSecretName", description="Name of the Secret with the connection details."

@@ -12,8 +12,9 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from mpg_operator import crd as crd_module
 from mpg_operator.resource import API_VERSION, KIND
@@ -102,8 +103,8 @@ class Sandbox:
         self.operator: OperatorThread | None = None
 
     def start(self) -> Sandbox:
-        from mpg_operator.kubeemu import KubeEmulator
-        from mpg_operator.simulator import SimulatorConfig, SimulatorThread
+        from clickhouse_cloud_simulator import SimulatorConfig, SimulatorThread
+        from kubeemu import KubeEmulator
 
         self.simulator = SimulatorThread(SimulatorConfig(**self.simulator_options)).start()
         self.kube = KubeEmulator(crds=self.crds or [crd_module.crd()], namespaces=self.namespaces).start()
@@ -134,7 +135,7 @@ class Sandbox:
     def rebuild_cluster(self) -> None:
         """A cluster rebuilt from scratch: a new, empty Kubernetes API (the credentials Secrets put
         back, as a GitOps tool would), the same ClickHouse Cloud organization."""
-        from mpg_operator.kubeemu import KubeEmulator
+        from kubeemu import KubeEmulator
 
         running = self.operator is not None
         self.stop_the_operator()

@@ -95,15 +95,16 @@ def mp(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def _crd(name: str, what: str, message: str, *, meta_name: str | None = None, old: dict | None = None,
-         **spec: Any) -> BadInput:
-    return BadInput(name=name, manifest=mp(meta_name or name, **spec), expect=CRD, message=message, what=what,
-                    old=old)
+def _crd(
+    name: str, what: str, message: str, *, meta_name: str | None = None, old: dict | None = None, **spec: Any
+) -> BadInput:
+    return BadInput(name=name, manifest=mp(meta_name or name, **spec), expect=CRD, message=message, what=what, old=old)
 
 
 def _update(name: str, what: str, message: str, old_spec: dict[str, Any], new_spec: dict[str, Any]) -> BadInput:
-    return BadInput(name=name, manifest=mp(name, **new_spec), expect=CRD, message=message, what=what,
-                    old=mp(name, **old_spec))
+    return BadInput(
+        name=name, manifest=mp(name, **new_spec), expect=CRD, message=message, what=what, old=mp(name, **old_spec)
+    )
 
 
 # --- messages (substrings of what kubectl apply prints) -------------------------------------
@@ -127,10 +128,22 @@ def _crd_cases() -> list[BadInput]:
     # metadata.name (root-level rules)
     c.append(_crd("name-64", "metadata.name of 64 characters", NAME_63, meta_name="n" * 64, serviceName="ok"))
     c.append(_crd("name-200", "metadata.name of 200 characters", NAME_63, meta_name="n" * 200, serviceName="ok"))
-    c.append(_crd("name-51-default-service-name", "metadata.name of 51 characters, no serviceName", NAME_50,
-                  meta_name="n" * 51))
-    c.append(_crd("name-63-default-service-name", "metadata.name of 63 characters, no serviceName", NAME_50,
-                  meta_name="a" * 30 + "." + "b" * 32))
+    c.append(
+        _crd(
+            "name-51-default-service-name",
+            "metadata.name of 51 characters, no serviceName",
+            NAME_50,
+            meta_name="n" * 51,
+        )
+    )
+    c.append(
+        _crd(
+            "name-63-default-service-name",
+            "metadata.name of 63 characters, no serviceName",
+            NAME_50,
+            meta_name="a" * 30 + "." + "b" * 32,
+        )
+    )
     # whole spec
     missing_spec = mp("no-spec")
     del missing_spec["spec"]
@@ -161,29 +174,69 @@ def _crd_cases() -> list[BadInput]:
     c.append(_crd("size-too-long", "size of 64 characters", "spec.size: Too long", size="s" * 64))
     c.append(_crd("size-number", "size 8 (a number)", "spec.size in body must be of type string", size=8))
     # postgresVersion
-    c.append(_crd("version-16", 'postgresVersion "16"', 'spec.postgresVersion: Unsupported value: "16"',
-                  postgresVersion="16"))
+    c.append(
+        _crd(
+            "version-16", 'postgresVersion "16"', 'spec.postgresVersion: Unsupported value: "16"', postgresVersion="16"
+        )
+    )
     c.append(_crd("version-minor", 'postgresVersion "18.1"', 'Unsupported value: "18.1"', postgresVersion="18.1"))
-    c.append(_crd("version-number", "postgresVersion 18 (a number)", "spec.postgresVersion in body must be of type string",
-                  postgresVersion=18))
+    c.append(
+        _crd(
+            "version-number",
+            "postgresVersion 18 (a number)",
+            "spec.postgresVersion in body must be of type string",
+            postgresVersion=18,
+        )
+    )
     # haType
     c.append(_crd("ha-upper", "haType Sync", 'spec.haType: Unsupported value: "Sync"', haType="Sync"))
     c.append(_crd("ha-unknown", "haType multi", 'spec.haType: Unsupported value: "multi"', haType="multi"))
     c.append(_crd("ha-bool", "haType true (a boolean)", "spec.haType in body must be of type string", haType=True))
     # serviceName
-    c.append(_crd("service-name-empty", "serviceName empty", "spec.serviceName in body should be at least 1 chars long",
-                  serviceName=""))
-    c.append(_crd("service-name-51", "serviceName of 51 characters", "spec.serviceName: Too long",
-                  serviceName="s" * 51))
-    for label, char in (("tab", "\t"), ("newline", "\n"), ("cr", "\r"), ("nul", "\x00"), ("esc", "\x1b"),
-                        ("del", "\x7f"), ("nel", "\x85")):
-        c.append(_crd(f"service-name-{label}", f"serviceName with a control character ({label}, U+{ord(char):04X})",
-                      CONTROL, serviceName=f"orders{char}db"))
-    c.append(_crd("service-name-number", "serviceName 42 (a number)", "spec.serviceName in body must be of type string",
-                  serviceName=42))
+    c.append(
+        _crd(
+            "service-name-empty",
+            "serviceName empty",
+            "spec.serviceName in body should be at least 1 chars long",
+            serviceName="",
+        )
+    )
+    c.append(
+        _crd("service-name-51", "serviceName of 51 characters", "spec.serviceName: Too long", serviceName="s" * 51)
+    )
+    for label, char in (
+        ("tab", "\t"),
+        ("newline", "\n"),
+        ("cr", "\r"),
+        ("nul", "\x00"),
+        ("esc", "\x1b"),
+        ("del", "\x7f"),
+        ("nel", "\x85"),
+    ):
+        c.append(
+            _crd(
+                f"service-name-{label}",
+                f"serviceName with a control character ({label}, U+{ord(char):04X})",
+                CONTROL,
+                serviceName=f"orders{char}db",
+            )
+        )
+    c.append(
+        _crd(
+            "service-name-number",
+            "serviceName 42 (a number)",
+            "spec.serviceName in body must be of type string",
+            serviceName=42,
+        )
+    )
     # tags
-    for case, key in (("tag-chc", "chc_team"), ("tag-chc-upper", "CHC_team"), ("tag-chc-mixed", "Chc_team"),
-                      ("tag-mpg-operator", "mpg-operator.uid"), ("tag-mpg-operator-upper", "MPG-Operator.name")):
+    for case, key in (
+        ("tag-chc", "chc_team"),
+        ("tag-chc-upper", "CHC_team"),
+        ("tag-chc-mixed", "Chc_team"),
+        ("tag-mpg-operator", "mpg-operator.uid"),
+        ("tag-mpg-operator-upper", "MPG-Operator.name"),
+    ):
         c.append(_crd(case, f"tag key {key} (reserved prefix)", RESERVED, tags={key: "x"}))
     c.append(_crd("tag-key-slash", "tag key app.kubernetes.io/name", TAG_KEY, tags={"app.kubernetes.io/name": "x"}))
     c.append(_crd("tag-key-space", "tag key 'cost center'", TAG_KEY, tags={"cost center": "x"}))
@@ -191,68 +244,223 @@ def _crd_cases() -> list[BadInput]:
     c.append(_crd("tag-key-129", "tag key of 129 characters", TAG_KEY, tags={"k" * 129: "x"}))
     c.append(_crd("tag-key-empty", "tag key empty", TAG_KEY, tags={"": "x"}))
     c.append(_crd("tag-key-unicode", "tag key équipe", TAG_KEY, tags={"équipe": "x"}))
-    c.append(_crd("tag-value-empty", "tag value empty", "spec.tags.team in body should be at least 1 chars long",
-                  tags={"team": ""}))
+    c.append(
+        _crd(
+            "tag-value-empty",
+            "tag value empty",
+            "spec.tags.team in body should be at least 1 chars long",
+            tags={"team": ""},
+        )
+    )
     c.append(_crd("tag-value-space", "tag value 'data eng'", TAG_VALUE, tags={"team": "data eng"}))
     c.append(_crd("tag-value-slash", "tag value a/b", TAG_VALUE, tags={"team": "a/b"}))
     c.append(_crd("tag-value-257", "tag value of 257 characters", "spec.tags.team: Too long", tags={"team": "v" * 257}))
-    c.append(_crd("tag-value-number", "tag value 5 (a number)", "spec.tags.team in body must be of type string",
-                  tags={"team": 5}))
-    c.append(_crd("tags-48", "48 tags (the API allows 50, the operator adds 3)", "spec.tags: Too many: 48: must have at most 47",
-                  tags={f"t{i}": "v" for i in range(48)}))
-    c.append(_crd("tags-list", "tags as a list of key/value objects", "spec.tags in body must be of type object",
-                  tags=[{"key": "team", "value": "db"}]))
+    c.append(
+        _crd(
+            "tag-value-number",
+            "tag value 5 (a number)",
+            "spec.tags.team in body must be of type string",
+            tags={"team": 5},
+        )
+    )
+    c.append(
+        _crd(
+            "tags-48",
+            "48 tags (the API allows 50, the operator adds 3)",
+            "spec.tags: Too many: 48: must have at most 47",
+            tags={f"t{i}": "v" for i in range(48)},
+        )
+    )
+    c.append(
+        _crd(
+            "tags-list",
+            "tags as a list of key/value objects",
+            "spec.tags in body must be of type object",
+            tags=[{"key": "team", "value": "db"}],
+        )
+    )
     # credentialsRef
-    c.append(_crd("credentials-bad-name", "credentialsRef.name Bad_Name", f"spec.credentialsRef.name: Invalid value: \"string\": {SECRET_NAME}",
-                  credentialsRef={"name": "Bad_Name"}))
-    c.append(_crd("credentials-leading-dash", "credentialsRef.name -creds", SECRET_NAME, credentialsRef={"name": "-creds"}))
-    c.append(_crd("credentials-trailing-dot", "credentialsRef.name creds.", SECRET_NAME, credentialsRef={"name": "creds."}))
-    c.append(_crd("credentials-slash", "credentialsRef.name other-ns/creds", SECRET_NAME,
-                  credentialsRef={"name": "other-ns/creds"}))
-    c.append(_crd("credentials-empty", "credentialsRef.name empty",
-                  "spec.credentialsRef.name in body should be at least 1 chars long", credentialsRef={"name": ""}))
-    c.append(_crd("credentials-254", "credentialsRef.name of 254 characters", "spec.credentialsRef.name: Too long",
-                  credentialsRef={"name": "c" * 254}))
-    c.append(_crd("credentials-no-name", "credentialsRef without name", "spec.credentialsRef.name: Required value",
-                  credentialsRef={}))
-    c.append(_crd("credentials-string", "credentialsRef: creds (a string)", "spec.credentialsRef in body must be of type object",
-                  credentialsRef="creds"))
+    c.append(
+        _crd(
+            "credentials-bad-name",
+            "credentialsRef.name Bad_Name",
+            f'spec.credentialsRef.name: Invalid value: "string": {SECRET_NAME}',
+            credentialsRef={"name": "Bad_Name"},
+        )
+    )
+    c.append(
+        _crd("credentials-leading-dash", "credentialsRef.name -creds", SECRET_NAME, credentialsRef={"name": "-creds"})
+    )
+    c.append(
+        _crd("credentials-trailing-dot", "credentialsRef.name creds.", SECRET_NAME, credentialsRef={"name": "creds."})
+    )
+    c.append(
+        _crd(
+            "credentials-slash",
+            "credentialsRef.name other-ns/creds",
+            SECRET_NAME,
+            credentialsRef={"name": "other-ns/creds"},
+        )
+    )
+    c.append(
+        _crd(
+            "credentials-empty",
+            "credentialsRef.name empty",
+            "spec.credentialsRef.name in body should be at least 1 chars long",
+            credentialsRef={"name": ""},
+        )
+    )
+    c.append(
+        _crd(
+            "credentials-254",
+            "credentialsRef.name of 254 characters",
+            "spec.credentialsRef.name: Too long",
+            credentialsRef={"name": "c" * 254},
+        )
+    )
+    c.append(
+        _crd(
+            "credentials-no-name",
+            "credentialsRef without name",
+            "spec.credentialsRef.name: Required value",
+            credentialsRef={},
+        )
+    )
+    c.append(
+        _crd(
+            "credentials-string",
+            "credentialsRef: creds (a string)",
+            "spec.credentialsRef in body must be of type object",
+            credentialsRef="creds",
+        )
+    )
     # connectionSecret
-    c.append(_crd("connection-bad-name", "connectionSecret.name Bad_Name",
-                  f"spec.connectionSecret.name: Invalid value: \"string\": {SECRET_NAME}",
-                  connectionSecret={"name": "Bad_Name"}))
-    c.append(_crd("connection-upper", "connectionSecret.name Orders-DB", SECRET_NAME, connectionSecret={"name": "Orders-DB"}))
-    c.append(_crd("connection-space", "connectionSecret.name 'orders db'", SECRET_NAME,
-                  connectionSecret={"name": "orders db"}))
-    c.append(_crd("connection-double-dot", "connectionSecret.name orders..db", SECRET_NAME,
-                  connectionSecret={"name": "orders..db"}))
-    c.append(_crd("connection-254", "connectionSecret.name of 254 characters", "spec.connectionSecret.name: Too long",
-                  connectionSecret={"name": "c" * 254}))
-    c.append(_crd("connection-no-name", "connectionSecret without name", "spec.connectionSecret.name: Required value",
-                  connectionSecret={}))
-    c.append(_crd("connection-is-credentials", "connectionSecret.name = credentialsRef.name", SAME_SECRET,
-                  credentialsRef={"name": "clickhouse-cloud"}, connectionSecret={"name": "clickhouse-cloud"}))
-    c.append(_crd("default-connection-is-credentials", "credentialsRef.name = <metadata.name>-connection, no connectionSecret",
-                  DEFAULT_IS_CREDENTIALS, credentialsRef={"name": "default-connection-is-credentials-connection"}))
+    c.append(
+        _crd(
+            "connection-bad-name",
+            "connectionSecret.name Bad_Name",
+            f'spec.connectionSecret.name: Invalid value: "string": {SECRET_NAME}',
+            connectionSecret={"name": "Bad_Name"},
+        )
+    )
+    c.append(
+        _crd("connection-upper", "connectionSecret.name Orders-DB", SECRET_NAME, connectionSecret={"name": "Orders-DB"})
+    )
+    c.append(
+        _crd(
+            "connection-space", "connectionSecret.name 'orders db'", SECRET_NAME, connectionSecret={"name": "orders db"}
+        )
+    )
+    c.append(
+        _crd(
+            "connection-double-dot",
+            "connectionSecret.name orders..db",
+            SECRET_NAME,
+            connectionSecret={"name": "orders..db"},
+        )
+    )
+    c.append(
+        _crd(
+            "connection-254",
+            "connectionSecret.name of 254 characters",
+            "spec.connectionSecret.name: Too long",
+            connectionSecret={"name": "c" * 254},
+        )
+    )
+    c.append(
+        _crd(
+            "connection-no-name",
+            "connectionSecret without name",
+            "spec.connectionSecret.name: Required value",
+            connectionSecret={},
+        )
+    )
+    c.append(
+        _crd(
+            "connection-is-credentials",
+            "connectionSecret.name = credentialsRef.name",
+            SAME_SECRET,
+            credentialsRef={"name": "clickhouse-cloud"},
+            connectionSecret={"name": "clickhouse-cloud"},
+        )
+    )
+    c.append(
+        _crd(
+            "default-connection-is-credentials",
+            "credentialsRef.name = <metadata.name>-connection, no connectionSecret",
+            DEFAULT_IS_CREDENTIALS,
+            credentialsRef={"name": "default-connection-is-credentials-connection"},
+        )
+    )
     # deletionPolicy
-    c.append(_crd("deletion-lower", "deletionPolicy delete", 'spec.deletionPolicy: Unsupported value: "delete"',
-                  deletionPolicy="delete"))
-    c.append(_crd("deletion-retain", "deletionPolicy Retain", 'spec.deletionPolicy: Unsupported value: "Retain"',
-                  deletionPolicy="Retain"))
+    c.append(
+        _crd(
+            "deletion-lower",
+            "deletionPolicy delete",
+            'spec.deletionPolicy: Unsupported value: "delete"',
+            deletionPolicy="delete",
+        )
+    )
+    c.append(
+        _crd(
+            "deletion-retain",
+            "deletionPolicy Retain",
+            'spec.deletionPolicy: Unsupported value: "Retain"',
+            deletionPolicy="Retain",
+        )
+    )
     # updates: transition rules
-    c.append(_update("version-added", "postgresVersion added after creation", VERSION_IMMUTABLE,
-                     {}, {"postgresVersion": "18"}))
-    c.append(_update("version-removed", "postgresVersion removed after creation", VERSION_IMMUTABLE,
-                     {"postgresVersion": "18"}, {}))
-    c.append(_update("version-changed", "postgresVersion 17 -> 18", VERSION_IMMUTABLE,
-                     {"postgresVersion": "17"}, {"postgresVersion": "18"}))
-    c.append(_update("provider-changed", "provider aws -> gcp", "spec.provider: Invalid value: \"string\": provider is immutable",
-                     {}, {"provider": "gcp"}))
-    c.append(_update("region-changed", "region us-west-2 -> eu-west-1",
-                     "spec.region: Invalid value: \"string\": region is immutable", {}, {"region": "eu-west-1"}))
+    c.append(
+        _update(
+            "version-added", "postgresVersion added after creation", VERSION_IMMUTABLE, {}, {"postgresVersion": "18"}
+        )
+    )
+    c.append(
+        _update(
+            "version-removed",
+            "postgresVersion removed after creation",
+            VERSION_IMMUTABLE,
+            {"postgresVersion": "18"},
+            {},
+        )
+    )
+    c.append(
+        _update(
+            "version-changed",
+            "postgresVersion 17 -> 18",
+            VERSION_IMMUTABLE,
+            {"postgresVersion": "17"},
+            {"postgresVersion": "18"},
+        )
+    )
+    c.append(
+        _update(
+            "provider-changed",
+            "provider aws -> gcp",
+            'spec.provider: Invalid value: "string": provider is immutable',
+            {},
+            {"provider": "gcp"},
+        )
+    )
+    c.append(
+        _update(
+            "region-changed",
+            "region us-west-2 -> eu-west-1",
+            'spec.region: Invalid value: "string": region is immutable',
+            {},
+            {"region": "eu-west-1"},
+        )
+    )
     c.append(_update("update-bad-tag", "tag key CHC_x added by an update", RESERVED, {}, {"tags": {"CHC_x": "1"}}))
-    c.append(_update("update-bad-service-name", "serviceName with a newline set by an update", CONTROL,
-                     {}, {"serviceName": "a\nb"}))
+    c.append(
+        _update(
+            "update-bad-service-name",
+            "serviceName with a newline set by an update",
+            CONTROL,
+            {},
+            {"serviceName": "a\nb"},
+        )
+    )
     return c
 
 
@@ -263,15 +471,36 @@ CREDENTIALS_ERROR = "TerminalCredentialsError"
 SECRET_CONFLICT = "TerminalSecretConflict"
 
 
-def _op(name: str, what: str, reason: str, message: str, *, credentials: str = "fresh", mutating_calls: int = 0,
-        condition: str = "Synced", setup: tuple[dict[str, Any], ...] = (), old_spec: dict[str, Any] | None = None,
-        **spec: Any) -> BadInput:
+def _op(
+    name: str,
+    what: str,
+    reason: str,
+    message: str,
+    *,
+    credentials: str = "fresh",
+    mutating_calls: int = 0,
+    condition: str = "Synced",
+    setup: tuple[dict[str, Any], ...] = (),
+    old_spec: dict[str, Any] | None = None,
+    **spec: Any,
+) -> BadInput:
     spec.setdefault("credentialsRef", {"name": f"{name}-creds"})
     old = None
     if old_spec is not None:
         old = mp(name, **{**old_spec, "credentialsRef": spec["credentialsRef"]})
-    return BadInput(name=name, manifest=mp(name, **spec), expect=CONDITION, message=message, what=what, reason=reason,
-                    condition=condition, credentials=credentials, mutating_calls=mutating_calls, setup=setup, old=old)
+    return BadInput(
+        name=name,
+        manifest=mp(name, **spec),
+        expect=CONDITION,
+        message=message,
+        what=what,
+        reason=reason,
+        condition=condition,
+        credentials=credentials,
+        mutating_calls=mutating_calls,
+        setup=setup,
+        old=old,
+    )
 
 
 def _unrelated_secret(name: str, **extra_meta: Any) -> dict[str, Any]:
@@ -286,51 +515,203 @@ def _unrelated_secret(name: str, **extra_meta: Any) -> dict[str, Any]:
 def _operator_cases() -> list[BadInput]:
     c: list[BadInput] = []
     # The API judges these (the list changes over time): one rejected request, never re-sent.
-    c.append(_op("op-unknown-size", "size r9zz.huge (well-formed, unknown to the API)", INVALID_SPEC, "r9zz.huge",
-                 mutating_calls=1, size="r9zz.huge"))
-    c.append(_op("op-unknown-size-gcp-style", "size c4-highmem-4 on aws (a GCP size)", INVALID_SPEC, "c4-highmem-4",
-                 mutating_calls=1, size="c4-highmem-4"))
-    c.append(_op("op-resize-unknown-size", "resize of a running service to size r9zz.huge", INVALID_SPEC, "r9zz.huge",
-                 mutating_calls=1, old_spec={}, size="r9zz.huge"))
-    c.append(_op("op-unknown-region", "region mars-north-1 (well-formed, unknown to the API)", INVALID_SPEC,
-                 "mars-north-1", mutating_calls=1, region="mars-north-1"))
-    c.append(_op("op-provider-not-offered", "provider gcp where the organization only has aws", INVALID_SPEC, "gcp",
-                 mutating_calls=1, provider="gcp"))
+    c.append(
+        _op(
+            "op-unknown-size",
+            "size r9zz.huge (well-formed, unknown to the API)",
+            INVALID_SPEC,
+            "r9zz.huge",
+            mutating_calls=1,
+            size="r9zz.huge",
+        )
+    )
+    c.append(
+        _op(
+            "op-unknown-size-gcp-style",
+            "size c4-highmem-4 on aws (a GCP size)",
+            INVALID_SPEC,
+            "c4-highmem-4",
+            mutating_calls=1,
+            size="c4-highmem-4",
+        )
+    )
+    c.append(
+        _op(
+            "op-resize-unknown-size",
+            "resize of a running service to size r9zz.huge",
+            INVALID_SPEC,
+            "r9zz.huge",
+            mutating_calls=1,
+            old_spec={},
+            size="r9zz.huge",
+        )
+    )
+    c.append(
+        _op(
+            "op-unknown-region",
+            "region mars-north-1 (well-formed, unknown to the API)",
+            INVALID_SPEC,
+            "mars-north-1",
+            mutating_calls=1,
+            region="mars-north-1",
+        )
+    )
+    c.append(
+        _op(
+            "op-provider-not-offered",
+            "provider gcp where the organization only has aws",
+            INVALID_SPEC,
+            "gcp",
+            mutating_calls=1,
+            provider="gcp",
+        )
+    )
     # Credentials: named Secret and keys, no mutating call (nothing can be created).
-    c.append(_op("op-credentials-missing", "credentialsRef Secret does not exist", CREDENTIALS_ERROR,
-                 "op-credentials-missing-creds", credentials="missing"))
-    c.append(_op("op-credentials-no-keysecret", "credentialsRef Secret lacks keySecret", CREDENTIALS_ERROR, "keySecret",
-                 credentials="no-keySecret"))
-    c.append(_op("op-credentials-no-org", "credentialsRef Secret lacks organizationId", CREDENTIALS_ERROR,
-                 "organizationId", credentials="no-organizationId"))
-    c.append(_op("op-credentials-empty-keyid", "credentialsRef Secret with an empty keyId", CREDENTIALS_ERROR, "keyId",
-                 credentials="empty-keyId"))
-    c.append(_op("op-credentials-wrong-secret", "wrong keySecret for an existing keyId", CREDENTIALS_ERROR, "keySecret",
-                 credentials="wrong-keySecret"))
-    c.append(_op("op-credentials-unknown-key", "keyId unknown to ClickHouse Cloud", CREDENTIALS_ERROR, "keyId",
-                 credentials="unknown-keyId"))
-    c.append(_op("op-wrong-organization", "organizationId of no organization of the key", CREDENTIALS_ERROR,
-                 "organizationId", credentials="wrong-org"))
-    c.append(_op("op-organization-not-uuid", "organizationId not a UUID", CREDENTIALS_ERROR, "organizationId",
-                 credentials="org-not-uuid"))
-    c.append(_op("op-no-credentials", "no credentialsRef, no operator default Secret", CREDENTIALS_ERROR,
-                 "spec.credentialsRef is not set", credentials="none", credentialsRef=_DROP))
+    c.append(
+        _op(
+            "op-credentials-missing",
+            "credentialsRef Secret does not exist",
+            CREDENTIALS_ERROR,
+            "op-credentials-missing-creds",
+            credentials="missing",
+        )
+    )
+    c.append(
+        _op(
+            "op-credentials-no-keysecret",
+            "credentialsRef Secret lacks keySecret",
+            CREDENTIALS_ERROR,
+            "keySecret",
+            credentials="no-keySecret",
+        )
+    )
+    c.append(
+        _op(
+            "op-credentials-no-org",
+            "credentialsRef Secret lacks organizationId",
+            CREDENTIALS_ERROR,
+            "organizationId",
+            credentials="no-organizationId",
+        )
+    )
+    c.append(
+        _op(
+            "op-credentials-empty-keyid",
+            "credentialsRef Secret with an empty keyId",
+            CREDENTIALS_ERROR,
+            "keyId",
+            credentials="empty-keyId",
+        )
+    )
+    c.append(
+        _op(
+            "op-credentials-wrong-secret",
+            "wrong keySecret for an existing keyId",
+            CREDENTIALS_ERROR,
+            "keySecret",
+            credentials="wrong-keySecret",
+        )
+    )
+    c.append(
+        _op(
+            "op-credentials-unknown-key",
+            "keyId unknown to ClickHouse Cloud",
+            CREDENTIALS_ERROR,
+            "keyId",
+            credentials="unknown-keyId",
+        )
+    )
+    c.append(
+        _op(
+            "op-wrong-organization",
+            "organizationId of no organization of the key",
+            CREDENTIALS_ERROR,
+            "organizationId",
+            credentials="wrong-org",
+        )
+    )
+    c.append(
+        _op(
+            "op-organization-not-uuid",
+            "organizationId not a UUID",
+            CREDENTIALS_ERROR,
+            "organizationId",
+            credentials="org-not-uuid",
+        )
+    )
+    c.append(
+        _op(
+            "op-no-credentials",
+            "no credentialsRef, no operator default Secret",
+            CREDENTIALS_ERROR,
+            "spec.credentialsRef is not set",
+            credentials="none",
+            credentialsRef=_DROP,
+        )
+    )
     # Connection Secrets the operator does not own: never overwritten, nothing created.
-    c.append(_op("op-secret-taken", "connectionSecret names an existing unrelated Secret", SECRET_CONFLICT,
-                 "app-config", condition="Ready", connectionSecret={"name": "app-config"},
-                 setup=(_unrelated_secret("app-config"),)))
-    c.append(_op("op-default-secret-taken", "default connection Secret `<name>-connection` exists, not the operator's",
-                 SECRET_CONFLICT, "op-default-secret-taken-connection", condition="Ready",
-                 setup=(_unrelated_secret("op-default-secret-taken-connection"),)))
-    c.append(_op("op-secret-owned-by-other", "connectionSecret owned by another controller (ownerReference)",
-                 SECRET_CONFLICT, "tls-bundle", condition="Ready", connectionSecret={"name": "tls-bundle"},
-                 setup=(_unrelated_secret("tls-bundle", ownerReferences=[{
-                     "apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
-                     "uid": "00000000-0000-4000-8000-000000000001", "controller": True}]),)))
-    c.append(_op("op-secret-shared", "two resources name the same connectionSecret (the second one)", SECRET_CONFLICT,
-                 "shared-connection", condition="Ready", connectionSecret={"name": "shared-connection"},
-                 setup=(mp("op-secret-shared-first", credentialsRef={"name": "op-secret-shared-first-creds"},
-                           connectionSecret={"name": "shared-connection"}),)))
+    c.append(
+        _op(
+            "op-secret-taken",
+            "connectionSecret names an existing unrelated Secret",
+            SECRET_CONFLICT,
+            "app-config",
+            condition="Ready",
+            connectionSecret={"name": "app-config"},
+            setup=(_unrelated_secret("app-config"),),
+        )
+    )
+    c.append(
+        _op(
+            "op-default-secret-taken",
+            "default connection Secret `<name>-connection` exists, not the operator's",
+            SECRET_CONFLICT,
+            "op-default-secret-taken-connection",
+            condition="Ready",
+            setup=(_unrelated_secret("op-default-secret-taken-connection"),),
+        )
+    )
+    c.append(
+        _op(
+            "op-secret-owned-by-other",
+            "connectionSecret owned by another controller (ownerReference)",
+            SECRET_CONFLICT,
+            "tls-bundle",
+            condition="Ready",
+            connectionSecret={"name": "tls-bundle"},
+            setup=(
+                _unrelated_secret(
+                    "tls-bundle",
+                    ownerReferences=[
+                        {
+                            "apiVersion": "apps/v1",
+                            "kind": "Deployment",
+                            "name": "web",
+                            "uid": "00000000-0000-4000-8000-000000000001",
+                            "controller": True,
+                        }
+                    ],
+                ),
+            ),
+        )
+    )
+    c.append(
+        _op(
+            "op-secret-shared",
+            "two resources name the same connectionSecret (the second one)",
+            SECRET_CONFLICT,
+            "shared-connection",
+            condition="Ready",
+            connectionSecret={"name": "shared-connection"},
+            setup=(
+                mp(
+                    "op-secret-shared-first",
+                    credentialsRef={"name": "op-secret-shared-first-creds"},
+                    connectionSecret={"name": "shared-connection"},
+                ),
+            ),
+        )
+    )
     return c
 
 
@@ -354,10 +735,15 @@ def markdown_table() -> str:
         if case.expect == CRD:
             outcome = f"rejected: `{esc(case.message)}`"
         else:
-            calls = "no mutating call" if not case.mutating_calls else (
-                f"{case.mutating_calls} rejected request, not re-sent")
-            outcome = (f"{case.condition}=False `{case.reason}`, message contains `{esc(case.message)}`, "
-                       f"Warning event, {calls}")
+            calls = (
+                "no mutating call"
+                if not case.mutating_calls
+                else (f"{case.mutating_calls} rejected request, not re-sent")
+            )
+            outcome = (
+                f"{case.condition}=False `{case.reason}`, message contains `{esc(case.message)}`, "
+                f"Warning event, {calls}"
+            )
         rows.append(f"| `{case.name}` | {esc(case.what)} | {outcome} | {case.where} |")
     return "\n".join(rows) + "\n"
 

@@ -90,10 +90,16 @@ class OperatorProcess:
         other = os.environ.get("MPG_CAMPAIGN_OPERATOR_SOURCE")
         if other:  # another version of the operator (e.g. an old commit's operator/ folder) under test
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [other, env.get("PYTHONPATH")]))
-        command = [sys.executable, str(HERE / "operator_debug.py"), "run", "--all-namespaces", "--metrics-port", "0",
-                   "--verbose"]
-        self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     cwd=str(ROOT))
+        command = [
+            sys.executable,
+            str(HERE / "operator_debug.py"),
+            "run",
+            "--all-namespaces",
+            "--metrics-port",
+            "0",
+            "--verbose",
+        ]
+        self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=str(ROOT))
         self.starts += 1
         proc = self.proc
         log_path = self.workdir / f"operator-{self.starts}.log"
@@ -167,8 +173,12 @@ def _status_has(key: str) -> Callable[[Any], bool]:
 def _removes_finalizer(data: Any) -> bool:
     """A merge patch leaving the finalizer out, or a JSON patch removing/replacing finalizers (kopf's way)."""
     if isinstance(data, list):
-        return any(isinstance(op, dict) and op.get("op") in ("remove", "replace")
-                   and str(op.get("path", "")).startswith("/metadata/finalizers") for op in data)
+        return any(
+            isinstance(op, dict)
+            and op.get("op") in ("remove", "replace")
+            and str(op.get("path", "")).startswith("/metadata/finalizers")
+            for op in data
+        )
     if not isinstance(data, dict) or "finalizers" not in (data.get("metadata") or {}):
         return False
     fins = data["metadata"]["finalizers"]
@@ -178,36 +188,125 @@ def _removes_finalizer(data: Any) -> bool:
 SVC = r"/postgres/[^/]+"
 KILL_POINTS: list[KillPoint] = [
     # create
-    KillPoint("create/pending-recorded", "create", "kube", "PATCH", plural="managedpostgreses", subresource="status",
-              match=_status_has("createPendingSince"),
-              what="status patch recording createPendingSince arrives (before the POST)"),
-    KillPoint("create/post-arrives", "create", "api", "POST", r"/postgres$", when="before",
-              what="POST /postgres arrives; dropped unapplied"),
-    KillPoint("create/post-answered", "create", "api", "POST", r"/postgres$", when="after",
-              what="POST /postgres applied and answered (the one-time password in flight)"),
-    KillPoint("create/secret-written", "create", "kube", "*", plural="secrets",
-              what="first write of the connection Secret arrives"),
+    KillPoint(
+        "create/pending-recorded",
+        "create",
+        "kube",
+        "PATCH",
+        plural="managedpostgreses",
+        subresource="status",
+        match=_status_has("createPendingSince"),
+        what="status patch recording createPendingSince arrives (before the POST)",
+    ),
+    KillPoint(
+        "create/post-arrives",
+        "create",
+        "api",
+        "POST",
+        r"/postgres$",
+        when="before",
+        what="POST /postgres arrives; dropped unapplied",
+    ),
+    KillPoint(
+        "create/post-answered",
+        "create",
+        "api",
+        "POST",
+        r"/postgres$",
+        when="after",
+        what="POST /postgres applied and answered (the one-time password in flight)",
+    ),
+    KillPoint(
+        "create/secret-written",
+        "create",
+        "kube",
+        "*",
+        plural="secrets",
+        what="first write of the connection Secret arrives",
+    ),
     # update
-    KillPoint("update/patch-arrives", "update", "api", "PATCH", SVC + "$", when="before",
-              what="PATCH /postgres/{id} arrives; dropped unapplied"),
-    KillPoint("update/patch-answered", "update", "api", "PATCH", SVC + "$", when="after",
-              what="PATCH /postgres/{id} applied and answered"),
-    KillPoint("update/status-written", "update", "kube", "PATCH", plural="managedpostgreses", subresource="status",
-              what="first status patch after the spec change arrives"),
+    KillPoint(
+        "update/patch-arrives",
+        "update",
+        "api",
+        "PATCH",
+        SVC + "$",
+        when="before",
+        what="PATCH /postgres/{id} arrives; dropped unapplied",
+    ),
+    KillPoint(
+        "update/patch-answered",
+        "update",
+        "api",
+        "PATCH",
+        SVC + "$",
+        when="after",
+        what="PATCH /postgres/{id} applied and answered",
+    ),
+    KillPoint(
+        "update/status-written",
+        "update",
+        "kube",
+        "PATCH",
+        plural="managedpostgreses",
+        subresource="status",
+        what="first status patch after the spec change arrives",
+    ),
     # password (the connection Secret deleted: a new password is written first, then set)
-    KillPoint("password/secret-written", "password", "kube", "*", plural="secrets",
-              what="the new password's Secret write arrives"),
-    KillPoint("password/patch-arrives", "password", "api", "PATCH", SVC + "/password$", when="before",
-              what="PATCH /password arrives; dropped unapplied"),
-    KillPoint("password/patch-answered", "password", "api", "PATCH", SVC + "/password$", when="after",
-              what="PATCH /password applied and answered"),
+    KillPoint(
+        "password/secret-written",
+        "password",
+        "kube",
+        "*",
+        plural="secrets",
+        what="the new password's Secret write arrives",
+    ),
+    KillPoint(
+        "password/patch-arrives",
+        "password",
+        "api",
+        "PATCH",
+        SVC + "/password$",
+        when="before",
+        what="PATCH /password arrives; dropped unapplied",
+    ),
+    KillPoint(
+        "password/patch-answered",
+        "password",
+        "api",
+        "PATCH",
+        SVC + "/password$",
+        when="after",
+        what="PATCH /password applied and answered",
+    ),
     # delete
-    KillPoint("delete/delete-arrives", "delete", "api", "DELETE", SVC + "$", when="before",
-              what="DELETE /postgres/{id} arrives; dropped unapplied"),
-    KillPoint("delete/delete-answered", "delete", "api", "DELETE", SVC + "$", when="after",
-              what="DELETE /postgres/{id} applied and answered"),
-    KillPoint("delete/finalizer-removed", "delete", "kube", "PATCH", plural="managedpostgreses",
-              match=_removes_finalizer, what="the patch removing the finalizer arrives"),
+    KillPoint(
+        "delete/delete-arrives",
+        "delete",
+        "api",
+        "DELETE",
+        SVC + "$",
+        when="before",
+        what="DELETE /postgres/{id} arrives; dropped unapplied",
+    ),
+    KillPoint(
+        "delete/delete-answered",
+        "delete",
+        "api",
+        "DELETE",
+        SVC + "$",
+        when="after",
+        what="DELETE /postgres/{id} applied and answered",
+    ),
+    KillPoint(
+        "delete/finalizer-removed",
+        "delete",
+        "kube",
+        "PATCH",
+        plural="managedpostgreses",
+        match=_removes_finalizer,
+        what="the patch removing the finalizer arrives",
+    ),
 ]
 STEPS = ("create", "update", "password", "delete")
 
@@ -341,8 +440,14 @@ class Campaign:
     """One sandbox for all campaigns: simulator (real PostgreSQL, fast state machine, the API's
     10 requests / 10 s limit per key), the emulator, and the operator as its own process."""
 
-    def __init__(self, produced: Produced, *, rate_limit: int | None = 10, real_postgres: bool = True,
-                 create_seconds: float = 0.3) -> None:
+    def __init__(
+        self,
+        produced: Produced,
+        *,
+        rate_limit: int | None = 10,
+        real_postgres: bool = True,
+        create_seconds: float = 0.3,
+    ) -> None:
         self.produced = produced
         options = {
             "create_seconds": create_seconds,
@@ -355,8 +460,9 @@ class Campaign:
         }
         # The simulator never flips an update back unless told (Faults.flip_back): one second of
         # confirmation is enough here and keeps the reduced campaigns short.
-        self.sb = Sandbox(simulator_options=options, namespaces=(NS,), start_operator=False,
-                          operator_env={"MPG_UPDATE_CONFIRM": "1"})
+        self.sb = Sandbox(
+            simulator_options=options, namespaces=(NS,), start_operator=False, operator_env={"MPG_UPDATE_CONFIRM": "1"}
+        )
         self.sb.start()
         self.sim = self.sb.simulator
         self.kube = self.sb.kube
@@ -395,15 +501,23 @@ class Campaign:
         key_id, key_secret, org_id = key
         data = {"keyId": key_id, "keySecret": key_secret, "organizationId": org_id, **overrides}
         self.produced.secrets.update(v for k, v in overrides.items() if k == "keySecret")
-        self.kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
-                         "stringData": data})
+        self.kube.apply(
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "stringData": data}
+        )
 
     @staticmethod
     def manifest(name: str, credentials: str, **spec: Any) -> dict[str, Any]:
         return {
-            "apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": NS},
-            "spec": {"provider": "aws", "region": "us-west-2", "size": "r8gd.large",
-                     "credentialsRef": {"name": credentials}, **spec},
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {
+                "provider": "aws",
+                "region": "us-west-2",
+                "size": "r8gd.large",
+                "credentialsRef": {"name": credentials},
+                **spec,
+            },
         }
 
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -418,8 +532,14 @@ class Campaign:
     def patch_spec(self, name: str, **spec: Any) -> None:
         obj = self.get(name)
         assert obj is not None
-        self.kube.apply({"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": NS},
-                         "spec": {**obj["spec"], **spec}})
+        self.kube.apply(
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {**obj["spec"], **spec},
+            }
+        )
 
     def secret(self, name: str) -> dict[str, str] | None:
         obj = self.kube.get("v1", "Secret", name, NS)
@@ -526,18 +646,24 @@ class Campaign:
 
     def wait_converged(self, name: str, timeout: float = 120.0) -> list[str]:
         """Ready, the spec applied, one service, and the Secret connects; returns problems (or [])."""
+
         def done() -> bool:
             obj = self.get(name) or {}
             status = obj.get("status") or {}
-            return (self.is_ready(name) and status.get("observedGeneration") == obj["metadata"]["generation"]
-                    and not self.check_ready_secret_works(name))
+            return (
+                self.is_ready(name)
+                and status.get("observedGeneration") == obj["metadata"]["generation"]
+                and not self.check_ready_secret_works(name)
+            )
 
         try:
             self.wait_for(done, timeout=timeout, what=f"{name} converged", interval=0.3)
         except TimeoutError as e:
             cond = self.condition(name)
-            problems = [f"{e}; Ready={cond.get('status')} reason={cond.get('reason')} "
-                        f"message={mask(str(cond.get('message')), sorted(self.produced.secrets))}"]
+            problems = [
+                f"{e}; Ready={cond.get('status')} reason={cond.get('reason')} "
+                f"message={mask(str(cond.get('message')), sorted(self.produced.secrets))}"
+            ]
             problems += self.check_ready_secret_works(name)
             return problems + self.check_one_service(name)
         return self.check_one_service(name)
@@ -549,16 +675,23 @@ class Campaign:
             self.wait_for(lambda: self.get(name) is None, timeout=timeout, what=f"{name} deleted")
         except TimeoutError as e:
             obj = self.get(name) or {}
-            problems.append(f"{e}: stuck with finalizers {obj.get('metadata', {}).get('finalizers')}, "
-                            f"Ready reason {self.condition(name).get('reason')}")
+            problems.append(
+                f"{e}: stuck with finalizers {obj.get('metadata', {}).get('finalizers')}, "
+                f"Ready reason {self.condition(name).get('reason')}"
+            )
         if orphan:
             return problems
         try:
-            self.wait_for(lambda: not self.services_tagged(uid, include_deleting=True), timeout=30,
-                          what=f"{name}'s service deleted")
+            self.wait_for(
+                lambda: not self.services_tagged(uid, include_deleting=True),
+                timeout=30,
+                what=f"{name}'s service deleted",
+            )
         except TimeoutError:
             left = self.services_tagged(uid, include_deleting=True)
-            problems.append(f"{name}: orphaned service(s) {[(s.id, 'deleting' if s.deleting_until else 'live') for s in left]}")
+            problems.append(
+                f"{name}: orphaned service(s) {[(s.id, 'deleting' if s.deleting_until else 'live') for s in left]}"
+            )
         return problems
 
     def requests_of(self, key_id: str, since: int = 0) -> list[Any]:

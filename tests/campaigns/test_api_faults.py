@@ -82,8 +82,10 @@ def one_round(c: Campaign, rng: random.Random, seed: int, r: int) -> list[str]:
     faults._rng = random.Random(rng.randrange(10**9))  # noqa: SLF001 -- seeded 5xx
     faults.error_status = rng.choice([500, 502, 503])
     faults.error_rate = ERROR_RATE  # on every request of every case, all along
-    print(f"[faults] storm {STORM} x 429, outage {OUTAGE:g}s, latency {LATENCY:g}s, "
-          f"{ERROR_RATE:.0%} x {faults.error_status} everywhere")
+    print(
+        f"[faults] storm {STORM} x 429, outage {OUTAGE:g}s, latency {LATENCY:g}s, "
+        f"{ERROR_RATE:.0%} x {faults.error_status} everywhere"
+    )
     problems: list[str] = []
     t0 = time.monotonic()
     try:

@@ -33,8 +33,8 @@ from bad_inputs import (  # noqa: E402
     mp,
 )
 
+from kubeemu import ApiError, KubeEmulator  # noqa: E402
 from mpg_operator import crd as crd_module  # noqa: E402
-from mpg_operator.kubeemu import ApiError, KubeEmulator  # noqa: E402
 from mpg_operator.resource import API_VERSION, KIND  # noqa: E402
 
 MUTATING = ("POST", "PATCH", "DELETE", "PUT")
@@ -75,10 +75,18 @@ def emulator():
 
 
 def test_a_valid_resource_is_accepted(emulator):
-    stored = emulator.apply(mp("baseline-ok", serviceName="orders db (eu).v2", postgresVersion="18", haType="sync",
-                               tags={"team": "orders", "Cost-Center.2": "a_b-c.d"},
-                               credentialsRef={"name": "clickhouse-cloud"},
-                               connectionSecret={"name": "orders.db-connection"}, deletionPolicy="Orphan"))
+    stored = emulator.apply(
+        mp(
+            "baseline-ok",
+            serviceName="orders db (eu).v2",
+            postgresVersion="18",
+            haType="sync",
+            tags={"team": "orders", "Cost-Center.2": "a_b-c.d"},
+            credentialsRef={"name": "clickhouse-cloud"},
+            connectionSecret={"name": "orders.db-connection"},
+            deletionPolicy="Orphan",
+        )
+    )
     assert stored["spec"]["serviceName"] == "orders db (eu).v2"
     assert emulator.apply(mp("n" * 50))  # the longest default serviceName
     assert emulator.apply(mp("m" * 63, serviceName="short"))  # the longest name (a label value)
@@ -140,7 +148,12 @@ def _credentials(sb: Any, case_name: str, kind: str) -> tuple[dict[str, str] | N
 
 
 def _secret(name: str, data: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NAMESPACE}, "stringData": data}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "stringData": data,
+    }
 
 
 class Campaign:
@@ -190,8 +203,10 @@ class Campaign:
             for case in OPERATOR_CASES:
                 cond = sb.condition(case.name, case.condition, NAMESPACE)
                 self.conditions[case.name] = cond
-            return all(c and c.get("status") == "False" and c.get("reason") == case.reason
-                       for case, c in ((k, self.conditions[k.name]) for k in OPERATOR_CASES))
+            return all(
+                c and c.get("status") == "False" and c.get("reason") == case.reason
+                for case, c in ((k, self.conditions[k.name]) for k in OPERATOR_CASES)
+            )
 
         deadline = time.monotonic() + 60
         while not settled() and time.monotonic() < deadline:
@@ -209,20 +224,31 @@ class Campaign:
             raise TimeoutError(f"{name} not Ready after {timeout:.0f} s: {status.get('conditions')}") from None
 
     def mutating_requests(self, org: str | None, since: int = 0) -> list[Any]:
-        return [r for r in self.sb.simulator.requests[since:]
-                if r.method in MUTATING and (m := _ORG_IN_PATH.match(r.path)) and m.group(1).lower() == (org or "").lower()]
+        return [
+            r
+            for r in self.sb.simulator.requests[since:]
+            if r.method in MUTATING and (m := _ORG_IN_PATH.match(r.path)) and m.group(1).lower() == (org or "").lower()
+        ]
 
     def warnings_for(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.sb.kube.list("v1", "Event", NAMESPACE)
-                if (e.get("involvedObject") or {}).get("name") == name and e.get("type") == "Warning"]
+        return [
+            e
+            for e in self.sb.kube.list("v1", "Event", NAMESPACE)
+            if (e.get("involvedObject") or {}).get("name") == name and e.get("type") == "Warning"
+        ]
 
 
 @pytest.fixture(scope="module")
 def campaign():
     from mpg_operator.sandbox import Sandbox
 
-    options = {"real_postgres": False, "rate_limit": None, "create_seconds": 0.5, "resize_seconds": 0.5,
-               "delete_seconds": 0.2}
+    options = {
+        "real_postgres": False,
+        "rate_limit": None,
+        "create_seconds": 0.5,
+        "resize_seconds": 0.5,
+        "delete_seconds": 0.2,
+    }
     with Sandbox(simulator_options=options, namespaces=(NAMESPACE,)) as sb:
         yield Campaign(sb).run()
         assert sb.kube.server_errors == []
@@ -235,8 +261,10 @@ def test_operator_conditions(campaign: Campaign, case: BadInput):
     cond = campaign.conditions.get(case.name)
     problems = []
     if not cond or cond.get("status") != "False" or cond.get("reason") != case.reason:
-        problems.append(f"{case.condition} should be False/{case.reason}, is {cond and (cond.get('status'), cond.get('reason'))}"
-                        f": {cond and cond.get('message')!r}")
+        problems.append(
+            f"{case.condition} should be False/{case.reason}, is {cond and (cond.get('status'), cond.get('reason'))}"
+            f": {cond and cond.get('message')!r}"
+        )
     elif case.message not in (cond.get("message") or ""):
         problems.append(f"{case.condition} message should contain {case.message!r}: {cond.get('message')!r}")
     warnings = campaign.warnings_for(case.name)
@@ -263,8 +291,11 @@ def test_operator_conditions(campaign: Campaign, case: BadInput):
 def test_no_mutating_call_outside_the_budget(campaign: Campaign):
     """Every mutating request is attributed to a case (or a setup resource), none to anything else."""
     known = {org.lower() for org in campaign.org_of.values() if org} | {o.lower() for o in campaign.setup_orgs}
-    strays = [(r.method, r.path) for r in campaign.sb.simulator.requests
-              if r.method in MUTATING and ((m := _ORG_IN_PATH.match(r.path)) is None or m.group(1).lower() not in known)]
+    strays = [
+        (r.method, r.path)
+        for r in campaign.sb.simulator.requests
+        if r.method in MUTATING and ((m := _ORG_IN_PATH.match(r.path)) is None or m.group(1).lower() not in known)
+    ]
     assert strays == []
 
 

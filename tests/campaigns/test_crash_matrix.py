@@ -63,13 +63,25 @@ def lifecycle(c: Campaign, rng: random.Random, plan: dict[str, KillPoint], index
     print(f"[crash] {name}: " + ", ".join(f"{plan[s].name}+{delays[s]:.3f}s" for s in STEPS))
 
     # create
-    _kill_and_restart(c, plan["create"], delays["create"], name,
-                      lambda: c.apply(c.manifest(name, creds, tags={"team": "crash"})), problems)
+    _kill_and_restart(
+        c,
+        plan["create"],
+        delays["create"],
+        name,
+        lambda: c.apply(c.manifest(name, creds, tags={"team": "crash"})),
+        problems,
+    )
     record("create", c.wait_converged(name))
 
     # update: size and tags
-    _kill_and_restart(c, plan["update"], delays["update"], name,
-                      lambda: c.patch_spec(name, size="r8gd.xlarge", tags={"team": "crash", "round": "2"}), problems)
+    _kill_and_restart(
+        c,
+        plan["update"],
+        delays["update"],
+        name,
+        lambda: c.patch_spec(name, size="r8gd.xlarge", tags={"team": "crash", "round": "2"}),
+        problems,
+    )
     found = c.wait_converged(name)
     uid = c.uid(name)
     services = c.services_tagged(uid)
@@ -79,8 +91,14 @@ def lifecycle(c: Campaign, rng: random.Random, plan: dict[str, KillPoint], index
 
     # password reset: the connection Secret deleted, a new password written first and then set
     before = (c.secret(f"{name}-connection") or {}).get("password")
-    _kill_and_restart(c, plan["password"], delays["password"], name,
-                      lambda: c.kube.delete("v1", "Secret", f"{name}-connection", "campaigns"), problems)
+    _kill_and_restart(
+        c,
+        plan["password"],
+        delays["password"],
+        name,
+        lambda: c.kube.delete("v1", "Secret", f"{name}-connection", "campaigns"),
+        problems,
+    )
     found = c.wait_converged(name)
     after = (c.secret(f"{name}-connection") or {}).get("password")
     if before and after and before == after:

@@ -59,14 +59,19 @@ def test_credentials_that_change(campaign: Campaign, seed: int):
     while time.monotonic() < deadline:
         if not c.is_ready(good):
             good_not_ready.append(c.condition(good).get("reason"))
-        if ("TerminalOrganizationChanged" in reasons(c, switch) and reasons(c, bad) & CREDENTIALS_ERRORS
-                and time.monotonic() > start + 2):
+        if (
+            "TerminalOrganizationChanged" in reasons(c, switch)
+            and reasons(c, bad) & CREDENTIALS_ERRORS
+            and time.monotonic() > start + 2
+        ):
             break
         time.sleep(0.3)
     if not reasons(c, bad) & CREDENTIALS_ERRORS:
         problems.append(f"[wrong-secret] {bad}: no credentials error condition (reasons {sorted(reasons(c, bad))})")
     if good_not_ready:
-        problems.append(f"[wrong-secret] {good} left Ready while {bad} used a wrong secret: {sorted(set(map(str, good_not_ready)))}")
+        problems.append(
+            f"[wrong-secret] {good} left Ready while {bad} used a wrong secret: {sorted(set(map(str, good_not_ready)))}"
+        )
     if "TerminalOrganizationChanged" not in reasons(c, switch):
         problems.append(f"[switch] no TerminalOrganizationChanged condition (reasons {sorted(reasons(c, switch))})")
     if c.services_in(k2[2]):
@@ -83,8 +88,11 @@ def test_credentials_that_change(campaign: Campaign, seed: int):
     # the healthy resource of the same organization: an update converges
     c.patch_spec(good, tags={"phase": "while-bad-key"})
     problems += [f"[wrong-secret good update] {p}" for p in c.wait_converged(good, timeout=60)]
-    posts_401 = [r for r in c.sim.requests[since:] if r.method == "POST" and r.status == 401
-                 and f"/organizations/{k3[2]}/" in r.path]
+    posts_401 = [
+        r
+        for r in c.sim.requests[since:]
+        if r.method == "POST" and r.status == 401 and f"/organizations/{k3[2]}/" in r.path
+    ]
     if posts_401:
         problems.append(f"[wrong-secret] {len(posts_401)} POST(s) answered 401 (the bad key re-sent creates)")
 

@@ -19,7 +19,7 @@ import time
 import pytest
 from campaign_harness import FULL, NS, TIMEOUT, Campaign
 
-from mpg_operator.kubeemu import ApiError
+from kubeemu import ApiError
 
 pytestmark = [pytest.mark.campaign, pytest.mark.no_conformance, pytest.mark.timeout(TIMEOUT)]
 
@@ -34,19 +34,31 @@ def reasons(c: Campaign, name: str) -> set[str]:
 def snapshot(c: Campaign, secret: str) -> dict:
     raw = c.raw_secret(secret) or {}
     meta = raw.get("metadata") or {}
-    return {"data": raw.get("data"), "stringData": raw.get("stringData"),
-            "annotations": {k: v for k, v in (meta.get("annotations") or {}).items()
-                            if k != "kubectl.kubernetes.io/last-applied-configuration"},
-            "labels": meta.get("labels"), "ownerReferences": meta.get("ownerReferences"),
-            "finalizers": [f for f in meta.get("finalizers") or [] if not f.startswith("clickhouse.cloud/in-use-by-")]}
+    return {
+        "data": raw.get("data"),
+        "stringData": raw.get("stringData"),
+        "annotations": {
+            k: v
+            for k, v in (meta.get("annotations") or {}).items()
+            if k != "kubectl.kubernetes.io/last-applied-configuration"
+        },
+        "labels": meta.get("labels"),
+        "ownerReferences": meta.get("ownerReferences"),
+        "finalizers": [f for f in meta.get("finalizers") or [] if not f.startswith("clickhouse.cloud/in-use-by-")],
+    }
 
 
 def changed(before: dict, after: dict) -> str:
     """What changed between two snapshots, by key names only (values may be secrets)."""
     b, a = before.get("data") or {}, after.get("data") or {}
-    parts = [f"data keys added {sorted(set(a) - set(b))}", f"removed {sorted(set(b) - set(a))}",
-             f"values changed {sorted(k for k in set(a) & set(b) if a[k] != b[k])}"]
-    parts += [f"{k} changed" for k in ("annotations", "labels", "ownerReferences", "finalizers") if before[k] != after[k]]
+    parts = [
+        f"data keys added {sorted(set(a) - set(b))}",
+        f"removed {sorted(set(b) - set(a))}",
+        f"values changed {sorted(k for k in set(a) & set(b) if a[k] != b[k])}",
+    ]
+    parts += [
+        f"{k} changed" for k in ("annotations", "labels", "ownerReferences", "finalizers") if before[k] != after[k]
+    ]
     return ", ".join(parts)
 
 
@@ -55,8 +67,10 @@ def wait_conflict(c: Campaign, name: str, timeout: float = 60) -> list[str]:
         c.wait_for(lambda: CONFLICT in reasons(c, name), timeout=timeout, what=f"{name}: {CONFLICT}")
     except TimeoutError:
         cond = c.condition(name)
-        return [f"{name}: no {CONFLICT} condition within {timeout:.0f}s (Ready={cond.get('status')} "
-                f"reason={cond.get('reason')})"]
+        return [
+            f"{name}: no {CONFLICT} condition within {timeout:.0f}s (Ready={cond.get('status')} "
+            f"reason={cond.get('reason')})"
+        ]
     if c.is_ready(name):
         return [f"{name}: Ready=True although its Secret name is taken"]
     return []
@@ -77,16 +91,23 @@ def ready_means_working(c: Campaign, name: str, secret_of, until: float) -> list
                 # only a verdict if nothing moved meanwhile (not a race with the operator's next write)
                 again = c.get(name) or {}
                 raw_again = c.raw_secret(secret_name)
-                if (again.get("metadata", {}).get("resourceVersion") == obj["metadata"]["resourceVersion"]
-                        and (raw_again or {}).get("metadata", {}).get("resourceVersion")
-                        == (raw or {}).get("metadata", {}).get("resourceVersion") and c.is_ready(name)):
-                    problems.append(f"{name}: Ready=True for generation {obj['metadata']['generation']} but "
-                                    f"Secret {secret_name} does not connect: {why}")
+                if (
+                    again.get("metadata", {}).get("resourceVersion") == obj["metadata"]["resourceVersion"]
+                    and (raw_again or {}).get("metadata", {}).get("resourceVersion")
+                    == (raw or {}).get("metadata", {}).get("resourceVersion")
+                    and c.is_ready(name)
+                ):
+                    problems.append(
+                        f"{name}: Ready=True for generation {obj['metadata']['generation']} but "
+                        f"Secret {secret_name} does not connect: {why}"
+                    )
                     return problems
             else:
                 return problems
         time.sleep(0.3)
-    return problems + [f"{name}: not Ready with a working Secret in time (Ready reason {c.condition(name).get('reason')})"]
+    return problems + [
+        f"{name}: not Ready with a working Secret in time (Ready reason {c.condition(name).get('reason')})"
+    ]
 
 
 def test_secrets_that_collide(campaign: Campaign, seed: int):
@@ -99,9 +120,14 @@ def test_secrets_that_collide(campaign: Campaign, seed: int):
 
     # unrelated application Secret
     app_secret = f"app-config-{tag}"
-    c.kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": app_secret, "namespace": NS,
-                  "labels": {"app": "orders"}},
-                  "stringData": {"password": "app-own-password-1", "host": "db.internal", "API_TOKEN": "tok"}})
+    c.kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": app_secret, "namespace": NS, "labels": {"app": "orders"}},
+            "stringData": {"password": "app-own-password-1", "host": "db.internal", "API_TOKEN": "tok"},
+        }
+    )
     c.produced.secrets.add("app-own-password-1")
     before_app = snapshot(c, app_secret)
     key_secret = f"collide-rename-{tag}-key"  # another resource's API-key Secret
@@ -142,11 +168,15 @@ def test_secrets_that_collide(campaign: Campaign, seed: int):
     if after_app != before_app:
         problems.append(f"{app_secret} (unrelated) was modified: {changed(before_app, after_app)}")
     if after_key != before_key:
-        problems.append(f"{key_secret} (API key) was modified (keys before {sorted(before_key['data'] or {})}, "
-                        f"after {sorted(after_key['data'] or {})})")
+        problems.append(
+            f"{key_secret} (API key) was modified (keys before {sorted(before_key['data'] or {})}, "
+            f"after {sorted(after_key['data'] or {})})"
+        )
     if after_own != before_own:
-        problems.append(f"{own_key} (the resource's own API key) was modified (keys before "
-                        f"{sorted(before_own['data'] or {})}, after {sorted(after_own['data'] or {})})")
+        problems.append(
+            f"{own_key} (the resource's own API key) was modified (keys before "
+            f"{sorted(before_own['data'] or {})}, after {sorted(after_own['data'] or {})})"
+        )
     for name in (unrelated, apikey, second) + (() if refused_by_crd else (self_named,)):
         if c.services_tagged(c.uid(name), include_deleting=True):
             problems.append(f"{name}: a service was created although its Secret name is taken")

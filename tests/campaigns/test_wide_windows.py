@@ -102,12 +102,16 @@ def one_round(c: Campaign, rng: random.Random, seed: int, r: int) -> list[str]:
             timers.append(threading.Timer(delay, c.delete, args=(name,)))
             timers[-1].start()
         elif mode == "created":
+
             def arrived(uid=obj["metadata"]["uid"]) -> bool:
                 return bool(c.services_tagged(uid, include_deleting=True))
+
             threading.Thread(target=_when, args=(c, arrived, name), daemon=True).start()
         elif mode in STATUS_KEYS:
+
             def recorded(name=name, key=STATUS_KEYS[mode]) -> bool:
                 return bool(((c.get(name) or {}).get("status") or {}).get(key))
+
             threading.Thread(target=_when, args=(c, recorded, name), daemon=True).start()
     problems: list[str] = []
     try:

@@ -32,13 +32,20 @@ def test_no_secret_in_logs_events_or_status(campaign: Campaign, produced: Produc
     assert secrets, "no secret collected: the scan would be vacuous"
     assert produced.operator_lines, "no operator output collected"
     pattern = re.compile("|".join(re.escape(n) for n in sorted(needles, key=len, reverse=True)))
-    sources = {"pytest log": produced.log_lines, "operator output": produced.operator_lines,
-               "events and statuses": produced.documents}
+    sources = {
+        "pytest log": produced.log_lines,
+        "operator output": produced.operator_lines,
+        "events and statuses": produced.documents,
+    }
     leaks = []
     for source, lines in sources.items():
         for i, line in enumerate(lines):
             if pattern.search(line) or URI_WITH_PASSWORD.search(line):
-                leaks.append(f"{source} #{i}: {pattern.sub('***', URI_WITH_PASSWORD.sub('postgres://***@', line))[:300]}")
-    print(f"\n[leak scan] {len(secrets)} secrets over {len(produced.log_lines)} log lines, "
-          f"{len(produced.operator_lines)} operator lines, {len(produced.documents)} events and statuses")
+                leaks.append(
+                    f"{source} #{i}: {pattern.sub('***', URI_WITH_PASSWORD.sub('postgres://***@', line))[:300]}"
+                )
+    print(
+        f"\n[leak scan] {len(secrets)} secrets over {len(produced.log_lines)} log lines, "
+        f"{len(produced.operator_lines)} operator lines, {len(produced.documents)} events and statuses"
+    )
     assert leaks == [], f"{len(leaks)} line(s) with a secret:\n" + "\n".join(leaks[:20])

@@ -48,14 +48,24 @@ class Client:
             **extra,
         }
 
-    def run(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 90,
-            **env: str) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 90, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         """Run the binary; on failure the assertion shows the command's stderr (never its environment)."""
-        proc = subprocess.run([str(self.binary), *args], capture_output=True, text=True, input=input,
-                              env=self.env(**env), timeout=timeout, check=False, cwd=REPO_ROOT)
+        proc = subprocess.run(
+            [str(self.binary), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            env=self.env(**env),
+            timeout=timeout,
+            check=False,
+            cwd=REPO_ROOT,
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"{self.binary.name} {' '.join(args)} failed ({proc.returncode}):\n"
-                                 f"{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"{self.binary.name} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
     def __call__(self, *args: str, **kwargs) -> str:

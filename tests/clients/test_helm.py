@@ -16,23 +16,50 @@ import pytest
 import yaml
 from clients_support import Client, make_client, table
 
-from mpg_operator.kubeemu import KubeEmulator
+from kubeemu import KubeEmulator
 
 CHART = "deploy/helm/mpg-operator"
 RELEASE, RELEASE_NS = "mpg-operator", "mpg-system"
-BASE = ["--namespace", RELEASE_NS, "--set", "image.repository=registry.example.com/mpg-operator",
-        "--set", "credentials.existingSecret=clickhouse-cloud-api",
-        "--set", "metrics.serviceMonitor.enabled=true"]
+BASE = [
+    "--namespace",
+    RELEASE_NS,
+    "--set",
+    "image.repository=registry.example.com/mpg-operator",
+    "--set",
+    "credentials.existingSecret=clickhouse-cloud-api",
+    "--set",
+    "metrics.serviceMonitor.enabled=true",
+]
 
 SERVICE_MONITOR_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
     "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-    "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
-             "names": {"kind": "ServiceMonitor", "listKind": "ServiceMonitorList", "plural": "servicemonitors",
-                       "singular": "servicemonitor", "shortNames": ["smon"], "categories": ["prometheus-operator"]},
-             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-                 "type": "object", "properties": {
-                     "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "ServiceMonitor",
+            "listKind": "ServiceMonitorList",
+            "plural": "servicemonitors",
+            "singular": "servicemonitor",
+            "shortNames": ["smon"],
+            "categories": ["prometheus-operator"],
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                    }
+                },
+            }
+        ],
+    },
 }
 
 
@@ -64,8 +91,7 @@ def release_secrets(emu: KubeEmulator) -> dict[int, dict]:
     for secret in emu.list("v1", "Secret", RELEASE_NS, label_selector=f"owner=helm,name={RELEASE}"):
         blob = base64.b64decode(base64.b64decode(secret["data"]["release"]))
         release = json.loads(gzip.decompress(blob))
-        out[int(secret["metadata"]["labels"]["version"])] = {"labels": secret["metadata"]["labels"],
-                                                             "release": release}
+        out[int(secret["metadata"]["labels"]["version"])] = {"labels": secret["metadata"]["labels"], "release": release}
     return out
 
 
@@ -84,16 +110,21 @@ def test_install_dry_run_server_creates_nothing(emu: KubeEmulator, helm: Client)
     assert release_secrets(emu) == {}
 
 
-def test_install_creates_every_object_and_records_the_release(emu: KubeEmulator, helm: Client,
-                                                             kubectl: Client) -> None:
+def test_install_creates_every_object_and_records_the_release(emu: KubeEmulator, helm: Client, kubectl: Client) -> None:
     out = helm("install", RELEASE, CHART, *BASE, "--create-namespace")
     assert "STATUS: deployed" in out
     crds = {c["metadata"]["name"] for c in emu.list("apiextensions.k8s.io/v1", "CustomResourceDefinition")}
     assert {"managedpostgreses.clickhouse.cloud", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"} <= crds
     assert "No resources found" in kubectl.run("get", "managedpostgres", "-A").stderr  # the CRD's API is served
     rendered = [d for d in yaml.safe_load_all(helm("get", "manifest", RELEASE, "-n", RELEASE_NS)) if d]
-    assert {d["kind"] for d in rendered} >= {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment",
-                                             "Service", "ServiceMonitor"}
+    assert {d["kind"] for d in rendered} >= {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceMonitor",
+    }
     for doc in rendered:
         stored = emu.get(doc["apiVersion"], doc["kind"], doc["metadata"]["name"], doc["metadata"].get("namespace"))
         assert stored is not None, (doc["kind"], doc["metadata"]["name"])
@@ -117,8 +148,7 @@ def test_upgrade_changes_objects_and_prunes_the_rest(emu: KubeEmulator, helm: Cl
     kubectl("create", "namespace", "shop")
     helm("upgrade", RELEASE, CHART, *BASE, "--set", "image.tag=9.9.9", "--set", "watchNamespaces={shop}")
     deployment = emu.get("apps/v1", "Deployment", RELEASE, RELEASE_NS)
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == \
-        "registry.example.com/mpg-operator:9.9.9"
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.com/mpg-operator:9.9.9"
     assert deployment["metadata"]["generation"] == 2
     # Namespace-scoped RBAC now: a Role and RoleBinding in shop, the cluster-wide role replaced.
     assert emu.get("rbac.authorization.k8s.io/v1", "Role", RELEASE, "shop") is not None

@@ -30,8 +30,13 @@ MPG = "orders-db"
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
-    options = {"create_seconds": 0.3, "delete_seconds": 0.2, "resize_seconds": 0.3, "rate_limit": None,
-               "real_postgres": False}
+    options = {
+        "create_seconds": 0.3,
+        "delete_seconds": 0.2,
+        "resize_seconds": 0.3,
+        "rate_limit": None,
+        "real_postgres": False,
+    }
     with Sandbox(simulator_options=options, namespaces=("default",)) as sb:
         yield sb
         assert sb.kube.server_errors == []
@@ -60,8 +65,11 @@ def test_typed_create_namespace_and_secret(sandbox: Sandbox, kubectl: Client, cr
     stored = sandbox.kube.get("v1", "Secret", "clickhouse-cloud", NS)
     assert stored["type"] == "Opaque"
     decoded = {k: base64.b64decode(v).decode() for k, v in stored["data"].items()}
-    assert decoded == {"keyId": sandbox.simulator.key_id, "keySecret": sandbox.simulator.key_secret,
-                       "organizationId": sandbox.simulator.org_id}
+    assert decoded == {
+        "keyId": sandbox.simulator.key_id,
+        "keySecret": sandbox.simulator.key_secret,
+        "organizationId": sandbox.simulator.org_id,
+    }
     assert sandbox.kube.get("v1", "Namespace", NS)["status"]["phase"] == "Active"
     kubectl("create", "configmap", "settings", "-n", NS, "--from-literal=mode=demo")
     kubectl("create", "serviceaccount", "robot", "-n", NS)
@@ -78,7 +86,8 @@ def test_typed_create_namespace_and_secret(sandbox: Sandbox, kubectl: Client, cr
 
 
 def test_apply_crds_and_examples_validated_and_operator_makes_it_ready(
-        sandbox: Sandbox, kubectl: Client, credentials_env: Path, tmp_path: Path) -> None:
+    sandbox: Sandbox, kubectl: Client, credentials_env: Path, tmp_path: Path
+) -> None:
     out = kubectl("apply", "-f", "deploy/crds/")
     assert "customresourcedefinition.apiextensions.k8s.io/managedpostgreses.clickhouse.cloud" in out
     # The examples as a user applies them: credentials.yaml filled in with the real key.
@@ -98,10 +107,16 @@ def test_apply_crds_and_examples_validated_and_operator_makes_it_ready(
 
 def test_apply_rejects_unknown_fields_without_storing(sandbox: Sandbox, kubectl: Client, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"apiVersion": "clickhouse.cloud/v1alpha1", "kind": "ManagedPostgres",
-                                   "metadata": {"name": "typo-db", "namespace": NS},
-                                   "spec": {"provider": "aws", "region": "us-west-2", "size": "r8gd.large",
-                                            "sise": "r8gd.xlarge"}}))
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "clickhouse.cloud/v1alpha1",
+                "kind": "ManagedPostgres",
+                "metadata": {"name": "typo-db", "namespace": NS},
+                "spec": {"provider": "aws", "region": "us-west-2", "size": "r8gd.large", "sise": "r8gd.xlarge"},
+            }
+        )
+    )
     proc = kubectl.run("apply", "-f", str(bad), check=False)
     assert proc.returncode == 1
     assert 'strict decoding error: unknown field "spec.sise"' in proc.stderr
@@ -122,14 +137,24 @@ def test_get_shows_printer_columns(sandbox: Sandbox, kubectl: Client) -> None:
 
 
 def test_get_watch_streams_table_rows(sandbox: Sandbox, kubectl: Client) -> None:
-    proc = subprocess.Popen([str(kubectl.binary), "get", "mpg", "-n", NS, "--watch", "--request-timeout=20s"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=kubectl.env())
+    proc = subprocess.Popen(
+        [str(kubectl.binary), "get", "mpg", "-n", NS, "--watch", "--request-timeout=20s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=kubectl.env(),
+    )
     try:
         header, first = proc.stdout.readline(), proc.stdout.readline()
         assert header.split()[:6] == ["NAME", "READY", "STATE", "SIZE", "REGION", "HOST"]
         assert first.split()[:3] == [MPG, "True", "running"]
-        sandbox.kube.store.patch(sandbox.kube.store.resolve("clickhouse.cloud", "v1alpha1", "managedpostgreses"),
-                                 NS, MPG, "application/merge-patch+json", {"metadata": {"labels": {"watched": "yes"}}})
+        sandbox.kube.store.patch(
+            sandbox.kube.store.resolve("clickhouse.cloud", "v1alpha1", "managedpostgreses"),
+            NS,
+            MPG,
+            "application/merge-patch+json",
+            {"metadata": {"labels": {"watched": "yes"}}},
+        )
         changed = proc.stdout.readline()
         assert changed.split()[:3] == [MPG, "True", "running"]  # a MODIFIED event, printed as a row
     finally:
@@ -165,16 +190,31 @@ def test_builtin_kinds_show_their_usual_columns(kubectl: Client) -> None:
 
 def test_admission_policy_and_binding_are_stored(sandbox: Sandbox, kubectl: Client) -> None:
     manifests = [
-        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-         "metadata": {"name": "mpg-sizes"},
-         "spec": {"failurePolicy": "Fail",
-                  "matchConstraints": {"resourceRules": [{"apiGroups": ["clickhouse.cloud"], "apiVersions": ["*"],
-                                                          "operations": ["CREATE", "UPDATE"],
-                                                          "resources": ["managedpostgreses"]}]},
-                  "validations": [{"expression": "object.spec.size.startsWith('r8gd.')"}]}},
-        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-         "metadata": {"name": "mpg-sizes"},
-         "spec": {"policyName": "mpg-sizes", "validationActions": ["Deny"]}},
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": "mpg-sizes"},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["clickhouse.cloud"],
+                            "apiVersions": ["*"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": ["managedpostgreses"],
+                        }
+                    ]
+                },
+                "validations": [{"expression": "object.spec.size.startsWith('r8gd.')"}],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": "mpg-sizes"},
+            "spec": {"policyName": "mpg-sizes", "validationActions": ["Deny"]},
+        },
     ]
     out = kubectl("apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(m) for m in manifests))
     assert "validatingadmissionpolicy.admissionregistration.k8s.io/mpg-sizes created" in out
@@ -207,8 +247,9 @@ def test_patch_replace_and_edit(sandbox: Sandbox, kubectl: Client, tmp_path: Pat
     assert obj["spec"]["tags"] == {"team": "orders", "tier": "gold"}
     assert obj["metadata"]["generation"] == before + 1
     # The real server's CEL rules answer through kubectl: region is immutable.
-    proc = kubectl.run("patch", "mpg", MPG, "-n", NS, "--type=merge", "-p", '{"spec":{"region":"eu-west-1"}}',
-                       check=False)
+    proc = kubectl.run(
+        "patch", "mpg", MPG, "-n", NS, "--type=merge", "-p", '{"spec":{"region":"eu-west-1"}}', check=False
+    )
     assert proc.returncode == 1 and "spec.region: Invalid value" in proc.stderr and "immutable" in proc.stderr
     # replace: GET, change, PUT (with the resourceVersion read)
     manifest = tmp_path / "mpg.yaml"
@@ -228,15 +269,27 @@ def test_patch_replace_and_edit(sandbox: Sandbox, kubectl: Client, tmp_path: Pat
     managers = {e["manager"] for e in sandbox.get(MPG, NS)["metadata"]["managedFields"]}
     assert {"kubectl-client-side-apply", "kubectl-patch", "kubectl-replace", "kubectl-edit"} <= managers
     # ... and the operator picks the change up (tags are sent with the next update)
-    sandbox.wait_for(lambda: (sandbox.get(MPG, NS)["status"].get("observedGeneration")
-                              == sandbox.get(MPG, NS)["metadata"]["generation"]), timeout=30, what="observed")
+    sandbox.wait_for(
+        lambda: (
+            sandbox.get(MPG, NS)["status"].get("observedGeneration") == sandbox.get(MPG, NS)["metadata"]["generation"]
+        ),
+        timeout=30,
+        what="observed",
+    )
 
 
 def test_server_side_apply_conflicts_and_force(sandbox: Sandbox, kubectl: Client, tmp_path: Path) -> None:
     manifest = tmp_path / "cm.yaml"
-    manifest.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap",
-                                        "metadata": {"name": "app-config", "namespace": NS},
-                                        "data": {"color": "blue", "size": "m"}}))
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "app-config", "namespace": NS},
+                "data": {"color": "blue", "size": "m"},
+            }
+        )
+    )
     assert "serverside-applied" in kubectl("apply", "--server-side", "-f", str(manifest))
     kubectl("patch", "configmap", "app-config", "-n", NS, "--type=merge", "-p", '{"data":{"color":"red"}}')
     proc = kubectl.run("apply", "--server-side", "-f", str(manifest), check=False)
@@ -252,9 +305,16 @@ def test_server_side_apply_conflicts_and_force(sandbox: Sandbox, kubectl: Client
     assert set(owners["kubectl"]["fieldsV1"]["f:data"]) == {"f:color", "f:size"}
     assert "kubectl-patch" not in owners  # its only field was taken over
     # A field dropped from the applied configuration is removed (nobody else owns it).
-    manifest.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap",
-                                        "metadata": {"name": "app-config", "namespace": NS},
-                                        "data": {"color": "blue"}}))
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "app-config", "namespace": NS},
+                "data": {"color": "blue"},
+            }
+        )
+    )
     kubectl("apply", "--server-side", "-f", str(manifest))
     assert sandbox.kube.get("v1", "ConfigMap", "app-config", NS)["data"] == {"color": "blue"}
     # Server-side apply of the custom resource (kubectl migrates the client-side apply ownership).
@@ -287,16 +347,19 @@ def test_events_served_in_both_groups(sandbox: Sandbox, kubectl: Client) -> None
 
 def test_status_errors_and_unsupported_media_types(sandbox: Sandbox, kubectl: Client) -> None:
     proc = kubectl.run("get", "mpg", "nope", "-n", NS, check=False)
-    assert proc.stderr.strip() == \
-        'Error from server (NotFound): managedpostgreses.clickhouse.cloud "nope" not found'
+    assert proc.stderr.strip() == 'Error from server (NotFound): managedpostgreses.clickhouse.cloud "nope" not found'
     url = f"{sandbox.kube.url}/api/v1/namespaces/{NS}/configmaps/app-config"
     request = urllib.request.Request(url, data=b"data: {}", method="PATCH", headers={"Content-Type": "text/plain"})
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=10)
     status = json.loads(caught.value.read())
     assert caught.value.code == 415 and status["kind"] == "Status" and status["reason"] == "UnsupportedMediaType"
-    for media_type in ("application/json-patch+json", "application/merge-patch+json",
-                       "application/strategic-merge-patch+json", "application/apply-patch+yaml"):
+    for media_type in (
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/strategic-merge-patch+json",
+        "application/apply-patch+yaml",
+    ):
         assert media_type in status["message"]
 
 

@@ -43,8 +43,9 @@ def ok(result: Any = None, *, status: int = 200) -> Reply:
 
 
 def err(status: int, error: str, **headers: str) -> Reply:
-    return Reply(status=status, json={"status": status, "error": error,
-                                      "requestId": str(uuid.uuid4())}, headers=headers)
+    return Reply(
+        status=status, json={"status": status, "error": error, "requestId": str(uuid.uuid4())}, headers=headers
+    )
 
 
 @dataclass
@@ -79,8 +80,7 @@ class FakeApi:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         path = request.rel_url.raw_path.removeprefix("/v1")  # still %-encoded
-        self.seen.append(Seen(time.monotonic(), request.method, path, dict(request.query),
-                              dict(request.headers), body))
+        self.seen.append(Seen(time.monotonic(), request.method, path, dict(request.query), dict(request.headers), body))
         for method, pattern, replies in self.routes:
             if method == request.method and pattern.fullmatch(path):
                 item = replies.pop(0) if len(replies) > 1 else replies[0]
@@ -96,8 +96,12 @@ class FakeApi:
             await asyncio.sleep(0.05)
             return web.Response()
         if reply.text is not None:
-            return web.Response(status=reply.status, text=reply.text, headers=reply.headers,
-                                content_type=reply.content_type or "text/plain")
+            return web.Response(
+                status=reply.status,
+                text=reply.text,
+                headers=reply.headers,
+                content_type=reply.content_type or "text/plain",
+            )
         return web.json_response(reply.json, status=reply.status, headers=reply.headers)
 
     async def start(self) -> None:

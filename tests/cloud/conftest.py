@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from cloud_fakeapi import KEY_SECRET, ORG, FakeApi
+
 from mpg_operator.cloud import CloudClient, RateLimiter, clear_rate_limiters
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cloud_fakeapi import KEY_SECRET, ORG, SID, FakeApi, Reply, ok
+
 from mpg_operator import __version__
 from mpg_operator.cloud import (
     PostgresConfig,
@@ -20,9 +21,19 @@ from mpg_operator.cloud import (
 
 BASE = f"/organizations/{ORG}/postgres"
 SERVICE = {
-    "id": SID, "name": "oltp", "provider": "aws", "region": "eu-west-2", "postgresVersion": "18",
-    "size": "r6gd.medium", "storageSize": 59, "haType": "none", "tags": [], "isPrimary": True,
-    "state": "running", "createdAt": "2026-05-25T16:42:16+00:00", "username": "postgres",
+    "id": SID,
+    "name": "oltp",
+    "provider": "aws",
+    "region": "eu-west-2",
+    "postgresVersion": "18",
+    "size": "r6gd.medium",
+    "storageSize": 59,
+    "haType": "none",
+    "tags": [],
+    "isPrimary": True,
+    "state": "running",
+    "createdAt": "2026-05-25T16:42:16+00:00",
+    "username": "postgres",
     "hostname": "oltp-6d8d2e3e.example.pg.clickhouse.cloud",
 }
 
@@ -39,18 +50,34 @@ async def test_headers_auth_and_user_agent(fake: FakeApi, make_client) -> None:
 
 
 async def test_create_sends_json_and_returns_credentials_once(fake: FakeApi, make_client) -> None:
-    created = {**SERVICE, "state": "creating", "password": "vV6cfEr2p_-TzkCDrZOx",
-               "connectionString": "postgres://postgres:vV6cfEr2p_-TzkCDrZOx@h:5432/postgres"}
+    created = {
+        **SERVICE,
+        "state": "creating",
+        "password": "vV6cfEr2p_-TzkCDrZOx",
+        "connectionString": "postgres://postgres:vV6cfEr2p_-TzkCDrZOx@h:5432/postgres",
+    }
     fake.on("POST", BASE, ok(created))
     client = make_client()
-    svc = await client.create_service(PostgresServiceCreateRequest(
-        name="oltp", provider="aws", region="eu-west-2", size="r6gd.medium",
-        postgres_version="18", tags=[Tag(key="k8s-uid", value="abc")]))
+    svc = await client.create_service(
+        PostgresServiceCreateRequest(
+            name="oltp",
+            provider="aws",
+            region="eu-west-2",
+            size="r6gd.medium",
+            postgres_version="18",
+            tags=[Tag(key="k8s-uid", value="abc")],
+        )
+    )
     seen = fake.requests("POST")[0]
     assert seen.headers["Content-Type"] == "application/json"
-    assert json.loads(seen.body) == {"name": "oltp", "provider": "aws", "region": "eu-west-2",
-                                     "size": "r6gd.medium", "postgresVersion": "18",
-                                     "tags": [{"key": "k8s-uid", "value": "abc"}]}
+    assert json.loads(seen.body) == {
+        "name": "oltp",
+        "provider": "aws",
+        "region": "eu-west-2",
+        "size": "r6gd.medium",
+        "postgresVersion": "18",
+        "tags": [{"key": "k8s-uid", "value": "abc"}],
+    }
     assert svc.state == "creating" and svc.storage_size == 59
     assert svc.password is not None and svc.password.get_secret_value() == "vV6cfEr2p_-TzkCDrZOx"
 
@@ -61,11 +88,14 @@ async def test_get_patch_state(fake: FakeApi, make_client) -> None:
     fake.on("PATCH", f"{BASE}/{SID}/state", ok({**SERVICE, "state": "restarting"}))
     client = make_client()
     assert (await client.get_service(SID)).hostname == SERVICE["hostname"]
-    patched = await client.update_service(SID, PostgresServicePatchRequest(
-        size="r6gd.large", tags=[Tag(key="env", value="prod")]))
+    patched = await client.update_service(
+        SID, PostgresServicePatchRequest(size="r6gd.large", tags=[Tag(key="env", value="prod")])
+    )
     assert patched.size == "r6gd.large"
     assert json.loads(fake.requests("PATCH")[0].body) == {
-        "size": "r6gd.large", "tags": [{"key": "env", "value": "prod"}]}
+        "size": "r6gd.large",
+        "tags": [{"key": "env", "value": "prod"}],
+    }
     assert (await client.set_state(SID, "restart")).state == "restarting"
     assert json.loads(fake.requests("PATCH")[1].body) == {"command": "restart"}
 
@@ -80,7 +110,7 @@ async def test_delete_without_result_and_404_means_gone(fake: FakeApi, make_clie
 
 async def test_raw_text_endpoints(fake: FakeApi, make_client) -> None:
     pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-    prom = "# TYPE PostgresServiceInfo gauge\nPostgresServiceInfo{a=\"b\"} 1\n"
+    prom = '# TYPE PostgresServiceInfo gauge\nPostgresServiceInfo{a="b"} 1\n'
     fake.on("GET", f"{BASE}/{SID}/caCertificates", Reply(text=pem, content_type="application/x-pem-file"))
     fake.on("GET", f"{BASE}/prometheus", Reply(text=prom))
     fake.on("GET", f"{BASE}/{SID}/prometheus", Reply(text=prom + "x 2\n"))
@@ -93,16 +123,21 @@ async def test_raw_text_endpoints(fake: FakeApi, make_client) -> None:
 async def test_config_get_replace_patch(fake: FakeApi, make_client) -> None:
     fake.on("GET", f"{BASE}/{SID}/config", ok({"pgConfig": {"max_connections": "42"}, "pgBouncerConfig": {}}))
     restart = "The changes in the following parameters require a database restart to take effect: max_connections."
-    fake.on("POST", f"{BASE}/{SID}/config", ok({"pgConfig": {"max_connections": "50"},
-                                               "pgBouncerConfig": {}, "message": restart}))
-    fake.on("PATCH", f"{BASE}/{SID}/config", ok({"pgConfig": {"max_connections": "50", "work_mem": "8MB"},
-                                                "pgBouncerConfig": {"pool_mode": "transaction"}}))
+    fake.on(
+        "POST",
+        f"{BASE}/{SID}/config",
+        ok({"pgConfig": {"max_connections": "50"}, "pgBouncerConfig": {}, "message": restart}),
+    )
+    fake.on(
+        "PATCH",
+        f"{BASE}/{SID}/config",
+        ok({"pgConfig": {"max_connections": "50", "work_mem": "8MB"}, "pgBouncerConfig": {"pool_mode": "transaction"}}),
+    )
     client = make_client()
     assert (await client.get_config(SID)).pg_config == {"max_connections": "42"}
     replaced = await client.replace_config(SID, PostgresConfig(pg_config={"max_connections": 50}))
     assert replaced.message == restart
-    assert json.loads(fake.requests("POST")[0].body) == {"pgConfig": {"max_connections": 50},
-                                                         "pgBouncerConfig": {}}
+    assert json.loads(fake.requests("POST")[0].body) == {"pgConfig": {"max_connections": 50}, "pgBouncerConfig": {}}
     patched = await client.patch_config(SID, PostgresConfig(pg_config={"work_mem": "8MB"}))
     assert patched.pg_bouncer_config == {"pool_mode": "transaction"} and patched.message is None
 
@@ -127,43 +162,83 @@ async def test_replica_and_restore(fake: FakeApi, make_client) -> None:
     client = make_client()
     r = await client.create_read_replica(SID, PostgresReadReplicaRequest(name="oltp-ro"))
     assert (r.id, r.is_primary) == ("r-1", False)
-    s = await client.restore_service(SID, PostgresRestoreRequest(name="oltp-pitr",
-                                                                 restore_target="2026-06-01T12:00:00Z"))
+    s = await client.restore_service(
+        SID, PostgresRestoreRequest(name="oltp-pitr", restore_target="2026-06-01T12:00:00Z")
+    )
     assert s.state == ServiceState.RESTORING_BACKUP
-    assert json.loads(fake.requests("POST")[1].body) == {"name": "oltp-pitr",
-                                                         "restoreTarget": "2026-06-01T12:00:00Z"}
+    assert json.loads(fake.requests("POST")[1].body) == {"name": "oltp-pitr", "restoreTarget": "2026-06-01T12:00:00Z"}
 
 
 async def test_metrics_slow_queries_and_organizations(fake: FakeApi, make_client) -> None:
     fake.on("GET", "/organizations", ok([{"id": ORG, "name": "Acme", "createdAt": "2026-01-01T00:00:00Z"}]))
-    fake.on("GET", f"{BASE}/{SID}/metrics", ok({"metrics": [{
-        "key": "cpu_usage", "name": "CPU", "unit": "%", "description": "CPU usage",
-        "series": [{"label": "user", "dataPoints": [{"timestamp": 1780000000, "value": 12.5}]}]}]}))
-    pattern = {"queryId": "-4242", "queryText": "select 1", "dbName": "postgres", "dbUser": "u",
-               "dbOperation": "SELECT", "app": "psql", "callCount": 3, "totalDurationUs": 900}
+    fake.on(
+        "GET",
+        f"{BASE}/{SID}/metrics",
+        ok(
+            {
+                "metrics": [
+                    {
+                        "key": "cpu_usage",
+                        "name": "CPU",
+                        "unit": "%",
+                        "description": "CPU usage",
+                        "series": [{"label": "user", "dataPoints": [{"timestamp": 1780000000, "value": 12.5}]}],
+                    }
+                ]
+            }
+        ),
+    )
+    pattern = {
+        "queryId": "-4242",
+        "queryText": "select 1",
+        "dbName": "postgres",
+        "dbUser": "u",
+        "dbOperation": "SELECT",
+        "app": "psql",
+        "callCount": 3,
+        "totalDurationUs": 900,
+    }
     fake.on("GET", f"{BASE}/{SID}/slowQueryPatterns", ok([pattern]))
-    fake.on("GET", f"{BASE}/{SID}/slowQueryPatterns/-4242", ok({"aggregate": pattern, "recentExecutions": [
-        {"timestamp": "2026-06-01T00:00:00Z", "queryId": "-4242", "durationUs": 300, "pid": "17"}]}))
+    fake.on(
+        "GET",
+        f"{BASE}/{SID}/slowQueryPatterns/-4242",
+        ok(
+            {
+                "aggregate": pattern,
+                "recentExecutions": [
+                    {"timestamp": "2026-06-01T00:00:00Z", "queryId": "-4242", "durationUs": 300, "pid": "17"}
+                ],
+            }
+        ),
+    )
     client = make_client()
     orgs = await client.list_organizations()
     assert [o.id for o in orgs] == [ORG]
-    start = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 6, 1, tzinfo=UTC)
     m = await client.get_metrics(SID, start, "2026-06-02T00:00:00Z", bucket_size_seconds=3600)
     assert m.metrics[0].series[0].data_points[0].value == 12.5
-    assert fake.requests()[-1].query == {"from_date": "2026-06-01T00:00:00Z",
-                                         "to_date": "2026-06-02T00:00:00Z", "bucket_size_seconds": "3600"}
+    assert fake.requests()[-1].query == {
+        "from_date": "2026-06-01T00:00:00Z",
+        "to_date": "2026-06-02T00:00:00Z",
+        "bucket_size_seconds": "3600",
+    }
     patterns = await client.list_slow_query_patterns(SID, start, start.replace(day=2), limit=5)
     assert patterns[0].query_id == "-4242" and patterns[0].call_count == 3
     assert fake.requests()[-1].query["limit"] == "5" and "offset" not in fake.requests()[-1].query
-    detail = await client.get_slow_query_pattern(SID, "-4242", db_name="postgres", db_user="u",
-                                                 db_operation="SELECT")
+    detail = await client.get_slow_query_pattern(SID, "-4242", db_name="postgres", db_user="u", db_operation="SELECT")
     assert detail.recent_executions[0].duration_us == 300
     assert detail.recent_executions[0].model_extra == {"pid": "17"}
 
 
 async def test_tolerant_parsing_of_unknown_fields_and_values(fake: FakeApi, make_client) -> None:
-    odd = {**SERVICE, "state": "hibernating", "size": "z9x.mega", "provider": "azure",
-           "brandNewField": {"nested": [1, 2]}, "tags": [{"key": "only-key"}]}
+    odd = {
+        **SERVICE,
+        "state": "hibernating",
+        "size": "z9x.mega",
+        "provider": "azure",
+        "brandNewField": {"nested": [1, 2]},
+        "tags": [{"key": "only-key"}],
+    }
     fake.on("GET", f"{BASE}/{SID}", ok(odd))
     fake.on("GET", BASE, ok([odd, {"id": "bare"}]))
     client = make_client()

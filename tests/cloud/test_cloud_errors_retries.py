@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 from cloud_fakeapi import ORG, SID, FakeApi, Reply, err, ok
+
 from mpg_operator.cloud import (
     AmbiguousCreateError,
     AuthError,
@@ -29,26 +30,39 @@ SERVICE = {"id": SID, "name": "oltp", "state": "creating"}
 CREATE = PostgresServiceCreateRequest(name="oltp", provider="aws", region="us-east-1", size="r8gd.large")
 
 
-@pytest.mark.parametrize(("text", "code", "detail"), [
-    ("BAD_REQUEST: Invalid service id <string:not-a-uuid>", "BAD_REQUEST", "Invalid service id <string:not-a-uuid>"),
-    ("NOT_FOUND", "NOT_FOUND", "NOT_FOUND"),
-    ("CONFLICT: Conflict", "CONFLICT", "Conflict"),
-    ("request body property can't be validated: name", None, "request body property can't be validated: name"),
-    ("", None, ""),
-])
+@pytest.mark.parametrize(
+    ("text", "code", "detail"),
+    [
+        (
+            "BAD_REQUEST: Invalid service id <string:not-a-uuid>",
+            "BAD_REQUEST",
+            "Invalid service id <string:not-a-uuid>",
+        ),
+        ("NOT_FOUND", "NOT_FOUND", "NOT_FOUND"),
+        ("CONFLICT: Conflict", "CONFLICT", "Conflict"),
+        ("request body property can't be validated: name", None, "request body property can't be validated: name"),
+        ("", None, ""),
+    ],
+)
 def test_parse_error_text(text: str, code: str | None, detail: str) -> None:
     assert parse_error_text(text) == (code, detail)
 
 
-@pytest.mark.parametrize(("status", "error", "exc"), [
-    (400, "BAD_REQUEST: Parent server is not ready for read replicas. There are no backups, yet.",
-     InvalidRequestError),
-    (422, "UNPROCESSABLE: bad", InvalidRequestError),
-    (401, "UNAUTHORIZED", AuthError),
-    (403, "FORBIDDEN: missing control-plane:postgres-service:manage", AuthError),
-    (404, "NOT_FOUND: 67b4bc12", NotFoundError),
-    (409, "CONFLICT: Conflict", ConflictError),
-])
+@pytest.mark.parametrize(
+    ("status", "error", "exc"),
+    [
+        (
+            400,
+            "BAD_REQUEST: Parent server is not ready for read replicas. There are no backups, yet.",
+            InvalidRequestError,
+        ),
+        (422, "UNPROCESSABLE: bad", InvalidRequestError),
+        (401, "UNAUTHORIZED", AuthError),
+        (403, "FORBIDDEN: missing control-plane:postgres-service:manage", AuthError),
+        (404, "NOT_FOUND: 67b4bc12", NotFoundError),
+        (409, "CONFLICT: Conflict", ConflictError),
+    ],
+)
 async def test_4xx_mapped_and_not_retried(fake: FakeApi, make_client, status, error, exc) -> None:
     fake.on("GET", f"{BASE}/{SID}", err(status, error))
     client = make_client()
@@ -62,8 +76,13 @@ async def test_4xx_mapped_and_not_retried(fake: FakeApi, make_client, status, er
 
 
 async def test_5xx_retried_with_backoff_then_succeeds(fake: FakeApi, make_client) -> None:
-    fake.on("GET", f"{BASE}/{SID}", Reply(status=502, text="<html>bad gateway</html>"),
-            err(500, "INTERNAL: oops"), ok(SERVICE))
+    fake.on(
+        "GET",
+        f"{BASE}/{SID}",
+        Reply(status=502, text="<html>bad gateway</html>"),
+        err(500, "INTERNAL: oops"),
+        ok(SERVICE),
+    )
     client = make_client()
     assert (await client.get_service(SID)).id == SID
     assert len(fake.requests()) == 3
@@ -129,8 +148,9 @@ async def test_network_error_after_retries(make_client) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     statuses: list[str] = []
-    client = make_client(base_url=f"http://127.0.0.1:{port}/v1", max_retries=2,
-                         on_response=lambda op, st, secs: statuses.append(st))
+    client = make_client(
+        base_url=f"http://127.0.0.1:{port}/v1", max_retries=2, on_response=lambda op, st, secs: statuses.append(st)
+    )
     with pytest.raises(NetworkError) as info:
         await client.create_service(CREATE)  # never reached the server: retried, not ambiguous
     assert info.value.temporary and info.value.status is None

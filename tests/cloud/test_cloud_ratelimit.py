@@ -8,6 +8,7 @@ import time
 
 import pytest
 from cloud_fakeapi import ORG, SID, FakeApi, err, ok
+
 from mpg_operator.cloud import RateLimiter, rate_limiter_for
 
 BASE = f"/organizations/{ORG}/postgres"
@@ -75,8 +76,11 @@ async def test_429_pauses_every_client_of_the_same_key(fake: FakeApi, make_clien
     first_429 = fake.seen[0].at
     auth = {s.headers["Authorization"] for s in fake.seen}
     assert len(fake.seen) == 4 and len(auth) == 2
-    b_at = next(s.at for s in fake.seen[1:] if s.path == f"{BASE}/{SID}"
-                and s.headers["Authorization"] == fake.seen[0].headers["Authorization"])
+    b_at = next(
+        s.at
+        for s in fake.seen[1:]
+        if s.path == f"{BASE}/{SID}" and s.headers["Authorization"] == fake.seen[0].headers["Authorization"]
+    )
     other_at = next(s.at for s in fake.seen if s.headers["Authorization"] != fake.seen[0].headers["Authorization"])
     assert other_at - first_429 < 0.3  # another key is not held
     assert b_at - first_429 >= 0.5  # same key: held until the reset
@@ -139,8 +143,8 @@ async def test_no_429_when_requests_reach_the_server_late() -> None:
     A request now holds its slot until its response is in (the server saw it before that)."""
     import httpx
 
+    from clickhouse_cloud_simulator.ratelimit import RateLimiter as ServerWindow
     from mpg_operator.cloud import CloudClient
-    from mpg_operator.simulator.ratelimit import RateLimiter as ServerWindow
 
     server = ServerWindow(2, 0.4)
     statuses: list[int] = []
@@ -157,8 +161,14 @@ async def test_no_429_when_requests_reach_the_server_late() -> None:
         return httpx.Response(200, headers=headers, json={"status": 200, "result": []})
 
     limiter = RateLimiter(2, 0.4, margin=0.05)
-    async with CloudClient(key_id="k", key_secret="s", organization_id=ORG, base_url="http://api.test/v1",
-                           rate_limiter=limiter, transport=httpx.MockTransport(handler)) as client:
+    async with CloudClient(
+        key_id="k",
+        key_secret="s",
+        organization_id=ORG,
+        base_url="http://api.test/v1",
+        rate_limiter=limiter,
+        transport=httpx.MockTransport(handler),
+    ) as client:
         for _ in range(6):
             await client.list_services()
     assert statuses.count(200) == 6

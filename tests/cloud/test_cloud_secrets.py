@@ -6,6 +6,7 @@ import logging
 
 import pytest
 from cloud_fakeapi import KEY_SECRET, ORG, SID, FakeApi, Reply, err, ok
+
 from mpg_operator.cloud import (
     AmbiguousCreateError,
     CloudError,
@@ -25,16 +26,25 @@ def assert_clean(text: str) -> None:
         assert secret not in text
 
 
-async def test_no_secret_in_repr_str_logs_or_errors(fake: FakeApi, make_client,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+async def test_no_secret_in_repr_str_logs_or_errors(
+    fake: FakeApi, make_client, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)  # httpx/httpcore debug logging included
-    created = {"id": SID, "state": "creating", "password": PASSWORD, "connectionString": CONN,
-               "superuserPassword": "hunter2-extra-secret"}
+    created = {
+        "id": SID,
+        "state": "creating",
+        "password": PASSWORD,
+        "connectionString": CONN,
+        "superuserPassword": "hunter2-extra-secret",
+    }
     fake.on("POST", BASE, ok(created))
-    fake.on("PATCH", f"{BASE}/{SID}/password",
-            err(400, f"BAD_REQUEST: password {SUPPLIED} is too weak"),
-            Reply(status=500, text=f"crash while handling {SUPPLIED}"),
-            ok({"password": PASSWORD}))
+    fake.on(
+        "PATCH",
+        f"{BASE}/{SID}/password",
+        err(400, f"BAD_REQUEST: password {SUPPLIED} is too weak"),
+        Reply(status=500, text=f"crash while handling {SUPPLIED}"),
+        ok({"password": PASSWORD}),
+    )
     client = make_client(max_retries=0)
     texts = [repr(client), str(client)]
 

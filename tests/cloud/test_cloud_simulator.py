@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
+from clickhouse_cloud_simulator import Simulator
 from mpg_operator.cloud import (
     AmbiguousCreateError,
     AuthError,
@@ -25,14 +27,19 @@ from mpg_operator.cloud import (
     clear_rate_limiters,
     replica_not_ready,
 )
-from mpg_operator.simulator import Simulator
 
 POLL = dict(timeout=10.0, interval=0.05)
 
 
 def create_request(name: str = "oltp") -> PostgresServiceCreateRequest:
-    return PostgresServiceCreateRequest(name=name, provider="aws", region="us-east-1", size="r8gd.large",
-                                        postgres_version="18", tags=[Tag(key="k8s-uid", value="u-1")])
+    return PostgresServiceCreateRequest(
+        name=name,
+        provider="aws",
+        region="us-east-1",
+        size="r8gd.large",
+        postgres_version="18",
+        tags=[Tag(key="k8s-uid", value="u-1")],
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -51,8 +58,7 @@ def client_for(sim: Simulator, **kw: Any) -> CloudClient:
     kw.setdefault("rate_limiter", RateLimiter(1000, 1.0))
     kw.setdefault("backoff_base", 0.01)
     kw.setdefault("backoff_cap", 0.05)
-    return CloudClient(key_id=sim.key_id, key_secret=sim.key_secret, organization_id=sim.org_id,
-                       base_url=sim.url, **kw)
+    return CloudClient(key_id=sim.key_id, key_secret=sim.key_secret, organization_id=sim.org_id, base_url=sim.url, **kw)
 
 
 async def test_full_lifecycle(sim: Simulator) -> None:
@@ -71,22 +77,27 @@ async def test_full_lifecycle(sim: Simulator) -> None:
         assert running.password is None and running.connection_string is None  # redacted
         assert running.tag_map() == {"k8s-uid": "u-1"} and running.hostname
 
-        patched = await cloud.update_service(sid, PostgresServicePatchRequest(
-            size="r8gd.xlarge", tags=[Tag(key="k8s-uid", value="u-1"), Tag(key="env", value="dev")]))
+        patched = await cloud.update_service(
+            sid,
+            PostgresServicePatchRequest(
+                size="r8gd.xlarge", tags=[Tag(key="k8s-uid", value="u-1"), Tag(key="env", value="dev")]
+            ),
+        )
         assert patched.tag_map() == {"k8s-uid": "u-1", "env": "dev"}
         deadline = time.monotonic() + 10
         while (await cloud.get_service(sid)).size != "r8gd.xlarge":
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
 
-        replaced = await cloud.replace_config(sid, PostgresConfig(pg_config={"max_connections": 200},
-                                                                  pg_bouncer_config={"default_pool_size": "16"}))
+        replaced = await cloud.replace_config(
+            sid, PostgresConfig(pg_config={"max_connections": 200}, pg_bouncer_config={"default_pool_size": "16"})
+        )
         assert replaced.pg_config == {"max_connections": "200"} and replaced.message
         merged = await cloud.patch_config(sid, PostgresConfig(pg_config={"work_mem": "8MB"}))
         assert merged.pg_config == {"max_connections": "200", "work_mem": "8MB"}
         assert (await cloud.get_config(sid)) == PostgresConfig(
-            pg_config={"max_connections": "200", "work_mem": "8MB"},
-            pg_bouncer_config={"default_pool_size": "16"})
+            pg_config={"max_connections": "200", "work_mem": "8MB"}, pg_bouncer_config={"default_pool_size": "16"}
+        )
 
         assert (await cloud.set_password(sid, "Supplied-Passw0rd-42")).password is None
         generated = await cloud.set_password(sid)
@@ -99,7 +110,7 @@ async def test_full_lifecycle(sim: Simulator) -> None:
         assert pem.startswith("-----BEGIN CERTIFICATE-----")
         assert "PostgresServiceInfo" in await cloud.get_service_prometheus(sid)
         assert "PostgresServiceInfo" in await cloud.get_org_prometheus()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         metrics = await cloud.get_metrics(sid, now - timedelta(hours=1), now)
         assert {m.key for m in metrics.metrics} >= {"cpu_usage", "connection_count"}
         assert await cloud.list_slow_query_patterns(sid, now - timedelta(hours=1), now, limit=10) == []
@@ -131,7 +142,7 @@ async def test_replica_and_restore(sim: Simulator) -> None:
         assert replica.is_primary is False and replica.password is None
         with pytest.raises(InvalidRequestError, match="Read replicas cannot be modified"):
             await cloud.update_service(replica.id, PostgresServicePatchRequest(size="r8gd.xlarge"))
-        target = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        target = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
         restored = await cloud.restore_service(primary.id, PostgresRestoreRequest(name="pitr", restore_target=target))
         assert restored.id not in (primary.id, replica.id)
         await cloud.wait_for_state(restored.id, "running", **POLL)
@@ -139,8 +150,13 @@ async def test_replica_and_restore(sim: Simulator) -> None:
 
 
 async def test_wrong_credentials_are_auth_errors(sim: Simulator) -> None:
-    async with CloudClient(key_id=sim.key_id, key_secret="wrong-secret-value", organization_id=sim.org_id,
-                           base_url=sim.url, rate_limiter=RateLimiter(100, 1.0)) as cloud:
+    async with CloudClient(
+        key_id=sim.key_id,
+        key_secret="wrong-secret-value",
+        organization_id=sim.org_id,
+        base_url=sim.url,
+        rate_limiter=RateLimiter(100, 1.0),
+    ) as cloud:
         with pytest.raises(AuthError) as info:
             await cloud.list_services()
         assert info.value.status == 401 and "wrong-secret-value" not in str(info.value)

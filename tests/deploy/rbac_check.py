@@ -7,7 +7,7 @@
   for the end-to-end suite's recorded calls.
 
 A call is anything with the attributes of ``ApiCall(verb, api_group, version, resource, subresource,
-namespace, name)`` (``mpg_operator.kubeemu.ApiCall`` or the local stand-in below): ``namespace`` is
+namespace, name)`` (``kubeemu.ApiCall`` or the local stand-in below): ``namespace`` is
 None for cluster-scoped resources and for cluster-wide list/watch; ``name`` is None for
 list/watch/create. Matching follows the Kubernetes RBAC authorizer: api group, resource (with
 ``/subresource``), verb, resourceNames (a rule with resourceNames matches only calls naming one of
@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 
 class Call(NamedTuple):
-    """One Kubernetes API request (the fields of ``mpg_operator.kubeemu.ApiCall``)."""
+    """One Kubernetes API request (the fields of ``kubeemu.ApiCall``)."""
 
     verb: str
     api_group: str
@@ -37,7 +37,7 @@ class Call(NamedTuple):
 
 
 try:  # the emulator's own call record, once it exists
-    from mpg_operator.kubeemu import ApiCall  # type: ignore[attr-defined]
+    from kubeemu import ApiCall  # type: ignore[attr-defined]
 except ImportError:  # written concurrently; the local one has the same fields
     ApiCall = Call  # type: ignore[misc,assignment]
 

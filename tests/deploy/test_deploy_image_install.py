@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,11 @@ def test_wheel_installs_into_a_clean_virtualenv_and_runs() -> None:
         wheels = tmp_path / "wheels"
         run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheels, ".", cwd=context)
         [wheel] = wheels.glob("mpg_operator-*.whl")
+        # Only the operator: the stand-ins are distributions of their own.
+        names = zipfile.ZipFile(wheel).namelist()
+        stand_ins = [n for n in names if n.split("/")[0] in ("clickhouse_cloud_simulator", "kubeemu")
+                     or n.startswith(("mpg_operator/simulator/", "mpg_operator/kubeemu/"))]
+        assert stand_ins == [] and "mpg_operator/controller/executor.py" in names
 
         venv = tmp_path / "venv"
         run(sys.executable, "-m", "venv", venv)

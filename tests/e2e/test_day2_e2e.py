@@ -15,12 +15,12 @@ from collections import defaultdict
 import psycopg
 import pytest
 
+from clickhouse_cloud_simulator.postgres import PostgresFleet
 from mpg_operator.cloud.client import CloudClient
 from mpg_operator.cloud.models import PostgresServiceCreateRequest, Tag
 from mpg_operator.cloud.ratelimit import UnlimitedRateLimiter
-from mpg_operator.reconcile.desired import TAG_NAME, TAG_NAMESPACE, TAG_UID
+from mpg_operator.reconcile.desired import TAG_UID
 from mpg_operator.sandbox import Sandbox
-from mpg_operator.simulator.postgres import PostgresFleet
 
 pytestmark = [
     pytest.mark.e2e,
@@ -55,7 +55,13 @@ class Mutations:
 
 @pytest.fixture(scope="module")
 def sb():
-    options = {"create_seconds": 0.3, "resize_seconds": 0.5, "delete_seconds": 0.3, "rate_limit": None, "real_postgres": True}
+    options = {
+        "create_seconds": 0.3,
+        "resize_seconds": 0.5,
+        "delete_seconds": 0.3,
+        "rate_limit": None,
+        "real_postgres": True,
+    }
     with Sandbox(simulator_options=options, namespaces=(NS,)) as sandbox:
         sandbox.console = sandbox.simulator.add_key(org_id=sandbox.simulator.org_id)
         sandbox.mutations = Mutations()
@@ -71,7 +77,13 @@ def manifest(name: str, annotations: dict | None = None, **spec) -> dict:
         "apiVersion": "clickhouse.cloud/v1alpha1",
         "kind": "ManagedPostgres",
         "metadata": meta,
-        "spec": {"provider": "aws", "region": "us-west-2", "size": "r8gd.large", "credentialsRef": {"name": "clickhouse-cloud"}, **spec},
+        "spec": {
+            "provider": "aws",
+            "region": "us-west-2",
+            "size": "r8gd.large",
+            "credentialsRef": {"name": "clickhouse-cloud"},
+            **spec,
+        },
     }
 
 
@@ -80,16 +92,26 @@ def console(sb: Sandbox, fn):
     key_id, key_secret, org_id = sb.console
 
     async def go():
-        async with CloudClient(key_id=key_id, key_secret=key_secret, organization_id=org_id,
-                               base_url=sb.simulator.url, rate_limiter=UnlimitedRateLimiter()) as client:
+        async with CloudClient(
+            key_id=key_id,
+            key_secret=key_secret,
+            organization_id=org_id,
+            base_url=sb.simulator.url,
+            rate_limiter=UnlimitedRateLimiter(),
+        ) as client:
             return await fn(client)
 
     return asyncio.run(go())
 
 
 def create_elsewhere(sb: Sandbox, name: str, tags: dict | None = None):
-    request = PostgresServiceCreateRequest(name=name, provider="aws", region="us-west-2", size="r8gd.large",
-                                           tags=[Tag(key=k, value=v) for k, v in (tags or {}).items()])
+    request = PostgresServiceCreateRequest(
+        name=name,
+        provider="aws",
+        region="us-west-2",
+        size="r8gd.large",
+        tags=[Tag(key=k, value=v) for k, v in (tags or {}).items()],
+    )
     service = console(sb, lambda c: c.create_service(request))
     sb.wait_for(lambda: sb.simulator.state_of(service.id) == "running", timeout=30, what="running")
     return service
@@ -105,8 +127,11 @@ def cond(sb: Sandbox, name: str, type_: str = "Synced") -> dict:
 
 
 def wait_reason(sb: Sandbox, name: str, reason: str, type_: str = "Synced", timeout: float = 60) -> dict:
-    return sb.wait_for(lambda: (c := cond(sb, name, type_)).get("reason") == reason and c, timeout=timeout,
-                       what=f"{name} {type_} {reason}")
+    return sb.wait_for(
+        lambda: (c := cond(sb, name, type_)).get("reason") == reason and c,
+        timeout=timeout,
+        what=f"{name} {type_} {reason}",
+    )
 
 
 def wait_applied(sb: Sandbox, name: str, timeout: float = 60) -> dict:
@@ -125,8 +150,11 @@ def events(sb: Sandbox, name: str) -> list[dict]:
 
 def wait_event(sb: Sandbox, name: str, reason: str, timeout: float = 15) -> dict:
     """Events are posted right after the status write: wait for them rather than race them."""
-    return sb.wait_for(lambda: next((e for e in events(sb, name) if e["reason"] == reason), None), timeout=timeout,
-                       what=f"{name} event {reason}")
+    return sb.wait_for(
+        lambda: next((e for e in events(sb, name) if e["reason"] == reason), None),
+        timeout=timeout,
+        what=f"{name} event {reason}",
+    )
 
 
 def tags_of(sb: Sandbox, service_id: str) -> dict:
@@ -221,8 +249,11 @@ def test_a_service_deleted_elsewhere(sb, policy):
         time.sleep(1.5)
         assert sb.mutations.posts[uid] == 1  # only the original create
     else:
-        obj = sb.wait_for(lambda: (o := sb.get(name, NS)) and o["status"].get("serviceId") not in (None, service_id) and o,
-                          timeout=60, what="a new service")
+        obj = sb.wait_for(
+            lambda: (o := sb.get(name, NS)) and o["status"].get("serviceId") not in (None, service_id) and o,
+            timeout=60,
+            what="a new service",
+        )
         wait_applied(sb, name)
         assert query(sb.secret(f"{name}-connection", NS)["uri"]) == 1
         assert sb.mutations.posts[uid] == 2
@@ -234,7 +265,11 @@ def test_a_service_deleted_elsewhere(sb, policy):
 def test_observe_only_sends_nothing_even_with_a_wrong_spec(sb):
     service = create_elsewhere(sb, "watched", {"team": "ops"})
     before = len(sb.simulator.requests)
-    sb.apply(manifest("watch-db", managementPolicy="Observe", serviceId=service.id, size="r8gd.2xlarge", serviceName="other name"))
+    sb.apply(
+        manifest(
+            "watch-db", managementPolicy="Observe", serviceId=service.id, size="r8gd.2xlarge", serviceName="other name"
+        )
+    )
     c = wait_reason(sb, "watch-db", "Observing")
     assert "size" in c["message"] and "serviceName" in c["message"]
     sb.wait_for(lambda: sb.is_ready("watch-db", NS), timeout=30, what="Ready")
@@ -256,8 +291,14 @@ def test_pause_holds_an_update_and_a_deletion(sb):
     time.sleep(1.5)
     assert "PATCH" not in sb.mutations.by_service[service_id]
     sb.delete("nap-db", NS)
-    sb.wait_for(lambda: "Paused" in {e["reason"] for e in events(sb, "nap-db")} and any(
-        "Deletion waits" in e["message"] for e in events(sb, "nap-db")), timeout=30, what="deletion held")
+    sb.wait_for(
+        lambda: (
+            "Paused" in {e["reason"] for e in events(sb, "nap-db")}
+            and any("Deletion waits" in e["message"] for e in events(sb, "nap-db"))
+        ),
+        timeout=30,
+        what="deletion held",
+    )
     assert sb.get("nap-db", NS) is not None and sb.simulator.state_of(service_id) == "running"
     assert "DELETE" not in sb.mutations.by_service[service_id]
     current = sb.get("nap-db", NS)
@@ -282,8 +323,14 @@ def test_a_protected_resource_deleted_anyway_keeps_its_service(sb):
 
 
 def put_password(sb: Sandbox, name: str, password: str) -> None:
-    sb.kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
-                   "stringData": {"password": password}})
+    sb.kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": NS},
+            "stringData": {"password": password},
+        }
+    )
 
 
 def test_a_brought_password_is_set_and_follows_changes_across_a_lost_answer(sb):
@@ -300,8 +347,11 @@ def test_a_brought_password_is_set_and_follows_changes_across_a_lost_answer(sb):
     sb.stop_the_operator()
     sb.start_the_operator()
     sb.apply(manifest("byo-db", passwordSecretRef={"name": "byo-pw", "key": "password"}, tags={"nudge": "1"}))
-    sb.wait_for(lambda: sb.secret("byo-db-connection", NS)["password"] == "Br0ught-Passw0rd-two" and sb.is_ready("byo-db", NS),
-                timeout=60, what="new password published")
+    sb.wait_for(
+        lambda: sb.secret("byo-db-connection", NS)["password"] == "Br0ught-Passw0rd-two" and sb.is_ready("byo-db", NS),
+        timeout=60,
+        what="new password published",
+    )
     wait_applied(sb, "byo-db")
     assert query(sb.secret("byo-db-connection", NS)["uri"]) == 1
 
@@ -314,14 +364,20 @@ def test_rotation_happens_once_per_token(sb):
     sets = sb.mutations.by_service[service_id].count("PATCH /password")
 
     sb.apply(manifest("spin-db", annotations={"clickhouse.cloud/rotate-password": "2026-11-28"}))
-    sb.wait_for(lambda: (sb.get("spin-db", NS)["status"].get("passwordRotationToken") == "2026-11-28"), timeout=60, what="rotated")
+    sb.wait_for(
+        lambda: sb.get("spin-db", NS)["status"].get("passwordRotationToken") == "2026-11-28", timeout=60, what="rotated"
+    )
     new = sb.secret("spin-db-connection", NS)
     assert new["password"] != old and query(new["uri"]) == 1
     with pytest.raises(psycopg.OperationalError):
         query(new["uri"].replace(new["password"], old))
     assert sb.mutations.by_service[service_id].count("PATCH /password") == sets + 1
 
-    sb.apply(manifest("spin-db", annotations={"clickhouse.cloud/rotate-password": "2026-11-28"}, tags={"again": "same-token"}))
+    sb.apply(
+        manifest(
+            "spin-db", annotations={"clickhouse.cloud/rotate-password": "2026-11-28"}, tags={"again": "same-token"}
+        )
+    )
     wait_applied(sb, "spin-db")
     time.sleep(1)
     assert sb.mutations.by_service[service_id].count("PATCH /password") == sets + 1  # the same token: once
@@ -332,8 +388,17 @@ def test_rotation_happens_once_per_token(sb):
 
 
 def test_secret_shape_prefix_labels_annotations_and_pooler(sb):
-    sb.apply(manifest("shaped-db", connectionSecret={
-        "name": "shaped", "keyPrefix": "DB_", "labels": {"team": "orders"}, "annotations": {"reloader.stakater.com/match": "true"}}))
+    sb.apply(
+        manifest(
+            "shaped-db",
+            connectionSecret={
+                "name": "shaped",
+                "keyPrefix": "DB_",
+                "labels": {"team": "orders"},
+                "annotations": {"reloader.stakater.com/match": "true"},
+            },
+        )
+    )
     wait_applied(sb, "shaped-db")
     raw = sb.kube.get("v1", "Secret", "shaped", NS)
     assert raw["metadata"]["labels"]["team"] == "orders"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from clickhouse_cloud_simulator.postgres import PostgresFleet
 from mpg_operator.demo import EXAMPLE
-from mpg_operator.simulator.postgres import PostgresFleet
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,9 @@ def test_demo_resource_is_the_documented_example():
 def test_demo_runs_end_to_end():
     result = subprocess.run(
         [sys.executable, "-m", "mpg_operator", "demo", "--create-seconds", "1"],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr[-3000:]

@@ -13,13 +13,13 @@ import logging
 import psycopg
 import pytest
 
+from clickhouse_cloud_simulator.postgres import PostgresFleet
+from kubeemu import ApiError
 from mpg_operator.cloud.client import CloudClient
-from mpg_operator.cloud.ratelimit import UnlimitedRateLimiter
 from mpg_operator.cloud.models import PostgresServiceCreateRequest, PostgresServicePatchRequest, Tag
-from mpg_operator.kubeemu import ApiError
+from mpg_operator.cloud.ratelimit import UnlimitedRateLimiter
 from mpg_operator.reconcile.desired import TAG_NAME, TAG_NAMESPACE, TAG_UID
 from mpg_operator.sandbox import Sandbox
-from mpg_operator.simulator.postgres import PostgresFleet
 
 pytestmark = [
     pytest.mark.e2e,
@@ -131,10 +131,7 @@ def query(uri: str, sql: str = "select 1"):
 
 
 def events_for(sb: Sandbox, name: str) -> list[dict]:
-    return [
-        e for e in sb.kube.list("v1", "Event", NS)
-        if (e.get("involvedObject") or {}).get("name") == name
-    ]
+    return [e for e in sb.kube.list("v1", "Event", NS) if (e.get("involvedObject") or {}).get("name") == name]
 
 
 def test_create_ready_and_the_secret_connects(sandbox):
@@ -154,8 +151,20 @@ def test_create_ready_and_the_secret_connects(sandbox):
     assert status["connectionSecretName"] == "orders-db-connection"
 
     secret = sb.secret("orders-db-connection", NS)
-    assert set(secret) == {"host", "port", "username", "password", "database", "sslmode", "uri", "jdbcUrl", "ca.crt",
-                           "poolerHost", "poolerPort", "poolerUri"}
+    assert set(secret) == {
+        "host",
+        "port",
+        "username",
+        "password",
+        "database",
+        "sslmode",
+        "uri",
+        "jdbcUrl",
+        "ca.crt",
+        "poolerHost",
+        "poolerPort",
+        "poolerUri",
+    }
     assert secret["host"] == status["hostname"] and secret["port"] == "5432" and secret["sslmode"] == "require"
     assert secret["ca.crt"].startswith("-----BEGIN CERTIFICATE-----")
     assert query(secret["uri"]) == 1
@@ -178,7 +187,11 @@ def test_resize_rename_and_tags_are_applied(sandbox):
     sb.apply(manifest("billing-db", tags={"team": "billing"}))
     wait_ready(sb, "billing-db")
 
-    sb.apply(manifest("billing-db", size="r8gd.xlarge", serviceName="billing primary", tags={"team": "billing", "tier": "gold"}))
+    sb.apply(
+        manifest(
+            "billing-db", size="r8gd.xlarge", serviceName="billing primary", tags={"team": "billing", "tier": "gold"}
+        )
+    )
     obj = wait_applied(sb, "billing-db")
     status = obj["status"]
     assert status["size"] == "r8gd.xlarge"
@@ -210,7 +223,11 @@ def test_drift_made_elsewhere_is_corrected(sandbox):
 
     def corrected():
         svc = next(s for s in api(sb, lambda c: c.list_services()) if s.id == sid)
-        return svc.size == "r8gd.large" and svc.tag_map().get(TAG_UID) == obj["metadata"]["uid"] and svc.tag_map().get("team") == "drift"
+        return (
+            svc.size == "r8gd.large"
+            and svc.tag_map().get(TAG_UID) == obj["metadata"]["uid"]
+            and svc.tag_map().get("team") == "drift"
+        )
 
     sb.wait_for(corrected, timeout=60, what="drift corrected")
     assert "Updated" in {e["reason"] for e in events_for(sb, "drift-db")}
@@ -233,7 +250,9 @@ def test_a_resize_that_flips_back_is_not_reported_applied_early(sandbox):
         generation = obj["metadata"]["generation"]
         sb.wait_for(
             lambda: (sb.get("flip-db", NS).get("status") or {}).get("observedGeneration") == generation,
-            timeout=60, interval=0.02, what="resize applied",
+            timeout=60,
+            interval=0.02,
+            what="resize applied",
         )
         applied_at = time.time()
     finally:
@@ -259,7 +278,9 @@ def test_deleted_secret_is_recreated_with_working_credentials(sandbox):
         # Published and confirmed: the Secret carries the version of the password the API accepted.
         raw = sb.kube.get("v1", "Secret", "secret-db-connection", NS)
         status = (sb.get("secret-db", NS) or {}).get("status") or {}
-        version = ((raw or {}).get("metadata", {}).get("annotations") or {}).get("mpg-operator.clickhouse.cloud/password-version")
+        version = ((raw or {}).get("metadata", {}).get("annotations") or {}).get(
+            "mpg-operator.clickhouse.cloud/password-version"
+        )
         return raw is not None and version is not None and version == status.get("passwordVersion")
 
     sb.wait_for(confirmed, timeout=60, what="secret recreated and confirmed")
@@ -295,8 +316,14 @@ def test_adoption_by_tag_after_a_crash_between_post_and_status_write(sandbox):
         uid = obj["metadata"]["uid"]
         # The create that the crashed operator sent (same owner tags, as the operator sends them).
         tags = [Tag(key=TAG_UID, value=uid), Tag(key=TAG_NAMESPACE, value=NS), Tag(key=TAG_NAME, value="crash-db")]
-        created = api(sb, lambda c: c.create_service(PostgresServiceCreateRequest(
-            name="crash-db", provider="aws", region="us-west-2", size="r8gd.large", tags=tags)))
+        created = api(
+            sb,
+            lambda c: c.create_service(
+                PostgresServiceCreateRequest(
+                    name="crash-db", provider="aws", region="us-west-2", size="r8gd.large", tags=tags
+                )
+            ),
+        )
     finally:
         sb.start_the_operator()
 
@@ -382,7 +409,8 @@ def test_switching_credentials_moves_the_finalizer(sandbox):
     sb.apply(manifest("switch-db", credentialsRef={"name": "creds-b"}))
     sb.wait_for(
         lambda: finalizer in (sb.kube.get("v1", "Secret", "creds-b", NS)["metadata"].get("finalizers") or []),
-        timeout=30, what="finalizer on the new Secret",
+        timeout=30,
+        what="finalizer on the new Secret",
     )
     assert finalizer not in (sb.kube.get("v1", "Secret", "creds-a", NS)["metadata"].get("finalizers") or [])
     sb.delete("switch-db", NS)
@@ -420,7 +448,9 @@ def test_orphan_keeps_the_remote_service(sandbox):
     sb.wait_for(lambda: sb.get("keep-db", NS) is None, timeout=60, what="resource gone")
     (svc,) = services_of(sb, uid)
     assert svc.state == "running"
-    assert "Orphaned" in {e["reason"] for e in sb.kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "keep-db"}
+    assert "Orphaned" in {
+        e["reason"] for e in sb.kube.list("v1", "Event", NS) if e["involvedObject"]["name"] == "keep-db"
+    }
 
 
 def test_no_secret_leaks_into_events_status_or_logs(sandbox, all_logs):
@@ -429,7 +459,9 @@ def test_no_secret_leaks_into_events_status_or_logs(sandbox, all_logs):
     for obj in sb.kube.list("v1", "Secret", NS):
         if obj["metadata"]["name"].endswith("-connection"):
             secrets.add(base64.b64decode(obj["data"]["password"]).decode())
-    dumped = str(sb.kube.list("v1", "Event", NS)) + str(sb.kube.list("clickhouse.cloud/v1alpha1", "ManagedPostgres", NS))
+    dumped = str(sb.kube.list("v1", "Event", NS)) + str(
+        sb.kube.list("clickhouse.cloud/v1alpha1", "ManagedPostgres", NS)
+    )
     logs = "\n".join(all_logs)
     assert len(all_logs) > 100  # the operator, kopf and the HTTP clients did log
     for value in secrets:
@@ -475,5 +507,5 @@ def test_api_faults_neither_duplicate_nor_lose_anything(sandbox):
     for name in names:
         sb.delete(name, NS)
     for name, uid in zip(names, uids):
-        sb.wait_for(lambda: sb.get(name, NS) is None, timeout=60, what=f"{name} deleted")
+        sb.wait_for(lambda name=name: sb.get(name, NS) is None, timeout=60, what=f"{name} deleted")
         assert services_of(sb, uid) == []

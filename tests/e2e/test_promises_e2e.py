@@ -38,7 +38,9 @@ class MutationLog:
         with self._lock:
             if exchange.method == "POST" and exchange.path.endswith("/postgres"):
                 try:
-                    tags = {t["key"]: t.get("value") for t in json.loads(exchange.request_body or b"{}").get("tags") or []}
+                    tags = {
+                        t["key"]: t.get("value") for t in json.loads(exchange.request_body or b"{}").get("tags") or []
+                    }
                 except ValueError:
                     tags = {}
                 uid = tags.get(TAG_UID, "?")
@@ -77,7 +79,13 @@ def manifest(name: str, **spec) -> dict:
         "apiVersion": "clickhouse.cloud/v1alpha1",
         "kind": "ManagedPostgres",
         "metadata": {"name": name, "namespace": NS},
-        "spec": {"provider": "aws", "region": "us-west-2", "size": "r8gd.large", "credentialsRef": {"name": "clickhouse-cloud"}, **spec},
+        "spec": {
+            "provider": "aws",
+            "region": "us-west-2",
+            "size": "r8gd.large",
+            "credentialsRef": {"name": "clickhouse-cloud"},
+            **spec,
+        },
     }
 
 
@@ -110,15 +118,26 @@ def test_delete_right_after_create_never_orphans(sb, moment):
     name = f"quick-{moment.replace(' ', '-')}-{len(sb.kube.list('clickhouse.cloud/v1alpha1', 'ManagedPostgres', NS))}"
     obj = sb.apply(manifest(name))
     uid = obj["metadata"]["uid"]
-    status_key = {"create announced": "createPendingSince", "service recorded": "serviceId", "state recorded": "state"}.get(moment)
+    status_key = {
+        "create announced": "createPendingSince",
+        "service recorded": "serviceId",
+        "state recorded": "state",
+    }.get(moment)
     if status_key:
-        sb.wait_for(lambda: ((sb.get(name, NS) or {}).get("status") or {}).get(status_key), timeout=30, interval=0.005, what=status_key)
+        sb.wait_for(
+            lambda: ((sb.get(name, NS) or {}).get("status") or {}).get(status_key),
+            timeout=30,
+            interval=0.005,
+            what=status_key,
+        )
     sb.delete(name, NS)
     wait_gone(sb, name)
     created = sb.mutations.created.get(uid, [])
     assert sb.mutations.creates.get(uid, 0) == len(created) <= 1
     # Whatever was created is deleted (being deleted or gone), never left running.
-    sb.wait_for(lambda: all(gone_or_deleting(sb, sid) for sid in created), timeout=10, what="every created service deleted")
+    sb.wait_for(
+        lambda: all(gone_or_deleting(sb, sid) for sid in created), timeout=10, what="every created service deleted"
+    )
     for service_id in created:
         assert sb.mutations.by_service[service_id].count("DELETE") == 1, "DELETE was sent more than once"
 
@@ -127,24 +146,42 @@ def test_delete_right_after_create_never_orphans(sb, moment):
 
 
 def test_an_existing_unrelated_secret_is_never_overwritten(sb):
-    sb.kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-config", "namespace": NS},
-                   "stringData": {"password": "the-app-password", "host": "db.internal"}})
+    sb.kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "app-config", "namespace": NS},
+            "stringData": {"password": "the-app-password", "host": "db.internal"},
+        }
+    )
     before = sb.kube.get("v1", "Secret", "app-config", NS)
     obj = sb.apply(manifest("taken-db", connectionSecret={"name": "app-config"}))
-    cond = sb.wait_for(lambda: (c := condition(sb, "taken-db", "Synced")).get("reason") == "TerminalSecretConflict" and c,
-                       timeout=30, what="conflict condition")
+    cond = sb.wait_for(
+        lambda: (c := condition(sb, "taken-db", "Synced")).get("reason") == "TerminalSecretConflict" and c,
+        timeout=30,
+        what="conflict condition",
+    )
     assert "app-config" in cond["message"] and "hand-over-to=taken-db" in cond["message"]
     assert condition(sb, "taken-db", "Ready")["status"] == "False"
     sb.wait_for(lambda: "SecretConflict" in {e["reason"] for e in events(sb, "taken-db")}, timeout=10, what="event")
     after = sb.kube.get("v1", "Secret", "app-config", NS)
-    assert after["data"] == before["data"] and after["metadata"].get("annotations") == before["metadata"].get("annotations")
+    assert after["data"] == before["data"] and after["metadata"].get("annotations") == before["metadata"].get(
+        "annotations"
+    )
     assert not after["metadata"].get("ownerReferences")
-    assert sb.mutations.creates.get(obj["metadata"]["uid"], 0) == 0, "a service was created although its Secret is taken"
+    assert sb.mutations.creates.get(obj["metadata"]["uid"], 0) == 0, (
+        "a service was created although its Secret is taken"
+    )
 
     # Handing the Secret over explicitly lets the operator take it.
     after["metadata"].setdefault("annotations", {})["mpg-operator.clickhouse.cloud/hand-over-to"] = "taken-db"
-    sb.kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-config", "namespace": NS,
-                   "annotations": after["metadata"]["annotations"]}})
+    sb.kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "app-config", "namespace": NS, "annotations": after["metadata"]["annotations"]},
+        }
+    )
     sb.apply(manifest("taken-db", connectionSecret={"name": "app-config"}, tags={"wake": "up"}))
     sb.wait_for(lambda: sb.is_ready("taken-db", NS), timeout=30, what="Ready after hand-over")
     owned = sb.kube.get("v1", "Secret", "app-config", NS)
@@ -156,9 +193,14 @@ def test_an_api_key_secret_is_never_used_as_connection_secret(sb):
     """The CRD refuses connectionSecret == credentialsRef; here the key Secret is another resource's."""
     sb.put_credentials(NS, name="team-key")
     before = sb.kube.get("v1", "Secret", "clickhouse-cloud", NS)
-    obj = sb.apply(manifest("keyclash-db", credentialsRef={"name": "team-key"}, connectionSecret={"name": "clickhouse-cloud"}))
-    sb.wait_for(lambda: condition(sb, "keyclash-db", "Synced").get("reason") == "TerminalSecretConflict",
-                timeout=30, what="conflict condition")
+    obj = sb.apply(
+        manifest("keyclash-db", credentialsRef={"name": "team-key"}, connectionSecret={"name": "clickhouse-cloud"})
+    )
+    sb.wait_for(
+        lambda: condition(sb, "keyclash-db", "Synced").get("reason") == "TerminalSecretConflict",
+        timeout=30,
+        what="conflict condition",
+    )
     after = sb.kube.get("v1", "Secret", "clickhouse-cloud", NS)
     assert after["data"] == before["data"]
     assert sb.mutations.creates.get(obj["metadata"]["uid"], 0) == 0
@@ -168,8 +210,11 @@ def test_two_resources_never_share_one_connection_secret(sb):
     first = sb.apply(manifest("share-a", connectionSecret={"name": "shared-connection"}))
     sb.wait_for(lambda: sb.is_ready("share-a", NS), timeout=30, what="first Ready")
     second = sb.apply(manifest("share-b", connectionSecret={"name": "shared-connection"}))
-    sb.wait_for(lambda: condition(sb, "share-b", "Synced").get("reason") == "TerminalSecretConflict",
-                timeout=30, what="second refused")
+    sb.wait_for(
+        lambda: condition(sb, "share-b", "Synced").get("reason") == "TerminalSecretConflict",
+        timeout=30,
+        what="second refused",
+    )
     service_a = sb.get("share-a", NS)["status"]["serviceId"]
     password_sets = sb.mutations.by_service[service_a].count("PATCH /password")
     sb.wait_for(lambda: sb.get("share-b", NS)["status"].get("conditions"), timeout=5)
@@ -196,15 +241,20 @@ def test_switching_to_another_organizations_key_never_recreates(sb):
     service_id = sb.get("moving-db", NS)["status"]["serviceId"]
 
     sb.apply(manifest("moving-db", credentialsRef={"name": "other-org"}))
-    cond = sb.wait_for(lambda: (c := condition(sb, "moving-db", "Synced")).get("reason") == "TerminalOrganizationChanged" and c,
-                       timeout=30, what="organization condition")
+    cond = sb.wait_for(
+        lambda: (c := condition(sb, "moving-db", "Synced")).get("reason") == "TerminalOrganizationChanged" and c,
+        timeout=30,
+        what="organization condition",
+    )
     assert other_org in cond["message"] and service_id in cond["message"]
     assert sb.mutations.creates[uid] == 1
     assert sb.simulator.state_of(service_id) == "running"
 
     # Deleting now cannot reach the service: blocked, with the way out, and the service stays.
     sb.delete("moving-db", NS)
-    sb.wait_for(lambda: "DeletionBlocked" in {e["reason"] for e in events(sb, "moving-db")}, timeout=30, what="DeletionBlocked")
+    sb.wait_for(
+        lambda: "DeletionBlocked" in {e["reason"] for e in events(sb, "moving-db")}, timeout=30, what="DeletionBlocked"
+    )
     blocked = next(e for e in events(sb, "moving-db") if e["reason"] == "DeletionBlocked")
     assert "deletionPolicy" in blocked["message"] and other_org in blocked["message"]
     assert sb.get("moving-db", NS) is not None and sb.simulator.state_of(service_id) == "running"
@@ -222,8 +272,11 @@ def test_switching_to_another_organizations_key_never_recreates(sb):
 def test_a_wrong_organization_with_nothing_created_does_not_block_deletion(sb):
     sb.put_credentials(NS, name="wrong-org", organizationId="00000000-0000-0000-0000-000000000000")
     obj = sb.apply(manifest("wrongorg-db", credentialsRef={"name": "wrong-org"}))
-    sb.wait_for(lambda: condition(sb, "wrongorg-db", "Synced").get("reason") == "TerminalCredentialsError",
-                timeout=30, what="credentials condition")
+    sb.wait_for(
+        lambda: condition(sb, "wrongorg-db", "Synced").get("reason") == "TerminalCredentialsError",
+        timeout=30,
+        what="credentials condition",
+    )
     sb.delete("wrongorg-db", NS)
     wait_gone(sb, "wrongorg-db", timeout=15)
     assert sb.mutations.creates.get(obj["metadata"]["uid"], 0) == 0

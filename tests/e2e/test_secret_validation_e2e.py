@@ -61,7 +61,13 @@ def manifest(name: str, **spec) -> dict:
         "apiVersion": "clickhouse.cloud/v1alpha1",
         "kind": "ManagedPostgres",
         "metadata": {"name": name, "namespace": NS},
-        "spec": {"provider": "aws", "region": "us-west-2", "size": "r8gd.large", "credentialsRef": {"name": "clickhouse-cloud"}, **spec},
+        "spec": {
+            "provider": "aws",
+            "region": "us-west-2",
+            "size": "r8gd.large",
+            "credentialsRef": {"name": "clickhouse-cloud"},
+            **spec,
+        },
     }
 
 
@@ -69,7 +75,8 @@ def test_a_secret_name_kubernetes_refuses_creates_nothing(sb):
     obj = sb.apply(manifest("badname-db", connectionSecret={"name": "Bad_Name"}))
     cond = sb.wait_for(
         lambda: (c := sb.condition("badname-db", "Synced", NS)) and c.get("reason") == "TerminalInvalidSpec" and c,
-        timeout=30, what="condition",
+        timeout=30,
+        what="condition",
     )
     assert "Bad_Name" in cond["message"] and "nothing was created" in cond["message"]
     assert not sb.is_ready("badname-db", NS)

@@ -72,14 +72,19 @@ async def test_a_wrong_secret_with_the_right_key_id_only_affects_its_own_resourc
 
 
 def _item(sid, uid, **fields):
-    return PostgresServiceListItem(id=sid, state=fields.pop("state", "running"),
-                                   tags=[{"key": "mpg-operator.uid", "value": uid}], **fields)
+    return PostgresServiceListItem(
+        id=sid, state=fields.pop("state", "running"), tags=[{"key": "mpg-operator.uid", "value": uid}], **fields
+    )
 
 
 def test_changed_owners_names_changed_new_and_vanished_services_only():
     old = [_item("a", "u1"), _item("b", "u2"), _item("c", "u3"), PostgresServiceListItem(id="x", state="running")]
-    new = [_item("a", "u1"), _item("b", "u2", size="r8gd.xlarge"), _item("d", "u4", state="creating"),
-           PostgresServiceListItem(id="x", state="stopped")]
+    new = [
+        _item("a", "u1"),
+        _item("b", "u2", size="r8gd.xlarge"),
+        _item("d", "u4", state="creating"),
+        PostgresServiceListItem(id="x", state="stopped"),
+    ]
     assert changed_owners(old, new) == {"u2", "u3", "u4"}
 
 
@@ -96,9 +101,13 @@ class ScriptedClient(CountingClient):
 async def test_each_new_list_wakes_the_owners_of_what_changed():
     woken: list[set[str]] = []
     snapshots = ServiceSnapshots(on_change=woken.append)
-    client = ScriptedClient([[_item("a", "u1", state="creating"), _item("b", "u2")],
-                             [_item("a", "u1"), _item("b", "u2")],
-                             [_item("a", "u1"), _item("b", "u2")]])
+    client = ScriptedClient(
+        [
+            [_item("a", "u1", state="creating"), _item("b", "u2")],
+            [_item("a", "u1"), _item("b", "u2")],
+            [_item("a", "u1"), _item("b", "u2")],
+        ]
+    )
     await snapshots.get(client, max_age=0)
     await snapshots.get(client, max_age=0)
     await snapshots.get(client, max_age=0)
@@ -166,7 +175,9 @@ async def test_the_observer_refreshes_and_wakes_changed_resources():
     woken: list[set[str]] = []
     snapshots = ServiceSnapshots(on_change=woken.append)
     client = ScriptedClient([[_item("a", "u1", state="creating")], [_item("a", "u1")]])
-    observer = Observer(snapshots, interval=0.2, fast_interval=0.1, forget_after=60, in_flight=lambda uid: False, tick=0.05)
+    observer = Observer(
+        snapshots, interval=0.2, fast_interval=0.1, forget_after=60, in_flight=lambda uid: False, tick=0.05
+    )
     current_resource.set("u1")
     await snapshots.get(client, max_age=30)
     current_resource.set(None)

@@ -56,7 +56,10 @@ def test_required_and_immutable_fields():
     assert spec["required"] == ["provider", "region", "size"]
     for field in ("provider", "region"):  # required: always present on both sides of an update
         rules = spec["properties"][field]["x-kubernetes-validations"]
-        assert {"rule": "self == oldSelf", "message": f"{field} is immutable: it cannot be changed after creation"} in rules
+        assert {
+            "rule": "self == oldSelf",
+            "message": f"{field} is immutable: it cannot be changed after creation",
+        } in rules
     # postgresVersion is optional: a rule on the field would be skipped when the old value is absent,
     # so the rule is on spec and covers adding and removing it.
     version_rules = [r["rule"] for r in spec["x-kubernetes-validations"] if "postgresVersion" in r["rule"]]
@@ -70,7 +73,7 @@ def test_required_and_immutable_fields():
 
 
 def _validate(obj, old=None):
-    from mpg_operator.kubeemu import validate_custom_resource
+    from kubeemu import validate_custom_resource
 
     return validate_custom_resource(yaml.safe_load(CRD_FILE.read_text()), obj, old)
 
@@ -112,7 +115,10 @@ def test_rules_fit_the_api_limits():
     props = schema["properties"]["spec"]["properties"]
     assert (props["serviceName"]["minLength"], props["serviceName"]["maxLength"]) == (1, 50)
     assert props["tags"]["maxProperties"] == 50 - 3  # the operator adds three ownership tags
-    assert (props["tags"]["additionalProperties"]["minLength"], props["tags"]["additionalProperties"]["maxLength"]) == (1, 256)
+    assert (props["tags"]["additionalProperties"]["minLength"], props["tags"]["additionalProperties"]["maxLength"]) == (
+        1,
+        256,
+    )
     assert props["postgresVersion"]["enum"] == ["17", "18"]
     assert props["haType"]["enum"] == ["none", "async", "sync"]
     assert props["provider"]["enum"] == ["aws", "gcp"]
@@ -147,4 +153,6 @@ def test_every_cel_rule_compiles_and_says_what_is_wrong():
     env = celpy.Environment()
     for path, rule in rules:
         env.compile(rule["rule"])
-        assert len(rule.get("message", "")) > 20, f"{path}: rule {rule['rule']!r} needs a message that says what is wrong"
+        assert len(rule.get("message", "")) > 20, (
+            f"{path}: rule {rule['rule']!r} needs a message that says what is wrong"
+        )

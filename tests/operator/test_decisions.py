@@ -3,7 +3,7 @@ deletion gates."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -25,13 +25,18 @@ from mpg_operator.reconcile.planner import create_wait
 from mpg_operator.resource import Condition as StoredCondition
 from mpg_operator.resource import ManagedPostgresSpec, ManagedPostgresStatus
 
-NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
 
 def desired(**spec):
     return desired_from(
-        namespace="shop", name="orders-db", uid="u1", generation=2,
-        spec=ManagedPostgresSpec.model_validate({"provider": "aws", "region": "us-west-2", "size": "r8gd.large", **spec}),
+        namespace="shop",
+        name="orders-db",
+        uid="u1",
+        generation=2,
+        spec=ManagedPostgresSpec.model_validate(
+            {"provider": "aws", "region": "us-west-2", "size": "r8gd.large", **spec}
+        ),
         defaults=OperatorDefaults(),
     )
 
@@ -40,10 +45,42 @@ def desired(**spec):
     "error, listed, creating, status, reason, event, retry_soon",
     [
         (AmbiguousCreateError("dropped"), True, True, "Unknown", "CreatePending", "CreateOutcomeUnknown", True),
-        (AuthError("bad key", status=401), False, False, "False", "TerminalCredentialsError", "CredentialsError", False),
-        (NotFoundError("no such org", status=404), False, False, "False", "TerminalCredentialsError", "CredentialsError", False),
-        (InvalidRequestError("bad org id", status=400), False, False, "False", "TerminalCredentialsError", "CredentialsError", False),
-        (InvalidRequestError("unknown size", status=400), True, True, "False", "TerminalInvalidSpec", "InvalidSpec", False),
+        (
+            AuthError("bad key", status=401),
+            False,
+            False,
+            "False",
+            "TerminalCredentialsError",
+            "CredentialsError",
+            False,
+        ),
+        (
+            NotFoundError("no such org", status=404),
+            False,
+            False,
+            "False",
+            "TerminalCredentialsError",
+            "CredentialsError",
+            False,
+        ),
+        (
+            InvalidRequestError("bad org id", status=400),
+            False,
+            False,
+            "False",
+            "TerminalCredentialsError",
+            "CredentialsError",
+            False,
+        ),
+        (
+            InvalidRequestError("unknown size", status=400),
+            True,
+            True,
+            "False",
+            "TerminalInvalidSpec",
+            "InvalidSpec",
+            False,
+        ),
         (ConflictError("quota", status=409), True, True, "False", "QuotaExceeded", "CreateFailed", False),
         (ConflictError("busy", status=409), True, False, "False", "ApiError", "ApiError", True),
         (ServerError("boom", status=503), True, False, "False", "ApiError", "ApiError", True),
@@ -51,12 +88,26 @@ def desired(**spec):
         (RateLimitedError("slow down", status=429), True, False, "False", "ApiError", "ApiError", True),
         (NotFoundError("service gone", status=404), True, False, "False", "ApiError", "ApiError", True),
         (SecretConflictError("taken"), True, True, "False", "TerminalSecretConflict", "SecretConflict", False),
-        (SecretRejectedError("Kubernetes refused Secret 'Bad_Name'"), True, True, "False", "TerminalInvalidSpec", "InvalidSpec", False),
+        (
+            SecretRejectedError("Kubernetes refused Secret 'Bad_Name'"),
+            True,
+            True,
+            "False",
+            "TerminalInvalidSpec",
+            "InvalidSpec",
+            False,
+        ),
     ],
 )
 def test_classify(error, listed, creating, status, reason, event, retry_soon):
-    failure = decisions.classify(error, desired=desired(), credentials_source="shop/creds", organization_id="org-1",
-                                 listed=listed, creating=creating)
+    failure = decisions.classify(
+        error,
+        desired=desired(),
+        credentials_source="shop/creds",
+        organization_id="org-1",
+        listed=listed,
+        creating=creating,
+    )
     assert (failure.synced.status, failure.synced.reason, failure.event.reason) == (status, reason, event)
     assert failure.retry_soon is retry_soon
     assert failure.event.message == failure.synced.message
@@ -76,12 +127,21 @@ STAMP = "2026-11-28T11:00:00Z"
     "stored, synced, expect_transition",
     [
         ([], Condition.true(Reason.RECONCILED, "ok"), "2026-11-28T12:00:00Z"),  # new condition
-        ([{"type": "Synced", "status": "True", "reason": "ReconcileSuccess", "lastTransitionTime": STAMP}],
-         Condition.true(Reason.RECONCILED, "other message"), STAMP),  # same status: time kept
-        ([{"type": "Synced", "status": "True", "reason": "ReconcileSuccess", "lastTransitionTime": STAMP}],
-         Condition.true(Reason.UPDATING, "other reason"), STAMP),  # same status, other reason: kept
-        ([{"type": "Synced", "status": "True", "reason": "ReconcileSuccess", "lastTransitionTime": STAMP}],
-         Condition.false(Reason.API_ERROR, "boom"), "2026-11-28T12:00:00Z"),  # status changed: now
+        (
+            [{"type": "Synced", "status": "True", "reason": "ReconcileSuccess", "lastTransitionTime": STAMP}],
+            Condition.true(Reason.RECONCILED, "other message"),
+            STAMP,
+        ),  # same status: time kept
+        (
+            [{"type": "Synced", "status": "True", "reason": "ReconcileSuccess", "lastTransitionTime": STAMP}],
+            Condition.true(Reason.UPDATING, "other reason"),
+            STAMP,
+        ),  # same status, other reason: kept
+        (
+            [{"type": "Synced", "status": "True", "reason": "ReconcileSuccess", "lastTransitionTime": STAMP}],
+            Condition.false(Reason.API_ERROR, "boom"),
+            "2026-11-28T12:00:00Z",
+        ),  # status changed: now
     ],
 )
 def test_merge_conditions_moves_transition_time_only_with_status(stored, synced, expect_transition):
@@ -93,7 +153,9 @@ def test_merge_conditions_moves_transition_time_only_with_status(stored, synced,
 
 def test_merge_conditions_keeps_an_undecided_condition_and_orders_ready_first():
     stored = [{"type": "Ready", "status": "True", "reason": "Available", "lastTransitionTime": STAMP}]
-    merged = decisions.merge_conditions(stored, synced=Condition.true(Reason.RECONCILED, "ok"), ready=None, generation=1, now=NOW)
+    merged = decisions.merge_conditions(
+        stored, synced=Condition.true(Reason.RECONCILED, "ok"), ready=None, generation=1, now=NOW
+    )
     assert [c["type"] for c in merged] == ["Ready", "Synced"] and merged[0] == stored[0]
 
 
@@ -113,12 +175,26 @@ def test_status_changes(stored, wanted, changes):
 
 @pytest.mark.parametrize(
     "reason, generation, remembered",
-    [("TerminalInvalidSpec", 2, True), ("QuotaExceeded", 2, True), ("TerminalInvalidSpec", 1, False),
-     ("TerminalSecretConflict", 2, False), ("ApiError", 2, False), ("SomethingOld", 2, False)],
+    [
+        ("TerminalInvalidSpec", 2, True),
+        ("QuotaExceeded", 2, True),
+        ("TerminalInvalidSpec", 1, False),
+        ("TerminalSecretConflict", 2, False),
+        ("ApiError", 2, False),
+        ("SomethingOld", 2, False),
+    ],
 )
 def test_last_rejection_remembers_only_api_rejections_of_this_generation(reason, generation, remembered):
-    conditions = [StoredCondition(type="Synced", status="False", reason=reason, message="m",
-                                  observedGeneration=generation, lastTransitionTime=STAMP)]
+    conditions = [
+        StoredCondition(
+            type="Synced",
+            status="False",
+            reason=reason,
+            message="m",
+            observedGeneration=generation,
+            lastTransitionTime=STAMP,
+        )
+    ]
     assert (decisions.last_rejection(conditions, 2) is not None) is remembered
 
 

@@ -68,7 +68,9 @@ class FakeKube:
         secret = self.secrets.get(name)
         if secret is None:
             return None
-        return ObservedSecret(data=dict(secret["data"]), annotations=dict(secret["annotations"]), controller_uid=secret["owner"])
+        return ObservedSecret(
+            data=dict(secret["data"]), annotations=dict(secret["annotations"]), controller_uid=secret["owner"]
+        )
 
     async def write_connection_secret(self, *, namespace, name, owner, data, annotations, labels=None) -> None:
         if self.fail_secret_writes:
@@ -112,9 +114,20 @@ class FakeCloud:
 
     def _item(self, sid: str, cls=PostgresServiceListItem, **extra):
         s = self.services[sid]
-        return cls(id=sid, name=s["name"], provider="aws", region="us-west-2", size=s["size"], ha_type="none",
-                   state=s["state"], tags=[Tag(key=k, value=v) for k, v in s["tags"].items()], is_primary=True,
-                   hostname=f"{sid[:8]}.pg.example", username="postgres", **extra)
+        return cls(
+            id=sid,
+            name=s["name"],
+            provider="aws",
+            region="us-west-2",
+            size=s["size"],
+            ha_type="none",
+            state=s["state"],
+            tags=[Tag(key=k, value=v) for k, v in s["tags"].items()],
+            is_primary=True,
+            hostname=f"{sid[:8]}.pg.example",
+            username="postgres",
+            **extra,
+        )
 
     async def list_services(self):
         self._maybe_fail("LIST")
@@ -123,8 +136,13 @@ class FakeCloud:
     async def create_service(self, request):
         self._maybe_fail("POST")
         sid = str(uuid.uuid4())
-        self.services[sid] = {"name": request.name, "size": request.size, "state": "running",
-                              "tags": {t.key: t.value for t in request.tags}, "password": "Initial-Passw0rd-xyz"}
+        self.services[sid] = {
+            "name": request.name,
+            "size": request.size,
+            "state": "running",
+            "tags": {t.key: t.value for t in request.tags},
+            "password": "Initial-Passw0rd-xyz",
+        }
         return self._item(sid, PostgresService, password=SecretStr("Initial-Passw0rd-xyz"))
 
     async def get_service(self, service_id):
@@ -165,7 +183,13 @@ def resource(**spec) -> dict[str, Any]:
         "apiVersion": "clickhouse.cloud/v1alpha1",
         "kind": "ManagedPostgres",
         "metadata": {"name": NAME, "namespace": NS, "uid": UID, "generation": 1},
-        "spec": {"provider": "aws", "region": "us-west-2", "size": "r8gd.large", "credentialsRef": {"name": "creds"}, **spec},
+        "spec": {
+            "provider": "aws",
+            "region": "us-west-2",
+            "size": "r8gd.large",
+            "credentialsRef": {"name": "creds"},
+            **spec,
+        },
     }
 
 
@@ -197,9 +221,16 @@ def world() -> World:
     cloud = FakeCloud()
     events: list[tuple[str, str, str]] = []
     # A fresh LIST on every pass (the batching of LISTs across resources is tested in test_cloudaccess).
-    settings = OperatorSettings(create_grace=60.0, update_confirm=0.0001, list_max_age=30.0, poll_interval_active=0.0001)
-    executor = Executor(kube=kube, settings=settings, clients=FakePool(cloud), snapshots=ServiceSnapshots(),
-                        post_event=lambda body, type_, reason, message: events.append((type_, reason, message)))
+    settings = OperatorSettings(
+        create_grace=60.0, update_confirm=0.0001, list_max_age=30.0, poll_interval_active=0.0001
+    )
+    executor = Executor(
+        kube=kube,
+        settings=settings,
+        clients=FakePool(cloud),
+        snapshots=ServiceSnapshots(),
+        post_event=lambda body, type_, reason, message: events.append((type_, reason, message)),
+    )
     return World(kube, cloud, executor, events)
 
 
@@ -214,7 +245,9 @@ async def test_first_pass_claims_the_secret_and_marks_the_create_before_posting(
     result = await world.executor.run_pass(NS, NAME)
     log = world.kube.log
     # The claim, then the create-pending mark, both before the POST; the password right after it.
-    assert log.index("secret:claim") < log.index("status:createAttempts,createPendingSince,organizationId,passwordVersion")
+    assert log.index("secret:claim") < log.index(
+        "status:createAttempts,createPendingSince,organizationId,passwordVersion"
+    )
     assert world.cloud.calls[:2] == ["LIST", "POST"]
     assert secret_password(world) == "Initial-Passw0rd-xyz"
     status = world.status()
@@ -265,7 +298,11 @@ async def test_a_rejected_create_is_not_sent_again_for_the_same_generation(world
 
 
 async def test_a_taken_secret_name_creates_nothing(world):
-    world.kube.secrets[f"{NAME}-connection"] = {"owner": "someone-else", "data": {"password": "theirs"}, "annotations": {}}
+    world.kube.secrets[f"{NAME}-connection"] = {
+        "owner": "someone-else",
+        "data": {"password": "theirs"},
+        "annotations": {},
+    }
     await world.executor.run_pass(NS, NAME)
     assert "POST" not in world.cloud.calls
     assert world.condition("Synced")["reason"] == world.condition("Ready")["reason"] == "TerminalSecretConflict"
@@ -426,8 +463,9 @@ async def test_a_paused_resource_sends_nothing_and_says_so(world):
     assert not done and "paused" in message and world.cloud.calls == []
 
 
-@pytest.mark.parametrize("spec, event", [({"deletionProtection": True}, "DeletionProtected"),
-                                          ({"managementPolicy": "Observe"}, "Orphaned")])
+@pytest.mark.parametrize(
+    "spec, event", [({"deletionProtection": True}, "DeletionProtected"), ({"managementPolicy": "Observe"}, "Orphaned")]
+)
 async def test_protected_or_observed_services_are_kept(world, spec, event):
     await ready(world)
     body = world.deleting()
@@ -445,7 +483,9 @@ async def test_a_brought_password_goes_to_the_secret_first_then_to_the_api(world
     (sid,) = world.cloud.services
     assert world.cloud.services[sid]["password"] == "Br0ught-Passw0rd-xyz" == secret_password(world)
     log = world.kube.log
-    assert log.index("status:passwordVersion") > max(i for i, e in enumerate(log[: log.index("status:passwordVersion")]) if e == "secret:write")
+    assert log.index("status:passwordVersion") > max(
+        i for i, e in enumerate(log[: log.index("status:passwordVersion")]) if e == "secret:write"
+    )
     assert world.condition("Ready")["status"] == "True"
 
 
@@ -468,8 +508,13 @@ async def test_a_rotation_token_is_recorded_only_once_the_password_changed(world
 
 async def test_adopting_a_service_whose_owner_still_exists_is_refused(world):
     sid = str(uuid.uuid4())
-    world.cloud.services[sid] = {"name": "theirs", "size": "r8gd.large", "state": "running", "password": "x",
-                                 "tags": {TAG_UID: "other-uid", "mpg-operator.namespace": NS, "mpg-operator.name": "other-db"}}
+    world.cloud.services[sid] = {
+        "name": "theirs",
+        "size": "r8gd.large",
+        "state": "running",
+        "password": "x",
+        "tags": {TAG_UID: "other-uid", "mpg-operator.namespace": NS, "mpg-operator.name": "other-db"},
+    }
     world.kube.resource["spec"]["serviceId"] = sid
     original = world.kube.get_resource
 
@@ -481,4 +526,8 @@ async def test_adopting_a_service_whose_owner_still_exists_is_refused(world):
     world.kube.get_resource = get_resource
     await world.executor.run_pass(NS, NAME)
     assert world.condition("Synced")["reason"] == "TerminalServiceOwned"
-    assert world.cloud.calls.count("PATCH") == 0 and "PASSWORD" not in world.cloud.calls and "POST" not in world.cloud.calls
+    assert (
+        world.cloud.calls.count("PATCH") == 0
+        and "PASSWORD" not in world.cloud.calls
+        and "POST" not in world.cloud.calls
+    )

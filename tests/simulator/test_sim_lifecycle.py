@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from mpg_operator.simulator import Simulator
+from clickhouse_cloud_simulator import Simulator
 
 
 async def test_create_then_running(sim_api) -> None:
@@ -32,7 +32,9 @@ async def test_restart_while_creating_is_rejected(sim_api) -> None:
     assert status == 400 and "while it is creating" in data["error"]
 
 
-async def test_delete_goes_through_deleting_then_404(sim_api) -> None:
+async def test_delete_goes_through_deleting_then_404(make_simulator) -> None:
+    # Long enough that the checks below all see "deleting", even on a loaded machine.
+    _, sim_api = await make_simulator(delete_seconds=3.0)
     created = await sim_api.create()
     await sim_api.ok("DELETE", f"/postgres/{created['id']}")
     assert (await sim_api.ok("GET", f"/postgres/{created['id']}"))["state"] == "deleting"
@@ -50,8 +52,9 @@ async def test_resize_lands_late_and_get_shows_old_value(sim_api) -> None:
     created = await sim_api.create(tags=[{"key": "a", "value": "1"}])
     sid = created["id"]
     await sim_api.wait_state(sid, "running")
-    patched = await sim_api.ok("PATCH", f"/postgres/{sid}", {"size": "r8gd.xlarge", "haType": "async",
-                                                               "tags": [{"key": "a", "value": "1"}]})
+    patched = await sim_api.ok(
+        "PATCH", f"/postgres/{sid}", {"size": "r8gd.xlarge", "haType": "async", "tags": [{"key": "a", "value": "1"}]}
+    )
     assert patched["state"] == "running"
     assert patched["size"] == "r8gd.large" and patched["haType"] == "none"
     got = await sim_api.ok("GET", f"/postgres/{sid}")
@@ -95,7 +98,9 @@ async def test_config_values_are_strings_and_restart_message(sim_api) -> None:
     created = await sim_api.create()
     path = f"/postgres/{created['id']}/config"
     assert await sim_api.ok("GET", path) == {"pgConfig": {}, "pgBouncerConfig": {}}
-    result = await sim_api.ok("PATCH", path, {"pgConfig": {"max_connections": 42, "work_mem": "8MB"}, "pgBouncerConfig": {}})
+    result = await sim_api.ok(
+        "PATCH", path, {"pgConfig": {"max_connections": 42, "work_mem": "8MB"}, "pgBouncerConfig": {}}
+    )
     assert result["pgConfig"] == {"max_connections": "42", "work_mem": "8MB"}
     assert result["message"].startswith("The changes in the following parameters require a database restart")
     assert "max_connections" in result["message"] and "work_mem" not in result["message"]
@@ -104,15 +109,19 @@ async def test_config_values_are_strings_and_restart_message(sim_api) -> None:
     assert result["pgConfig"] == {"max_connections": "42", "work_mem": "16MB"}
     assert "max_connections" in result["message"]
     # replace drops what is absent
-    result = await sim_api.ok("POST", path, {"pgConfig": {"statement_timeout": "60s"}, "pgBouncerConfig": {"pool_mode": "transaction"}})
+    result = await sim_api.ok(
+        "POST", path, {"pgConfig": {"statement_timeout": "60s"}, "pgBouncerConfig": {"pool_mode": "transaction"}}
+    )
     assert result["pgConfig"] == {"statement_timeout": "60s"}
     assert result["pgBouncerConfig"] == {"pool_mode": "transaction"}
     await sim_api.wait_state(created["id"], "running")
     await sim_api.ok("PATCH", f"/postgres/{created['id']}/state", {"command": "restart"})
     result = await sim_api.ok("PATCH", path, {"pgConfig": {"work_mem": "4MB"}})
     assert "message" not in result
-    assert await sim_api.ok("GET", path) == {"pgConfig": {"statement_timeout": "60s", "work_mem": "4MB"},
-                                             "pgBouncerConfig": {"pool_mode": "transaction"}}
+    assert await sim_api.ok("GET", path) == {
+        "pgConfig": {"statement_timeout": "60s", "work_mem": "4MB"},
+        "pgBouncerConfig": {"pool_mode": "transaction"},
+    }
 
 
 async def test_password_reset_generated_vs_supplied(sim_api, simulator: Simulator) -> None:
@@ -143,7 +152,9 @@ async def test_switchover_is_accepted_without_change(sim_api) -> None:
 
 async def test_out_of_band_drift_is_visible(sim_api, simulator: Simulator) -> None:
     created = await sim_api.create(tags=[{"key": "a", "value": "1"}])
-    simulator.store.patch_out_of_band(created["id"], size="r6gd.medium", tags=[{"key": "b", "value": "2"}], state="unavailable")
+    simulator.store.patch_out_of_band(
+        created["id"], size="r6gd.medium", tags=[{"key": "b", "value": "2"}], state="unavailable"
+    )
     got = await sim_api.ok("GET", f"/postgres/{created['id']}")
     assert got["size"] == "r6gd.medium" and got["tags"] == [{"key": "b", "value": "2"}]
     assert got["state"] == "unavailable"
@@ -161,6 +172,8 @@ async def test_metrics_and_slow_queries(sim_api) -> None:
     points = [p for m in result["metrics"] for s in m["series"] for p in s["dataPoints"]]
     assert points and all(isinstance(p["timestamp"], int) for p in points)
     assert await sim_api.ok("GET", f"{base}/slowQueryPatterns?{window}&limit=5&sort_by=call_count") == []
-    status, _, _ = await sim_api.call("GET", f"{base}/slowQueryPatterns/-42?db_name=postgres&db_user=postgres&db_operation=SELECT")
+    status, _, _ = await sim_api.call(
+        "GET", f"{base}/slowQueryPatterns/-42?db_name=postgres&db_user=postgres&db_operation=SELECT"
+    )
     assert status == 404
     assert await sim_api.ok("GET", f"{base}/logs?{window}") == []

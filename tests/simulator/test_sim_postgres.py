@@ -17,8 +17,9 @@ async def _connect(conninfo: str, ca_pem: str) -> psycopg.AsyncConnection:
     with os.fdopen(fd, "w") as fh:
         fh.write(ca_pem)
     try:
-        return await psycopg.AsyncConnection.connect(f"{conninfo}&sslmode=verify-full&sslrootcert={path}",
-                                                     autocommit=True, connect_timeout=10)
+        return await psycopg.AsyncConnection.connect(
+            f"{conninfo}&sslmode=verify-full&sslrootcert={path}", autocommit=True, connect_timeout=10
+        )
     finally:
         os.unlink(path)
 
@@ -40,7 +41,10 @@ async def test_service_is_a_real_server(pg_api, simulator_pg) -> None:
     created = await pg_api.create("real one", pgConfig={"max_connections": 50})
     sid, password = created["id"], created["password"]
     assert re.fullmatch(r"127\.\d+\.\d+\.\d+", created["hostname"])
-    same = created["connectionString"] == f"postgres://postgres:{password}@{created['hostname']}:5432/postgres?channel_binding=require"
+    same = (
+        created["connectionString"]
+        == f"postgres://postgres:{password}@{created['hostname']}:5432/postgres?channel_binding=require"
+    )
     assert same, "connectionString does not point at the server"
     await pg_api.wait_state(sid, "running")
     ca = (await pg_api.call("GET", f"/postgres/{sid}/caCertificates"))[1]
@@ -68,7 +72,9 @@ async def test_service_is_a_real_server(pg_api, simulator_pg) -> None:
         conn = await _connect(created["connectionString"], ca)
 
         # config: a reloadable parameter applies at once, a postmaster one after restart
-        result = await pg_api.ok("PATCH", f"/postgres/{sid}/config", {"pgConfig": {"work_mem": "8MB", "max_connections": "60"}})
+        result = await pg_api.ok(
+            "PATCH", f"/postgres/{sid}/config", {"pgConfig": {"work_mem": "8MB", "max_connections": "60"}}
+        )
         assert "max_connections" in result["message"] and "work_mem" not in result["message"]
         await conn.close()
         conn = await _connect(created["connectionString"], ca)
@@ -138,7 +144,9 @@ async def test_password_change_during_restart_waits_for_the_server(pg_api) -> No
     assert result["pgConfig"] == {"work_mem": "12MB"}
     await pg_api.wait_state(sid, "running", timeout=30)
     ca = (await pg_api.call("GET", f"/postgres/{sid}/caCertificates"))[1]
-    conn = await _connect(f"postgres://postgres:Changed1DuringRestart@{created['hostname']}:5432/postgres?channel_binding=require", ca)
+    conn = await _connect(
+        f"postgres://postgres:Changed1DuringRestart@{created['hostname']}:5432/postgres?channel_binding=require", ca
+    )
     try:
         assert await _show(conn, "work_mem") == "12MB"
     finally:

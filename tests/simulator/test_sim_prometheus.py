@@ -4,20 +4,33 @@ from __future__ import annotations
 
 import re
 
-from mpg_operator.simulator.prometheus import CPU_MODES, FAMILY_NAMES, fmt
+from clickhouse_cloud_simulator.prometheus import CPU_MODES, FAMILY_NAMES, fmt
 
-SAMPLE = re.compile(r'^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\{(?P<labels>[^}]*)\} (?P<value>-?[0-9.e+]+)$')
+SAMPLE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\{(?P<labels>[^}]*)\} (?P<value>-?[0-9.e+]+)$")
 LABEL = re.compile(r'([a-z_]+)="((?:[^"\\]|\\.)*)"')
 
 DOCUMENTED = [
-    "PostgresServiceInfo", "PostgresServer_CPUCores", "PostgresServer_MemoryLimitBytes",
-    "PostgresServer_StorageLimitBytes", "PostgresServer_CPUSeconds_Total", "PostgresServer_MemoryUsedPercent",
-    "PostgresServer_MemoryCachePercent", "PostgresServer_FilesystemUsedPercent", "PostgresServer_DiskReads_Total",
-    "PostgresServer_DiskWrites_Total", "PostgresServer_NetworkReceiveBytes_Total",
-    "PostgresServer_NetworkTransmitBytes_Total", "PostgresServer_TuplesFetched_Total",
-    "PostgresServer_TuplesInserted_Total", "PostgresServer_TuplesUpdated_Total", "PostgresServer_TuplesDeleted_Total",
-    "PostgresServer_TransactionsCommitted_Total", "PostgresServer_TransactionsRolledBack_Total",
-    "PostgresServer_Deadlocks_Total", "PostgresServer_ActiveConnections", "PostgresServer_CacheHitRatio",
+    "PostgresServiceInfo",
+    "PostgresServer_CPUCores",
+    "PostgresServer_MemoryLimitBytes",
+    "PostgresServer_StorageLimitBytes",
+    "PostgresServer_CPUSeconds_Total",
+    "PostgresServer_MemoryUsedPercent",
+    "PostgresServer_MemoryCachePercent",
+    "PostgresServer_FilesystemUsedPercent",
+    "PostgresServer_DiskReads_Total",
+    "PostgresServer_DiskWrites_Total",
+    "PostgresServer_NetworkReceiveBytes_Total",
+    "PostgresServer_NetworkTransmitBytes_Total",
+    "PostgresServer_TuplesFetched_Total",
+    "PostgresServer_TuplesInserted_Total",
+    "PostgresServer_TuplesUpdated_Total",
+    "PostgresServer_TuplesDeleted_Total",
+    "PostgresServer_TransactionsCommitted_Total",
+    "PostgresServer_TransactionsRolledBack_Total",
+    "PostgresServer_Deadlocks_Total",
+    "PostgresServer_ActiveConnections",
+    "PostgresServer_CacheHitRatio",
     "PostgresServer_DatabaseSizeBytes",
 ]
 

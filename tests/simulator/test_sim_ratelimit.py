@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from mpg_operator.simulator import SimulatorConfig
-from mpg_operator.simulator.ratelimit import RateLimiter
+from clickhouse_cloud_simulator import SimulatorConfig
+from clickhouse_cloud_simulator.ratelimit import RateLimiter
 
 
 def test_defaults_match_the_real_api() -> None:

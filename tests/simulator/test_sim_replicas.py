@@ -34,11 +34,17 @@ async def test_replica_not_ready_until_first_backup(sim_api) -> None:
 async def test_replica_lifecycle_and_restrictions(sim_api) -> None:
     primary = await _primary_with_backup(sim_api)
     pid = primary["id"]
-    replica = await sim_api.ok("POST", f"/postgres/{pid}/readReplica", {"name": "replica", "tags": [{"key": "phase", "value": "rr"}]})
+    replica = await sim_api.ok(
+        "POST", f"/postgres/{pid}/readReplica", {"name": "replica", "tags": [{"key": "phase", "value": "rr"}]}
+    )
     rid = replica["id"]
     assert replica["isPrimary"] is False and replica["state"] == "creating"
     assert "password" not in replica and "connectionString" not in replica
-    assert (replica["size"], replica["region"], replica["postgresVersion"]) == (primary["size"], primary["region"], primary["postgresVersion"])
+    assert (replica["size"], replica["region"], replica["postgresVersion"]) == (
+        primary["size"],
+        primary["region"],
+        primary["postgresVersion"],
+    )
     assert replica["tags"] == [{"key": "phase", "value": "rr"}]
     # inherits the primary's configuration
     assert (await sim_api.ok("GET", f"/postgres/{rid}/config"))["pgConfig"] == {"work_mem": "8MB"}
@@ -48,7 +54,9 @@ async def test_replica_lifecycle_and_restrictions(sim_api) -> None:
 
     status, data, _ = await sim_api.call("PATCH", f"/postgres/{rid}", {"size": "r8gd.xlarge"})
     assert status == 400 and data["error"] == READ_ONLY
-    status, data, _ = await sim_api.call("PATCH", f"/postgres/{rid}", raw=b"garbage", headers={"Content-Type": "application/json"})
+    status, data, _ = await sim_api.call(
+        "PATCH", f"/postgres/{rid}", raw=b"garbage", headers={"Content-Type": "application/json"}
+    )
     assert status == 400 and data["error"] == READ_ONLY  # rejected before the body is read
     status, data, _ = await sim_api.call("PATCH", f"/postgres/{rid}/password", {})
     assert status == 400 and "read replicas" in data["error"]
@@ -101,8 +109,11 @@ async def test_promote_primary_is_400(sim_api) -> None:
 async def test_restore_goes_through_restore_states(sim_api) -> None:
     source = await _primary_with_backup(sim_api)
     target = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    restored = await sim_api.ok("POST", f"/postgres/{source['id']}/restoredService",
-                                {"name": "restored", "restoreTarget": target, "tags": [{"key": "from", "value": "pitr"}]})
+    restored = await sim_api.ok(
+        "POST",
+        f"/postgres/{source['id']}/restoredService",
+        {"name": "restored", "restoreTarget": target, "tags": [{"key": "from", "value": "pitr"}]},
+    )
     assert restored["id"] != source["id"] and restored["isPrimary"] is True
     assert restored["state"] == "creating" and "password" not in restored
     seen = []
@@ -121,8 +132,11 @@ async def test_restore_goes_through_restore_states(sim_api) -> None:
 
 async def test_restore_before_first_backup_is_400(sim_api) -> None:
     created = await sim_api.create()
-    status, data, _ = await sim_api.call("POST", f"/postgres/{created['id']}/restoredService",
-                                         {"name": "r", "restoreTarget": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    status, data, _ = await sim_api.call(
+        "POST",
+        f"/postgres/{created['id']}/restoredService",
+        {"name": "r", "restoreTarget": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+    )
     assert status == 400 and "no backups" in data["error"]
 
 

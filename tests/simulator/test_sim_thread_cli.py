@@ -1,4 +1,4 @@
-"""The threaded simulator (sync callers) and the ``mpg-operator simulator`` command line."""
+"""The threaded simulator (sync callers) and the ``clickhouse-cloud-simulator`` command line."""
 
 from __future__ import annotations
 
@@ -16,13 +16,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from mpg_operator.simulator import SimulatorConfig, SimulatorThread
+
+from clickhouse_cloud_simulator import SimulatorConfig, SimulatorThread
 
 VENV_BIN = Path(sys.executable).parent
 
 
 def _get(url: str, key: tuple[str, str]) -> tuple[int, dict]:
-    req = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(":".join(key).encode()).decode()})
+    req = urllib.request.Request(
+        url, headers={"Authorization": "Basic " + base64.b64encode(":".join(key).encode()).decode()}
+    )
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, json.loads(resp.read())
@@ -37,9 +40,15 @@ def test_simulator_thread_serves_sync_code() -> None:
         status, body = _get(f"{sim.url}/organizations/{sim.org_id}/postgres", (sim.key_id, sim.key_secret))
         assert status == 200 and body["result"] == []
         body = json.dumps({"name": "t", "provider": "aws", "region": "us-east-1", "size": "r8gd.large"}).encode()
-        req = urllib.request.Request(f"{sim.url}/organizations/{sim.org_id}/postgres", data=body, method="POST",
-                                     headers={"Content-Type": "application/json",
-                                              "Authorization": "Basic " + base64.b64encode(f"{sim.key_id}:{sim.key_secret}".encode()).decode()})
+        req = urllib.request.Request(
+            f"{sim.url}/organizations/{sim.org_id}/postgres",
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": "Basic " + base64.b64encode(f"{sim.key_id}:{sim.key_secret}".encode()).decode(),
+            },
+        )
         with urllib.request.urlopen(req, timeout=5) as resp:
             sid = json.loads(resp.read())["result"]["id"]
         assert list(sim.services) == [sid]
@@ -54,11 +63,15 @@ def test_simulator_thread_serves_sync_code() -> None:
 
 
 def _start_cli(*args: str) -> tuple[subprocess.Popen, dict[str, str], float]:
-    exe = shutil.which("mpg-operator", path=str(VENV_BIN)) or "mpg-operator"
+    exe = shutil.which("clickhouse-cloud-simulator", path=str(VENV_BIN)) or "clickhouse-cloud-simulator"
     started = time.monotonic()
-    proc = subprocess.Popen([exe, "simulator", "--port", "0", "--no-postgres", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [exe, "--port", "0", "--no-postgres", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     info: dict[str, str] = {}
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -84,13 +97,17 @@ def test_cli_generates_credentials_and_starts_fast() -> None:
     proc, info, started = _start_cli("--create-seconds", "0.1", "--rate-limit", "3", "--rate-window", "30")
     try:
         assert set(info) == {"URL", "org id", "key id", "key secret", "curl"}, info
-        status, body = _get(f"{info['URL']}/organizations/{info['org id']}/postgres", (info["key id"], info["key secret"]))
+        status, body = _get(
+            f"{info['URL']}/organizations/{info['org id']}/postgres", (info["key id"], info["key secret"])
+        )
         elapsed = time.monotonic() - started
         assert status == 200 and body["result"] == []
         assert elapsed < 3.0, f"first answer after {elapsed:.2f} s"
         # the printed curl line works as printed
         if shutil.which("curl"):
-            out = subprocess.run(info["curl"] + " --silent", shell=True, capture_output=True, text=True, timeout=10, check=True)
+            out = subprocess.run(
+                info["curl"] + " --silent", shell=True, capture_output=True, text=True, timeout=10, check=True
+            )
             assert json.loads(out.stdout)["status"] == 200
         # rate limit flags are honoured (3 per 30 s window)
         statuses = [_get(f"{info['URL']}/organizations", (info["key id"], info["key secret"]))[0] for _ in range(3)]
@@ -112,15 +129,17 @@ def test_cli_uses_given_credentials() -> None:
 
 
 def test_cli_module_imports_only_stdlib() -> None:
-    code = ("import sys, mpg_operator.simulator.cli as c, argparse; p = argparse.ArgumentParser(); c.add_arguments(p);"
-            " bad = [m for m in ('aiohttp', 'pydantic', 'mpg_operator.simulator.server') if m in sys.modules]; print(bad)")
+    code = (
+        "import sys, clickhouse_cloud_simulator.cli as c, argparse; p = argparse.ArgumentParser(); c.add_arguments(p);"
+        " bad = [m for m in ('aiohttp', 'pydantic', 'clickhouse_cloud_simulator.server') if m in sys.modules]; print(bad)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_cli_help_is_fast() -> None:
-    exe = shutil.which("mpg-operator", path=str(VENV_BIN)) or "mpg-operator"
+    exe = shutil.which("clickhouse-cloud-simulator", path=str(VENV_BIN)) or "clickhouse-cloud-simulator"
     started = time.monotonic()
-    out = subprocess.run([exe, "simulator", "--help"], capture_output=True, text=True, timeout=30, check=False)
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 0 and "--no-rate-limit" in out.stdout and "--create-seconds" in out.stdout
     assert time.monotonic() - started < 3.0

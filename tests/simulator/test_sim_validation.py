@@ -70,15 +70,25 @@ async def test_create_accepts_and_normalises(sim_api) -> None:
     created = await sim_api.create(
         "Name with spaces (and dots.)",
         tags=[{"key": "env", "value": "prod"}, {"key": "keyonly"}],
-        pgConfig={"max_connections": 200, "random_page_cost": 1.1, "work_mem": "8MB", "wal_compression": "lz4",
-                  "autovacuum_vacuum_cost_limit": "-1"},
+        pgConfig={
+            "max_connections": 200,
+            "random_page_cost": 1.1,
+            "work_mem": "8MB",
+            "wal_compression": "lz4",
+            "autovacuum_vacuum_cost_limit": "-1",
+        },
         pgBouncerConfig={"default_pool_size": "16"},
     )
     assert created["postgresVersion"] == "17" and created["haType"] == "none"
     assert created["tags"] == [{"key": "env", "value": "prod"}, {"key": "keyonly"}]
     config = await sim_api.ok("GET", f"/postgres/{created['id']}/config")
-    assert config["pgConfig"] == {"max_connections": "200", "random_page_cost": "1.1", "work_mem": "8MB",
-                                  "wal_compression": "lz4", "autovacuum_vacuum_cost_limit": "-1"}
+    assert config["pgConfig"] == {
+        "max_connections": "200",
+        "random_page_cost": "1.1",
+        "work_mem": "8MB",
+        "wal_compression": "lz4",
+        "autovacuum_vacuum_cost_limit": "-1",
+    }
     assert config["pgBouncerConfig"] == {"default_pool_size": "16"}
 
 
@@ -154,14 +164,20 @@ async def test_restore_target_outside_retention(sim_api) -> None:
 
     await asyncio.sleep(0.7)  # past the first backup (FAST: 0.6 s)
     for target in (datetime.now(UTC) + timedelta(hours=1), datetime.now(UTC) - timedelta(days=8)):
-        status, data, _ = await sim_api.call("POST", f"/postgres/{created['id']}/restoredService",
-                                             {"name": "r", "restoreTarget": target.strftime("%Y-%m-%dT%H:%M:%SZ")})
+        status, data, _ = await sim_api.call(
+            "POST",
+            f"/postgres/{created['id']}/restoredService",
+            {"name": "r", "restoreTarget": target.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        )
         assert status == 400 and "within the backup retention period" in data["error"], data
 
 
 async def test_state_command_validation(sim_api) -> None:
     created = await sim_api.create()
-    for payload, fragment in (({}, "Missing required property: command"), ({"command": "stop"}, "Invalid command 'stop'")):
+    for payload, fragment in (
+        ({}, "Missing required property: command"),
+        ({"command": "stop"}, "Invalid command 'stop'"),
+    ):
         status, data, _ = await sim_api.call("PATCH", f"/postgres/{created['id']}/state", payload)
         assert status == 400 and fragment in data["error"]
 
@@ -172,8 +188,10 @@ async def test_observability_query_validation(sim_api) -> None:
     cases = [
         (f"{base}/metrics", "Missing required query parameter: from_date"),
         (f"{base}/metrics?from_date=2026-01-02T00:00:00Z&to_date=2026-01-01T00:00:00Z", "to_date must be after"),
-        (f"{base}/metrics?from_date=2026-01-01T00:00:00Z&to_date=2026-01-02T00:00:00Z&bucket_size_seconds=1",
-         "capped at 250 data points"),
+        (
+            f"{base}/metrics?from_date=2026-01-01T00:00:00Z&to_date=2026-01-02T00:00:00Z&bucket_size_seconds=1",
+            "capped at 250 data points",
+        ),
         (f"{base}/metrics?from_date=2026-01-01T00:00:00Z&to_date=2026-01-02T00:00:00Z&bucket_size_seconds=0", ">= 1"),
         (f"{base}/slowQueryPatterns?from_date=2026-01-01T00:00:00Z&to_date=2026-01-02T00:00:00Z&limit=501", "<= 500"),
         (f"{base}/slowQueryPatterns?from_date=2026-01-01T00:00:00Z&to_date=2026-01-02T00:00:00Z&sort_by=x", "sort_by"),

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mpg_operator.simulator.postgres import PostgresFleet
+from clickhouse_cloud_simulator.postgres import PostgresFleet
 
 
 @pytest.fixture(scope="module")

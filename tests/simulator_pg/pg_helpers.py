@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 
-from mpg_operator.simulator.postgres import Endpoint, PostgresFleet
+from clickhouse_cloud_simulator.postgres import Endpoint, PostgresFleet
 
 
 def write_ca(fleet: PostgresFleet, service_id: str, directory: Path) -> Path:
@@ -23,9 +23,16 @@ async def connect(
 ) -> psycopg.AsyncConnection:
     """Connect like a client of the real service: verify-full against the service CA, channel binding required."""
     params: dict[str, object] = {
-        "host": endpoint.host, "port": endpoint.port, "user": "postgres", "password": password,
-        "dbname": dbname, "sslmode": "verify-full", "sslrootcert": str(ca_file),
-        "channel_binding": "require", "connect_timeout": 10, "autocommit": True,
+        "host": endpoint.host,
+        "port": endpoint.port,
+        "user": "postgres",
+        "password": password,
+        "dbname": dbname,
+        "sslmode": "verify-full",
+        "sslrootcert": str(ca_file),
+        "channel_binding": "require",
+        "connect_timeout": 10,
+        "autocommit": True,
     }
     params.update(extra)
     return await psycopg.AsyncConnection.connect(**params)  # type: ignore[arg-type]

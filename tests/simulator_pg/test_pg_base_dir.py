@@ -18,8 +18,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from mpg_operator.simulator import postgres as fleet_module
-from mpg_operator.simulator.postgres import (
+
+from clickhouse_cloud_simulator import postgres as fleet_module
+from clickhouse_cloud_simulator.postgres import (
     PostgresFleet,
     PostgresFleetError,
     prepare_base_dir,
@@ -89,8 +90,9 @@ async def test_relative_missing_dir_and_recovery_after_a_failed_create(
     sim, api = await make_simulator(real_postgres=True, postgres_base_dir="relative/pg")
     assert sim.fleet._base_parent == str(workdir / "relative" / "pg")
 
-    status, data, _ = await api.call("POST", "/postgres", {"name": "first", "provider": "aws", "region": "us-east-1",
-                                                           "size": "r8gd.large"})
+    status, data, _ = await api.call(
+        "POST", "/postgres", {"name": "first", "provider": "aws", "region": "us-east-1", "size": "r8gd.large"}
+    )
     assert status == 500 and data["error"] == "INTERNAL_ERROR: Postgres server operation 'create' failed"
     assert sim.services == {}
 
@@ -102,21 +104,35 @@ async def test_relative_missing_dir_and_recovery_after_a_failed_create(
     pem = await api.ok("GET", f"/postgres/{created['id']}/caCertificates")
     ca = workdir / "ca.pem"
     ca.write_text(pem)
-    conninfo = {"host": created["hostname"], "user": "postgres", "password": created["password"],
-                "dbname": "postgres", "sslmode": "verify-full", "sslrootcert": str(ca), "connect_timeout": 10}
+    conninfo = {
+        "host": created["hostname"],
+        "user": "postgres",
+        "password": created["password"],
+        "dbname": "postgres",
+        "sslmode": "verify-full",
+        "sslrootcert": str(ca),
+        "connect_timeout": 10,
+    }
     async with await psycopg.AsyncConnection.connect(**conninfo) as conn:
         assert (await (await conn.execute("SELECT 1")).fetchone()) == (1,)
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    exe = shutil.which("mpg-operator", path=str(VENV_BIN)) or "mpg-operator"
-    return subprocess.Popen([exe, "simulator", "--port", "0", "--quiet", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    exe = shutil.which("clickhouse-cloud-simulator", path=str(VENV_BIN)) or "clickhouse-cloud-simulator"
+    return subprocess.Popen(
+        [exe, "--port", "0", "--quiet", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_cli_relative_postgres_dir_serves_creates(workdir: Path) -> None:
-    proc = _cli("--require-postgres", "--postgres-dir", "data/pg", "--no-rate-limit", "--create-seconds", "0.1",
-                cwd=workdir)
+    proc = _cli(
+        "--require-postgres", "--postgres-dir", "data/pg", "--no-rate-limit", "--create-seconds", "0.1", cwd=workdir
+    )
     try:
         info: dict[str, str] = {}
         assert proc.stdout is not None
@@ -128,7 +144,8 @@ def test_cli_relative_postgres_dir_serves_creates(workdir: Path) -> None:
                 break
         assert set(info) == {"URL", "org id", "key id", "key secret"}, "simulator did not start"
         request = urllib.request.Request(
-            f"{info['URL']}/organizations/{info['org id']}/postgres", method="POST",
+            f"{info['URL']}/organizations/{info['org id']}/postgres",
+            method="POST",
             data=json.dumps({"name": "cli", "provider": "aws", "region": "us-east-1", "size": "r8gd.large"}).encode(),
             headers={"Content-Type": "application/json"},
         )

@@ -12,10 +12,9 @@ from typing import Any
 
 import psycopg
 import pytest
-
-from mpg_operator.simulator.postgres import PostgresFleet
-
 from pg_helpers import connect, tls_version, write_ca
+
+from clickhouse_cloud_simulator.postgres import PostgresFleet
 
 
 async def _show(conn: psycopg.AsyncConnection, name: str) -> str:
@@ -134,6 +133,7 @@ async def test_stats_reflect_rows_and_connections(fleet: PostgresFleet, tmp_path
     busy = await connect(endpoint, password, ca_file)
     query = asyncio.ensure_future(busy.execute("SELECT pg_sleep(5)"))
     try:
+
         async def two_sessions() -> dict[str, int] | None:
             conns = (await fleet.stats("stats"))["connections"]
             return conns if conns["idle"] == 1 and conns["active"] == 1 else None

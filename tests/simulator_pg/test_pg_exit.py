@@ -12,11 +12,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mpg_operator.simulator.postgres import PostgresFleet
+from clickhouse_cloud_simulator.postgres import PostgresFleet
 
 _SCRIPT = """
 import asyncio, json
-from mpg_operator.simulator.postgres import PostgresFleet
+from clickhouse_cloud_simulator.postgres import PostgresFleet
 
 async def main():
     fleet = PostgresFleet()
@@ -41,7 +41,7 @@ def test_exit_without_close_stops_servers() -> None:
 
 _KILLED_SCRIPT = """
 import asyncio, json, os, signal
-from mpg_operator.simulator.postgres import PostgresFleet
+from clickhouse_cloud_simulator.postgres import PostgresFleet
 
 async def main():
     fleet = PostgresFleet()

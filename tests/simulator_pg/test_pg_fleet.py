@@ -14,10 +14,9 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
-
-from mpg_operator.simulator.postgres import PORT, Endpoint, PostgresFleet, ServerNotRunningError
-
 from pg_helpers import connect, tls_version, write_ca
+
+from clickhouse_cloud_simulator.postgres import PORT, Endpoint, PostgresFleet, ServerNotRunningError
 
 
 def _direct_tls_without_alpn(endpoint: Endpoint, ca_file: Path) -> bytes:
@@ -114,7 +113,9 @@ async def test_set_password_rotates(fleet: PostgresFleet, tmp_path: Path) -> Non
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             await connect(endpoint, old, ca_file)
         async with await connect(endpoint, new, ca_file) as conn:
-            cur = await conn.execute("SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'postgres'")
+            cur = await conn.execute(
+                "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'postgres'"
+            )
             assert (await cur.fetchone())[0] is True
         cur = await session.execute("SELECT 1")  # an open session outlives the rotation, as in PostgreSQL
         assert (await cur.fetchone())[0] == 1
@@ -233,8 +234,15 @@ async def test_blocking_client_in_the_callers_loop(fleet: PostgresFleet, tmp_pat
     endpoint = await fleet.create("sync", password)
     ca_file = write_ca(fleet, "sync", tmp_path)
     with psycopg.connect(
-        host=endpoint.host, port=endpoint.port, user="postgres", password=password, dbname="postgres",
-        sslmode="verify-full", sslrootcert=str(ca_file), channel_binding="require", connect_timeout=10,
+        host=endpoint.host,
+        port=endpoint.port,
+        user="postgres",
+        password=password,
+        dbname="postgres",
+        sslmode="verify-full",
+        sslrootcert=str(ca_file),
+        channel_binding="require",
+        connect_timeout=10,
     ) as conn:
         assert conn.execute("SELECT 'sync ok'").fetchone() == ("sync ok",)
     await fleet.destroy("sync")

@@ -9,10 +9,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
-import mpg_operator.simulator.postgres as pg
-
 from pg_helpers import connect, write_ca
+
+import clickhouse_cloud_simulator.postgres as pg
 
 
 async def test_unreachable_binaries_are_copied(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

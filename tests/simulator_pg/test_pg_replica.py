@@ -10,8 +10,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from mpg_operator.simulator.postgres import Endpoint
 from pg_helpers import connect
+
+from clickhouse_cloud_simulator.postgres import Endpoint
 
 
 async def _conn(api: Any, svc: dict[str, Any], password: str, tmp: Path) -> psycopg.AsyncConnection:

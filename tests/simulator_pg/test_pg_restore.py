@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from mpg_operator.simulator.postgres import Endpoint
 from pg_helpers import connect
+
+from clickhouse_cloud_simulator.postgres import Endpoint
 
 
 async def _conn(api: Any, svc: dict[str, Any], password: str, tmp: Path) -> psycopg.AsyncConnection:
@@ -34,10 +35,14 @@ async def test_restore_copies_data_and_replaces_configuration(pg_api: Any, simul
     await asyncio.sleep(simulator_pg.config.first_backup_seconds)
     target = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    inherited = await pg_api.ok("POST", f"/postgres/{source['id']}/restoredService", {"name": "same config",
-                                                                                       "restoreTarget": target})
-    own = await pg_api.ok("POST", f"/postgres/{source['id']}/restoredService", {
-        "name": "own config", "restoreTarget": target, "pgConfig": {"statement_timeout": "5s"}})
+    inherited = await pg_api.ok(
+        "POST", f"/postgres/{source['id']}/restoredService", {"name": "same config", "restoreTarget": target}
+    )
+    own = await pg_api.ok(
+        "POST",
+        f"/postgres/{source['id']}/restoredService",
+        {"name": "own config", "restoreTarget": target, "pgConfig": {"statement_timeout": "5s"}},
+    )
     for svc in (inherited, own):
         await pg_api.wait_state(svc["id"], "running")
         assert svc["hostname"] != source["hostname"]

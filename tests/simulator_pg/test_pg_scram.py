@@ -7,7 +7,7 @@ import base64
 import psycopg
 import pytest
 
-from mpg_operator.simulator.scram import ScramError, ScramServer, make_verifier, parse_verifier
+from clickhouse_cloud_simulator.scram import ScramError, ScramServer, make_verifier, parse_verifier
 
 
 @pytest.mark.parametrize("password", ["plain-ascii-pw", "ｐａｓｓ\u00adword", "Ünïcødé ß"])

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -67,8 +67,8 @@ def _rfc3339(value: DateLike) -> str:
     if isinstance(value, str):
         return value
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _seg(value: str) -> str:
@@ -159,8 +159,7 @@ class CloudClient:
 
     def __repr__(self) -> str:
         return (
-            f"CloudClient(base_url={self.base_url!r}, organization_id={self.organization_id!r}, "
-            f"key_id={self.key_id!r})"
+            f"CloudClient(base_url={self.base_url!r}, organization_id={self.organization_id!r}, key_id={self.key_id!r})"
         )
 
     @property
@@ -199,8 +198,13 @@ class CloudClient:
         if params:
             params = {k: v for k, v in params.items() if v is not None}
         return await self._transport.request(
-            operation, method, path, json=json, params=params or None,
-            idempotent=idempotent, secrets=secrets,
+            operation,
+            method,
+            path,
+            json=json,
+            params=params or None,
+            idempotent=idempotent,
+            secrets=secrets,
         )
 
     def _result(self, response: httpx.Response, operation: str, idempotent: bool = True) -> Any:
@@ -219,8 +223,7 @@ class CloudClient:
             return ServerError(detail, operation=operation)
         return AmbiguousCreateError(f"{detail}; the request may have taken effect", operation=operation)
 
-    def _parse(self, response: httpx.Response, operation: str, model: type[M],
-               idempotent: bool = True) -> M:
+    def _parse(self, response: httpx.Response, operation: str, model: type[M], idempotent: bool = True) -> M:
         result = self._result(response, operation, idempotent)
         try:
             return model.model_validate(result)
@@ -267,9 +270,7 @@ class CloudClient:
         op = "postgresServiceGet"
         return self._parse(await self._call(op, "GET", self._path(service_id)), op, PostgresService)
 
-    async def update_service(
-        self, service_id: str, request: PostgresServicePatchRequest
-    ) -> PostgresService:
+    async def update_service(self, service_id: str, request: PostgresServicePatchRequest) -> PostgresService:
         """PATCH name/size/haType/tags. Omitting ``tags`` clears them: always send the full set."""
         op = "postgresServicePatch"
         response = await self._call(op, "PATCH", self._path(service_id), body=request)
@@ -288,8 +289,7 @@ class CloudClient:
 
     async def get_ca_certificates(self, service_id: str) -> str:
         """The service's CA bundle (PEM text)."""
-        response = await self._call("postgresServiceCertsGet", "GET",
-                                     self._path(service_id, "caCertificates"))
+        response = await self._call("postgresServiceCertsGet", "GET", self._path(service_id, "caCertificates"))
         return response.text
 
     # --- configuration ---------------------------------------------------------------
@@ -297,8 +297,7 @@ class CloudClient:
     async def get_config(self, service_id: str) -> PostgresConfig:
         """``pgConfig`` and ``pgBouncerConfig`` (values as strings)."""
         op = "postgresInstanceConfigGet"
-        return self._parse(await self._call(op, "GET", self._path(service_id, "config")),
-                           op, PostgresConfig)
+        return self._parse(await self._call(op, "GET", self._path(service_id, "config")), op, PostgresConfig)
 
     async def replace_config(self, service_id: str, config: PostgresConfig) -> PostgresConfigUpdateResult:
         """POST: replace both maps (keys absent are removed). ``message`` tells about restarts."""
@@ -325,42 +324,46 @@ class CloudClient:
         retried when its outcome is unknown (:class:`AmbiguousCreateError`).
         """
         request = (
-            password if isinstance(password, PostgresSetPasswordRequest)
+            password
+            if isinstance(password, PostgresSetPasswordRequest)
             else PostgresSetPasswordRequest(password=password)  # type: ignore[arg-type]
         )
         given = request.password.get_secret_value() if request.password is not None else None
         op = "postgresServiceSetPassword"
         response = await self._call(
-            op, "PATCH", self._path(service_id, "password"), body=request,
-            idempotent=given is not None, secrets=(given,) if given else (),
+            op,
+            "PATCH",
+            self._path(service_id, "password"),
+            body=request,
+            idempotent=given is not None,
+            secrets=(given,) if given else (),
         )
         return self._parse(response, op, PostgresPasswordResult, idempotent=given is not None)
 
     async def set_state(self, service_id: str, command: str) -> PostgresService:
         """``restart`` / ``promote`` / ``switchover``; the response is only an acknowledgement."""
         op = "postgresServicePatchState"
-        response = await self._call(op, "PATCH", self._path(service_id, "state"),
-                                    body=PostgresSetStateRequest(command=str(command)))
+        response = await self._call(
+            op, "PATCH", self._path(service_id, "state"), body=PostgresSetStateRequest(command=str(command))
+        )
         return self._parse(response, op, PostgresService)
 
-    async def create_read_replica(
-        self, service_id: str, request: PostgresReadReplicaRequest
-    ) -> PostgresService:
+    async def create_read_replica(self, service_id: str, request: PostgresReadReplicaRequest) -> PostgresService:
         """Create a read replica of ``service_id`` (a new service; not idempotent).
 
         Expect :class:`InvalidRequestError` "not ready for read replicas" until the primary's
         first backup exists.
         """
         op = "postgresInstanceCreateReadReplica"
-        response = await self._call(op, "POST", self._path(service_id, "readReplica"),
-                                    body=request, idempotent=False)
+        response = await self._call(op, "POST", self._path(service_id, "readReplica"), body=request, idempotent=False)
         return self._parse(response, op, PostgresService, idempotent=False)
 
     async def restore_service(self, service_id: str, request: PostgresRestoreRequest) -> PostgresService:
         """Point-in-time restore of ``service_id`` into a new service (not idempotent)."""
         op = "postgresInstanceRestore"
-        response = await self._call(op, "POST", self._path(service_id, "restoredService"),
-                                    body=request, idempotent=False)
+        response = await self._call(
+            op, "POST", self._path(service_id, "restoredService"), body=request, idempotent=False
+        )
         return self._parse(response, op, PostgresService, idempotent=False)
 
     # --- observability ---------------------------------------------------------------
@@ -374,8 +377,11 @@ class CloudClient:
     ) -> PostgresMetrics:
         """Time series for ``[from_date, to_date)`` (at most 250 points per series)."""
         op = "postgresInstanceMetricsGet"
-        params = {"from_date": _rfc3339(from_date), "to_date": _rfc3339(to_date),
-                  "bucket_size_seconds": bucket_size_seconds}
+        params = {
+            "from_date": _rfc3339(from_date),
+            "to_date": _rfc3339(to_date),
+            "bucket_size_seconds": bucket_size_seconds,
+        }
         response = await self._call(op, "GET", self._path(service_id, "metrics"), params=params)
         return self._parse(response, op, PostgresMetrics)
 
@@ -396,12 +402,19 @@ class CloudClient:
     ) -> list[SlowQueryPattern]:
         """Slow query patterns in ``[from_date, to_date)``, paginated with ``limit``/``offset``."""
         op = "slowQueryPatternsGetList"
-        params = {"from_date": _rfc3339(from_date), "to_date": _rfc3339(to_date),
-                  "db_name": db_name, "db_user": db_user, "db_operation": db_operation,
-                  "app": app, "sort_by": sort_by, "sort_order": sort_order,
-                  "limit": limit, "offset": offset}
-        response = await self._call(op, "GET", self._path(service_id, "slowQueryPatterns"),
-                                    params=params)
+        params = {
+            "from_date": _rfc3339(from_date),
+            "to_date": _rfc3339(to_date),
+            "db_name": db_name,
+            "db_user": db_user,
+            "db_operation": db_operation,
+            "app": app,
+            "sort_by": sort_by,
+            "sort_order": sort_order,
+            "limit": limit,
+            "offset": offset,
+        }
+        response = await self._call(op, "GET", self._path(service_id, "slowQueryPatterns"), params=params)
         return self._parse_list(response, op, SlowQueryPattern)
 
     async def get_slow_query_pattern(
@@ -417,8 +430,13 @@ class CloudClient:
     ) -> SlowQueryPatternDetail:
         """One slow query pattern with its recent executions."""
         op = "slowQueryPatternGet"
-        params = {"db_name": db_name, "db_user": db_user, "db_operation": db_operation, "app": app,
-                  "timestamp": _rfc3339(timestamp) if timestamp is not None else None}
+        params = {
+            "db_name": db_name,
+            "db_user": db_user,
+            "db_operation": db_operation,
+            "app": app,
+            "timestamp": _rfc3339(timestamp) if timestamp is not None else None,
+        }
         path = self._path(service_id, f"slowQueryPatterns/{_seg(query_id)}")
         return self._parse(await self._call(op, "GET", path, params=params), op, SlowQueryPatternDetail)
 
@@ -429,8 +447,7 @@ class CloudClient:
 
     async def get_service_prometheus(self, service_id: str) -> str:
         """Prometheus exposition text for one service."""
-        response = await self._call("postgresInstancePrometheusGet", "GET",
-                                    self._path(service_id, "prometheus"))
+        response = await self._call("postgresInstancePrometheusGet", "GET", self._path(service_id, "prometheus"))
         return response.text
 
     # --- waiting (each poll is one rate-limited GET) ---------------------------------
@@ -457,9 +474,7 @@ class CloudClient:
                 )
             await asyncio.sleep(interval)
 
-    async def wait_for_deleted(
-        self, service_id: str, *, timeout: float = 1800.0, interval: float = 5.0
-    ) -> None:
+    async def wait_for_deleted(self, service_id: str, *, timeout: float = 1800.0, interval: float = 5.0) -> None:
         """Poll GET until it answers 404; :class:`TimeoutError` otherwise."""
         deadline = time.monotonic() + timeout
         while True:
@@ -469,8 +484,7 @@ class CloudClient:
                 return
             if time.monotonic() + interval > deadline:
                 raise TimeoutError(
-                    f"postgres {service_id} still exists after {timeout:g}s "
-                    f"(last seen state: {service.state})"
+                    f"postgres {service_id} still exists after {timeout:g}s (last seen state: {service.state})"
                 )
             await asyncio.sleep(interval)
 

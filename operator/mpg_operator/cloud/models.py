@@ -81,9 +81,7 @@ class WireModel(BaseModel):
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON body for the wire: camelCase, ``None`` omitted, secrets revealed."""
-        return self.model_dump(
-            mode="json", by_alias=True, exclude_none=True, context={"reveal_secrets": True}
-        )
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True, context={"reveal_secrets": True})
 
 
 # --- open enumerations -------------------------------------------------------------

@@ -158,7 +158,7 @@ class RateLimiter:
                     self._released = released = loop.create_future()
                     try:
                         await asyncio.wait_for(asyncio.shield(released), timeout=self.window)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                     finally:
                         if self._released is released:
@@ -228,9 +228,7 @@ class _Registry:
 _registry = _Registry()
 
 
-def rate_limiter_for(
-    key_id: str, limit: int = DEFAULT_LIMIT, window: float = DEFAULT_WINDOW
-) -> RateLimiter:
+def rate_limiter_for(key_id: str, limit: int = DEFAULT_LIMIT, window: float = DEFAULT_WINDOW) -> RateLimiter:
     """The process-wide limiter of an API key; every client using the key shares it.
 
     The first call for a key fixes its limit and window; later calls with other values

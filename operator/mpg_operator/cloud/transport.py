@@ -122,15 +122,11 @@ def _error_text(response: httpx.Response) -> tuple[str | None, str | None]:
     if isinstance(body, dict):
         err = body.get("error") or body.get("message")
         rid = body.get("requestId")
-        return (str(err) if err is not None else response.reason_phrase), (
-            str(rid) if rid is not None else None
-        )
+        return (str(err) if err is not None else response.reason_phrase), (str(rid) if rid is not None else None)
     return response.reason_phrase, None
 
 
-def error_for_response(
-    response: httpx.Response, operation: str, secrets: Iterable[str] = ()
-) -> CloudError:
+def error_for_response(response: httpx.Response, operation: str, secrets: Iterable[str] = ()) -> CloudError:
     """Map an HTTP error response to the :mod:`~mpg_operator.cloud.errors` taxonomy."""
     status = response.status_code
     text, request_id = _error_text(response)
@@ -214,8 +210,14 @@ class Transport:
             except httpx.TransportError as exc:
                 seconds = self._record(operation, NETWORK_STATUS, started)
                 if not idempotent:
-                    log.warning("%s %s %s: %s after %.2fs; outcome unknown, not retried",
-                                operation, method, path, type(exc).__name__, seconds)
+                    log.warning(
+                        "%s %s %s: %s after %.2fs; outcome unknown, not retried",
+                        operation,
+                        method,
+                        path,
+                        type(exc).__name__,
+                        seconds,
+                    )
                     raise AmbiguousCreateError(
                         f"no response ({type(exc).__name__}); the request may have taken effect",
                         operation=operation,
@@ -238,7 +240,9 @@ class Transport:
                     if not idempotent:
                         raise AmbiguousCreateError(
                             f"{error.detail}; the request may have taken effect",
-                            status=status, code=error.code, operation=operation,
+                            status=status,
+                            code=error.code,
+                            operation=operation,
                             request_id=error.request_id,
                         )
                 else:
@@ -250,8 +254,7 @@ class Transport:
             if isinstance(error, RateLimitedError):
                 continue  # the limiter holds us until the reset has passed
             delay = self.policy.delay(retry)
-            log.warning("%s: %s; retry %d/%d in %.2fs",
-                        operation, error, retry, self.policy.max_retries, delay)
+            log.warning("%s: %s; retry %d/%d in %.2fs", operation, error, retry, self.policy.max_retries, delay)
             await asyncio.sleep(delay)
 
 

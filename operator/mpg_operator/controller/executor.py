@@ -23,16 +23,23 @@ import dataclasses
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pydantic
 
 from mpg_operator.cloud.client import CloudClient
 from mpg_operator.cloud.errors import AuthError, CloudError, ConflictError, InvalidRequestError, NotFoundError
 from mpg_operator.cloud.models import PostgresService
-from mpg_operator.controller.cloudaccess import ClientPool, Credentials, CredentialsError, ServiceSnapshots, resolve_credentials
+from mpg_operator.controller.cloudaccess import (
+    ClientPool,
+    Credentials,
+    CredentialsError,
+    ServiceSnapshots,
+    resolve_credentials,
+)
 from mpg_operator.controller.kube import KubeApi, SecretKeyError
 from mpg_operator.controller.settings import OperatorSettings
 from mpg_operator.reconcile import decisions, deletion, planner
@@ -83,7 +90,7 @@ class DeletionStarted(Exception):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -171,7 +178,9 @@ class Executor:
         try:
             client, credentials = await self._connect(desired)
         except CredentialsError as e:
-            return await self._persist_failure(resource, decisions.credentials_unusable(str(e), resource.ready_was_true), None, Outcome())
+            return await self._persist_failure(
+                resource, decisions.credentials_unusable(str(e), resource.ready_was_true), None, Outcome()
+            )
         await self._hold_credentials(resource, desired)
         plan: Plan | None = None
         outcome = Outcome()
@@ -202,7 +211,9 @@ class Executor:
         try:
             return Resource(body, status, self._desired(body))
         except pydantic.ValidationError as e:
-            message = "Invalid spec: " + "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+            message = "Invalid spec: " + "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+            )
             cond = Condition.false(Reason.TERMINAL_INVALID_SPEC, message)
             failure = decisions.Failure(cond, Event.warning(EventReason.INVALID_SPEC, message), retry_soon=False)
             return Resource(body, status, None, failure)
@@ -213,7 +224,9 @@ class Executor:
         )
         return self.clients.get(credentials), credentials
 
-    async def _observe(self, client: CloudClient, resource: Resource, *, with_secret: bool, max_age: float | None = None) -> Observed:
+    async def _observe(
+        self, client: CloudClient, resource: Resource, *, with_secret: bool, max_age: float | None = None
+    ) -> Observed:
         """The organization's shared LIST (batched: a recent one serves every resource), the
         connection Secret and a password the user brings. The plan waits rather than acting on a
         LIST that cannot show this operator's own last request."""
@@ -222,7 +235,9 @@ class Executor:
         if max_age is None:
             in_flight = bool(status.create_pending_since or status.pending_update or not resource.ready_was_true)
             max_age = decisions.list_max_age(
-                steady=self.settings.list_max_age, active_interval=self.settings.poll_interval_active, in_flight=in_flight
+                steady=self.settings.list_max_age,
+                active_interval=self.settings.poll_interval_active,
+                in_flight=in_flight,
             )
         pending = parse_time(status.create_pending_since)
         snap = await self.snapshots.get(client, max_age=max_age)
@@ -241,7 +256,9 @@ class Executor:
             if secret is not None:
                 secret = dataclasses.replace(secret, key_prefix=desired.secret_shape.key_prefix)
             brought, problem = await self._brought_password(desired)
-            observed = dataclasses.replace(observed, secret=secret, brought_password=brought, brought_password_problem=problem)
+            observed = dataclasses.replace(
+                observed, secret=secret, brought_password=brought, brought_password_problem=problem
+            )
         return observed
 
     async def _found(self, desired: Desired, observed: Observed, located: planner.Located) -> Observed:
@@ -257,7 +274,12 @@ class Executor:
                     owner = await self.kube.get_resource(namespace, name)
                     alive = owner is not None and owner["metadata"].get("uid") == located.previous_owner
                 except Exception:  # noqa: BLE001 -- cannot look (e.g. another namespace, no access)
-                    log.warning("Cannot check whether %s/%s (uid %s) exists; not taking its service over", namespace, name, located.previous_owner)
+                    log.warning(
+                        "Cannot check whether %s/%s (uid %s) exists; not taking its service over",
+                        namespace,
+                        name,
+                        located.previous_owner,
+                    )
         return dataclasses.replace(
             observed,
             remote=located.remote,
@@ -287,7 +309,9 @@ class Executor:
         observed = await self._confirm_gone(client, observed, confirm.service_id, desired)
         return planner.plan(desired, observed, create_grace=self._create_grace, update_confirm=self._update_confirm)
 
-    async def _confirm_gone(self, client: CloudClient, observed: Observed, service_id: str, desired: Desired | None = None) -> Observed:
+    async def _confirm_gone(
+        self, client: CloudClient, observed: Observed, service_id: str, desired: Desired | None = None
+    ) -> Observed:
         """GET the service: a 404 confirms it is gone; otherwise the GET's answer is the observation."""
         try:
             service = await client.get_service(service_id)
@@ -298,7 +322,9 @@ class Executor:
             return dataclasses.replace(observed, remote=service)
         return await self._found(desired, observed, planner.locate([service], observed.status.service_id, desired))
 
-    async def _execute(self, plan: Plan, resource: Resource, client: CloudClient, observed: Observed, outcome: Outcome) -> None:
+    async def _execute(
+        self, plan: Plan, resource: Resource, client: CloudClient, observed: Observed, outcome: Outcome
+    ) -> None:
         desired = resource.desired
         assert desired is not None
         for action in plan.actions:
@@ -310,28 +336,41 @@ class Executor:
                 await client.update_service(action.service_id, desired.patch_request())
                 self._last_mutation[desired.uid] = time.time()
                 outcome.status["pendingUpdate"] = {"digest": action.digest, "sentAt": rfc3339(_now())}
-                outcome.events.append(Event.normal(EventReason.UPDATED, f"Sent update of {', '.join(action.changed)} to service {action.service_id}"))
+                outcome.events.append(
+                    Event.normal(
+                        EventReason.UPDATED,
+                        f"Sent update of {', '.join(action.changed)} to service {action.service_id}",
+                    )
+                )
             elif isinstance(action, PublishSecret):
                 await self._publish_secret(resource, client, observed, action, outcome)
             elif isinstance(action, DeleteService):
                 self._last_mutation[desired.uid] = time.time()
                 await client.delete_service(action.service_id)
-                outcome.events.append(Event.normal(EventReason.DELETE_REQUESTED, f"Requested deletion of service {action.service_id}"))
+                outcome.events.append(
+                    Event.normal(EventReason.DELETE_REQUESTED, f"Requested deletion of service {action.service_id}")
+                )
 
     async def _persist(self, resource: Resource, plan: Plan, outcome: Outcome) -> PassResult:
         """The one status write of the pass (only what changed), then the events."""
-        await self._write_status(resource, {**plan.status, **outcome.status}, plan.synced, plan.ready, applied=plan.fully_applied)
+        await self._write_status(
+            resource, {**plan.status, **outcome.status}, plan.synced, plan.ready, applied=plan.fully_applied
+        )
         self._emit(resource.body, plan.events + outcome.events)
         ready = bool(plan.ready and plan.ready.is_true)
         return PassResult(requeue_after=self._interval(plan.active), ready=ready, active=plan.active)
 
-    async def _persist_failure(self, resource: Resource, failure: decisions.Failure, plan: Plan | None, outcome: Outcome) -> PassResult:
+    async def _persist_failure(
+        self, resource: Resource, failure: decisions.Failure, plan: Plan | None, outcome: Outcome
+    ) -> PassResult:
         fields = {**(plan.status if plan else {}), **outcome.status}
         ready = failure.ready
         publishing = plan is not None and any(isinstance(a, PublishSecret) for a in plan.actions)
         if ready is None and publishing:
             # The Secret may already hold a password the API has not accepted: not Ready.
-            ready = Condition.false(Reason.CREDENTIALS_PENDING, f"Publishing the connection Secret failed: {failure.synced.message}")
+            ready = Condition.false(
+                Reason.CREDENTIALS_PENDING, f"Publishing the connection Secret failed: {failure.synced.message}"
+            )
         elif ready is None and plan is not None and plan.ready is not None and not plan.ready.is_true:
             ready = plan.ready
         await self._write_status(resource, fields, failure.synced, ready, applied=False)
@@ -365,7 +404,9 @@ class Executor:
         try:
             service = await client.create_service(desired.create_request())
         except (InvalidRequestError, ConflictError, AuthError):
-            await self._patch_status(resource, {"createPendingSince": None, "createAttempts": None})  # rejected: nothing exists
+            await self._patch_status(
+                resource, {"createPendingSince": None, "createAttempts": None}
+            )  # rejected: nothing exists
             raise
         recorded: dict[str, Any] = {
             "serviceId": service.id,
@@ -382,9 +423,19 @@ class Executor:
         finally:
             await self._patch_status(resource, recorded)
             outcome.status.update(recorded)
-            self._emit(resource.body, [Event.normal(EventReason.CREATED, f"Created service {service.id} ({desired.service_name}, {desired.size}, {desired.region})")])
+            self._emit(
+                resource.body,
+                [
+                    Event.normal(
+                        EventReason.CREATED,
+                        f"Created service {service.id} ({desired.service_name}, {desired.size}, {desired.region})",
+                    )
+                ],
+            )
 
-    async def _store_initial_password(self, resource: Resource, client: CloudClient, service: PostgresService, version: str) -> None:
+    async def _store_initial_password(
+        self, resource: Resource, client: CloudClient, service: PostgresService, version: str
+    ) -> None:
         desired = resource.desired
         assert desired is not None and service.password is not None and service.id
         password = service.password.get_secret_value()
@@ -400,16 +451,31 @@ class Executor:
             except Exception:  # noqa: BLE001 -- Kubernetes unavailable for a moment: try again
                 if attempt == SECRET_WRITE_ATTEMPTS - 1:
                     raise
-                log.warning("Writing Secret %s/%s failed; retrying in %.1fs", desired.namespace, desired.connection_secret_name, delay)
+                log.warning(
+                    "Writing Secret %s/%s failed; retrying in %.1fs",
+                    desired.namespace,
+                    desired.connection_secret_name,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay *= 2
-        self._emit(resource.body, [Event.normal(EventReason.CREDENTIALS_PUBLISHED, f"Wrote the initial credentials to Secret {desired.connection_secret_name}")])
+        self._emit(
+            resource.body,
+            [
+                Event.normal(
+                    EventReason.CREDENTIALS_PUBLISHED,
+                    f"Wrote the initial credentials to Secret {desired.connection_secret_name}",
+                )
+            ],
+        )
         try:
             ca = await client.get_ca_certificates(service.id)
         except CloudError:
             return  # the next pass fetches it
         endpoint = Endpoint(hostname=endpoint.hostname, username=endpoint.username, ca_pem=ca)
-        await self._write_secret(resource, endpoint, password, service.id, service.name or desired.service_name, version)
+        await self._write_secret(
+            resource, endpoint, password, service.id, service.name or desired.service_name, version
+        )
 
     # --- the connection Secret ------------------------------------------------------------------
 
@@ -425,7 +491,11 @@ class Executor:
             ca = await client.get_ca_certificates(action.service_id)
             endpoint = Endpoint(hostname=service.hostname or "", username=service.username or "postgres", ca_pem=ca)
         else:
-            endpoint = Endpoint(hostname=secret.value("host") or "", username=secret.value("username") or "postgres", ca_pem=secret.value("ca.crt") or "")
+            endpoint = Endpoint(
+                hostname=secret.value("host") or "",
+                username=secret.value("username") or "postgres",
+                ca_pem=secret.value("ca.crt") or "",
+            )
         outcome.status.update({"hostname": endpoint.hostname, "username": endpoint.username})
 
         async def write(password: str | None, version: str | None) -> None:
@@ -454,11 +524,15 @@ class Executor:
             outcome.events.append(Event.normal(EventReason.CREDENTIALS_PUBLISHED, said))
             if action.rotation_token:
                 outcome.status["passwordRotationToken"] = action.rotation_token
-                outcome.events.append(Event.normal(EventReason.PASSWORD_ROTATED, f"Rotated the password (token {action.rotation_token})"))
+                outcome.events.append(
+                    Event.normal(EventReason.PASSWORD_ROTATED, f"Rotated the password (token {action.rotation_token})")
+                )
         elif mode == PasswordMode.OBSERVED:
             # Observe only: nothing is sent; the password is published only if the user brings it.
             await write(observed.brought_password, None)
-            outcome.events.append(Event.normal(EventReason.SECRET_UPDATED, f"Published the observed endpoint in Secret {name}"))
+            outcome.events.append(
+                Event.normal(EventReason.SECRET_UPDATED, f"Published the observed endpoint in Secret {name}")
+            )
         else:
             current: str | None = None
             if secret is not None and secret.password_confirmed(action.service_id, observed.status.password_version):
@@ -490,7 +564,9 @@ class Executor:
         shape = desired.secret_shape
         annotations: dict[str, str | None] = dict(shape.annotations)
         if endpoint is not None:
-            annotations.update(secret_annotations(service_id, service_name, password or "", version if password else None))
+            annotations.update(
+                secret_annotations(service_id, service_name, password or "", version if password else None)
+            )
         await self.kube.write_connection_secret(
             namespace=desired.namespace,
             name=desired.connection_secret_name,
@@ -660,4 +736,3 @@ class Executor:
             return False, blocked.message
         self._emit(body, plan.events + outcome.events)
         return plan.release_finalizer, plan.ready.message if plan.ready else "deleted"
-

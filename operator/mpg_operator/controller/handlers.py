@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 import ctypes
 import gc
-import os
-import sys
 import logging
+import os
 import random
+import sys
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -24,10 +24,10 @@ from typing import Any, cast
 import kopf
 
 from mpg_operator.controller.cloudaccess import ClientPool, ServiceSnapshots, current_resource
+from mpg_operator.controller.executor import Executor
 from mpg_operator.controller.kube import KubeApi, load_kube_config
 from mpg_operator.controller.metrics import OperatorMetrics, serve_metrics
 from mpg_operator.controller.observer import Observer
-from mpg_operator.controller.executor import Executor
 from mpg_operator.controller.settings import OperatorSettings
 from mpg_operator.reconcile.connection import ANNOTATION_PREFIX, LABEL_MANAGED_BY, MANAGED_BY
 from mpg_operator.resource import ANNOTATION_PAUSED, ANNOTATION_ROTATE_PASSWORD, GROUP, PLURAL, VERSION
@@ -197,7 +197,11 @@ async def spec_changed(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> 
     runtime = _runtime(memo)
     meta = body.get("metadata", {})
     annotations = meta.get("annotations") or {}
-    seen = (int(meta.get("generation") or 0), annotations.get(ANNOTATION_PAUSED), annotations.get(ANNOTATION_ROTATE_PASSWORD))
+    seen = (
+        int(meta.get("generation") or 0),
+        annotations.get(ANNOTATION_PAUSED),
+        annotations.get(ANNOTATION_ROTATE_PASSWORD),
+    )
     if runtime.generations.get(uid) != seen:
         runtime.generations[uid] = seen
         runtime.wakeup(uid).set()

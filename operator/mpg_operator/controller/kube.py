@@ -28,7 +28,6 @@ from mpg_operator.reconcile.connection import (
 )
 from mpg_operator.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
-
 MERGE_PATCH = "application/merge-patch+json"
 """Explicit: the generated client would otherwise pick JSON Patch for a dict body."""
 
@@ -98,9 +97,7 @@ class KubeApi:
     async def get_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The ManagedPostgres as stored now (a fresh read, not a watch cache)."""
         try:
-            return await self._run(
-                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
-            )
+            return await self._run(self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -130,9 +127,7 @@ class KubeApi:
             raise
         return self._api_client.sanitize_for_serialization(secret)
 
-    async def read_secret_data(
-        self, namespace: str, name: str, keys: tuple[str, ...]
-    ) -> dict[str, str]:
+    async def read_secret_data(self, namespace: str, name: str, keys: tuple[str, ...]) -> dict[str, str]:
         """Decoded values of ``keys``; :class:`SecretKeyError` names what is missing."""
         secret = await self.read_secret(namespace, name)
         if secret is None:

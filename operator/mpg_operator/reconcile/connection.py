@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import uuid
 import string
+import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -26,8 +26,18 @@ PORT = 5432
 POOLER_PORT = 6432
 """PgBouncer (transaction pooling) listens on the service's own hostname at this port."""
 REQUIRED_KEYS = (
-    "host", "port", "username", "password", "database", "sslmode", "uri", "jdbcUrl", "ca.crt",
-    "poolerHost", "poolerPort", "poolerUri",
+    "host",
+    "port",
+    "username",
+    "password",
+    "database",
+    "sslmode",
+    "uri",
+    "jdbcUrl",
+    "ca.crt",
+    "poolerHost",
+    "poolerPort",
+    "poolerUri",
 )
 PASSWORD_KEY = "password"
 PASSWORDLESS_KEYS = tuple(k for k in REQUIRED_KEYS if k != PASSWORD_KEY)
@@ -174,9 +184,7 @@ def secret_data(endpoint: Endpoint, password: str | None, key_prefix: str = "") 
     return {key_prefix + k: v for k, v in data.items()}
 
 
-def secret_annotations(
-    service_id: str, service_name: str, password: str, version: str | None
-) -> dict[str, str | None]:
+def secret_annotations(service_id: str, service_name: str, password: str, version: str | None) -> dict[str, str | None]:
     """Bookkeeping annotations. ``version`` names the password the API accepted; ``None`` removes
     digest and version (the password is not confirmed yet)."""
     return {

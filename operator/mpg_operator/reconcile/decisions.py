@@ -57,7 +57,9 @@ def classify(
         raise TypeError(f"not a failure the core classifies: {type(error).__name__}")
     if isinstance(error, AmbiguousCreateError):
         msg = f"The outcome of a create request is unknown ({error}); looking for the service by its owner tag before retrying"
-        return Failure(Condition.unknown(Reason.CREATE_PENDING, msg), Event.warning(EventReason.CREATE_OUTCOME_UNKNOWN, msg))
+        return Failure(
+            Condition.unknown(Reason.CREATE_PENDING, msg), Event.warning(EventReason.CREATE_OUTCOME_UNKNOWN, msg)
+        )
     if isinstance(error, AuthError):
         msg = f"ClickHouse Cloud rejected the API key from Secret {credentials_source} (keys keyId, keySecret): {error.detail}"
         return _terminal(Reason.TERMINAL_CREDENTIALS, EventReason.CREDENTIALS_ERROR, msg)
@@ -69,7 +71,11 @@ def classify(
         )
         return _terminal(Reason.TERMINAL_CREDENTIALS, EventReason.CREDENTIALS_ERROR, msg)
     if isinstance(error, InvalidRequestError):
-        return _terminal(Reason.TERMINAL_INVALID_SPEC, EventReason.INVALID_SPEC, f"ClickHouse Cloud rejected the spec: {error.detail}")
+        return _terminal(
+            Reason.TERMINAL_INVALID_SPEC,
+            EventReason.INVALID_SPEC,
+            f"ClickHouse Cloud rejected the spec: {error.detail}",
+        )
     if isinstance(error, ConflictError) and creating:
         msg = f"ClickHouse Cloud refused to create the service (quota reached?): {error.detail}"
         return _terminal(Reason.QUOTA_EXCEEDED, EventReason.CREATE_FAILED, msg)
@@ -91,7 +97,7 @@ def credentials_unusable(message: str, ready_was_true: bool) -> Failure:
 def paused(desired: Desired) -> Failure:
     """The resource carries clickhouse.cloud/paused: "true": no remote call until it is removed."""
     msg = (
-        "Reconciliation is paused (annotation clickhouse.cloud/paused: \"true\"): nothing is sent to ClickHouse "
+        'Reconciliation is paused (annotation clickhouse.cloud/paused: "true"): nothing is sent to ClickHouse '
         f"Cloud. Remove it to resume: kubectl annotate managedpostgres {desired.name} -n {desired.namespace} "
         "clickhouse.cloud/paused-"
     )

@@ -73,7 +73,7 @@ def escape_hatch(namespace: str, name: str) -> str:
     return (
         "To finish deleting without deleting the service, set spec.deletionPolicy: Orphan "
         f"(kubectl patch managedpostgres {name} -n {namespace} --type merge "
-        "-p '{\"spec\":{\"deletionPolicy\":\"Orphan\"}}')"
+        '-p \'{"spec":{"deletionPolicy":"Orphan"}}\')'
     )
 
 
@@ -109,7 +109,10 @@ def plan_delete(desired: Desired, observed: Observed, *, create_grace: timedelta
     which = remote.id if remote else status.service_id
     if desired.observe_only:
         p.events.append(
-            Event.normal(EventReason.ORPHANED, f"managementPolicy is Observe: service {which or '(none)'} is not this resource's to delete; kept")
+            Event.normal(
+                EventReason.ORPHANED,
+                f"managementPolicy is Observe: service {which or '(none)'} is not this resource's to delete; kept",
+            )
         )
         p.release_finalizer = True
         return p
@@ -125,14 +128,19 @@ def plan_delete(desired: Desired, observed: Observed, *, create_grace: timedelta
         return p
     if desired.deletion_policy == DeletionPolicy.ORPHAN:
         p.events.append(
-            Event.normal(EventReason.ORPHANED, f"deletionPolicy is Orphan: service {which or '(none)'} is kept in ClickHouse Cloud")
+            Event.normal(
+                EventReason.ORPHANED,
+                f"deletionPolicy is Orphan: service {which or '(none)'} is kept in ClickHouse Cloud",
+            )
         )
         p.release_finalizer = True
         return p
     moved = organization_mismatch(desired, observed)
     if moved:
         p.ready = Condition.false(Reason.TERMINAL_ORGANIZATION_CHANGED, moved)
-        p.events.append(Event.warning(EventReason.DELETION_BLOCKED, f"{moved}. {escape_hatch(desired.namespace, desired.name)}"))
+        p.events.append(
+            Event.warning(EventReason.DELETION_BLOCKED, f"{moved}. {escape_hatch(desired.namespace, desired.name)}")
+        )
         return p
     service_id = remote.id if remote is not None else status.service_id
     unconfirmed = not observed.confirmed_gone and not observed.fetched_by_id

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
-
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from mpg_operator.cloud.models import PostgresServiceCreateRequest, PostgresServicePatchRequest, Tag
 from mpg_operator.reconcile.connection import SecretShape
@@ -141,7 +140,9 @@ def desired_from(
             labels=dict((spec.connection_secret.labels or {}) if spec.connection_secret else {}),
             annotations=dict((spec.connection_secret.annotations or {}) if spec.connection_secret else {}),
         ),
-        password_secret=(spec.password_secret_ref.name, spec.password_secret_ref.key) if spec.password_secret_ref else None,
+        password_secret=(spec.password_secret_ref.name, spec.password_secret_ref.key)
+        if spec.password_secret_ref
+        else None,
         adopt_service_id=spec.service_id.lower() if spec.service_id else None,
         adoption_policy=spec.adoption_policy or AdoptionPolicy.REATTACH.value,
         management_policy=spec.management_policy or ManagementPolicy.FULL.value,

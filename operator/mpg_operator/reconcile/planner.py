@@ -23,7 +23,6 @@ from datetime import timedelta
 from mpg_operator.cloud.models import PostgresServiceListItem, ServiceState
 from mpg_operator.reconcile.connection import ANN_HAND_OVER_TO, PORT, password_acceptable
 from mpg_operator.reconcile.desired import OWNER_TAGS, TAG_NAME, TAG_NAMESPACE, TAG_UID, Desired
-from mpg_operator.resource import AdoptionPolicy, OnServiceMissing
 from mpg_operator.reconcile.model import (
     AdoptService,
     Condition,
@@ -39,6 +38,7 @@ from mpg_operator.reconcile.model import (
     UpdateService,
     parse_time,
 )
+from mpg_operator.resource import AdoptionPolicy, OnServiceMissing
 
 CREATE_GRACE = timedelta(seconds=60)
 """Default wait for a create whose outcome is unknown to show in a LIST before it is sent again."""
@@ -119,6 +119,7 @@ def locate(services: list[PostgresServiceListItem], status_service_id: str | Non
     else by the owner uid tag; else, as a candidate to re-attach, by a previous owner's
     namespace/name tags. Other services carrying this uid are reported, never touched; services
     being deleted are only matched by id."""
+
     def live(candidates: list[PostgresServiceListItem]) -> list[PostgresServiceListItem]:
         kept = [s for s in candidates if s.state != ServiceState.DELETING]
         return sorted(kept, key=lambda s: (s.created_at or "", s.id or ""))
@@ -135,8 +136,10 @@ def locate(services: list[PostgresServiceListItem], status_service_id: str | Non
         chosen, found_by = found[0], "tag"
     if chosen is None and not status_service_id and not desired.adopt_service_id:
         same_name = [
-            s for s in services
-            if s.tag_map().get(TAG_NAMESPACE) == desired.namespace and s.tag_map().get(TAG_NAME) == desired.name
+            s
+            for s in services
+            if s.tag_map().get(TAG_NAMESPACE) == desired.namespace
+            and s.tag_map().get(TAG_NAME) == desired.name
             and s.tag_map().get(TAG_UID) != desired.uid
         ]
         if found := live(same_name):
@@ -178,7 +181,11 @@ def secret_conflict(desired: Desired, observed: Observed) -> str | None:
 
 
 def secret_conflict_message(desired: Desired, controller_uid: str | None) -> str:
-    owner = f"is owned by another object (uid {controller_uid})" if controller_uid else "is not owned by this ManagedPostgres"
+    owner = (
+        f"is owned by another object (uid {controller_uid})"
+        if controller_uid
+        else "is not owned by this ManagedPostgres"
+    )
     return (
         f"Secret {desired.connection_secret_name} already exists and {owner}; it is left untouched. "
         "Choose another spec.connectionSecret.name, delete that Secret, or hand it over with the annotation "
@@ -219,7 +226,11 @@ def plan(
     """
     p = Plan()
     p.status.update(
-        {"connectionSecretName": desired.connection_secret_name, "deletionPolicy": desired.deletion_policy, "port": PORT}
+        {
+            "connectionSecretName": desired.connection_secret_name,
+            "deletionPolicy": desired.deletion_policy,
+            "port": PORT,
+        }
     )
     moved = organization_mismatch(desired, observed)
     if moved:
@@ -249,7 +260,8 @@ def plan(
         problems.append(
             Condition.false(
                 Reason.TERMINAL_IMMUTABLE,
-                "Cannot change immutable fields of an existing database (it is never re-created): " + "; ".join(immutable),
+                "Cannot change immutable fields of an existing database (it is never re-created): "
+                + "; ".join(immutable),
             )
         )
     if desired.observe_only:
@@ -291,7 +303,9 @@ def _record_remote(p: Plan, observed: Observed, remote: PostgresServiceListItem)
         p.actions.append(AdoptService(remote.id or ""))
         if observed.found_by == "adopt":
             why = f"Adopted service {remote.id} named by spec.serviceId" + (
-                f" (previous owner uid {observed.previous_owner}, no longer in this cluster)" if observed.previous_owner else ""
+                f" (previous owner uid {observed.previous_owner}, no longer in this cluster)"
+                if observed.previous_owner
+                else ""
             )
         elif observed.found_by == "reattach":
             why = (
@@ -335,7 +349,9 @@ def _plan_update(
     pending = observed.status.pending_update
     if diffs and remote.is_primary is False:
         problems.append(
-            Condition.false(Reason.TERMINAL_READ_REPLICA, "The service is a read replica: the API does not allow changing it")
+            Condition.false(
+                Reason.TERMINAL_READ_REPLICA, "The service is a read replica: the API does not allow changing it"
+            )
         )
         return _UpdateProgress(diffs, False)
     if diffs:
@@ -345,7 +361,10 @@ def _plan_update(
         digest = desired.mutable_digest()
         sent_at = parse_time(pending.sent_at) if pending else None
         already_sent = (
-            pending is not None and pending.digest == digest and sent_at is not None and observed.now - sent_at < UPDATE_SETTLE
+            pending is not None
+            and pending.digest == digest
+            and sent_at is not None
+            and observed.now - sent_at < UPDATE_SETTLE
         )
         rejected = recent_rejection(observed)
         if rejected:
@@ -358,7 +377,11 @@ def _plan_update(
         return _UpdateProgress(diffs, False)
     matched_at = parse_time(pending.matched_at)
     if matched_at is None:
-        p.status["pendingUpdate"] = {"digest": pending.digest, "sentAt": pending.sent_at, "matchedAt": observed.now.isoformat()}
+        p.status["pendingUpdate"] = {
+            "digest": pending.digest,
+            "sentAt": pending.sent_at,
+            "matchedAt": observed.now.isoformat(),
+        }
         return _UpdateProgress(diffs, True)
     if observed.now - matched_at < update_confirm:
         return _UpdateProgress(diffs, True)
@@ -398,7 +421,11 @@ def _plan_credentials(
     confirmed = secret is not None and secret.password_confirmed(service_id, observed.status.password_version)
     if brought is not None and secret is not None and secret.password != brought:
         confirmed = False
-    rotation = desired.rotate_token if desired.rotate_token and desired.rotate_token != observed.status.password_rotation_token else None
+    rotation = (
+        desired.rotate_token
+        if desired.rotate_token and desired.rotate_token != observed.status.password_rotation_token
+        else None
+    )
     credentials_ok = True
     if remote.is_primary is False:
         # Replicas inherit the primary's password; the API refuses to set one.
@@ -418,7 +445,9 @@ def _plan_credentials(
         # is applied, which also completes an interrupted rotation; none at all: a new one.
         mode = PasswordMode.APPLY if secret is not None and secret.password else PasswordMode.GENERATE
     if refresh or mode != PasswordMode.KEEP:
-        p.actions.append(PublishSecret(service_id, name, refresh, mode, rotation if mode != PasswordMode.KEEP else None))
+        p.actions.append(
+            PublishSecret(service_id, name, refresh, mode, rotation if mode != PasswordMode.KEEP else None)
+        )
     return credentials_ok
 
 
@@ -446,14 +475,22 @@ def _conclude(
     if problems:
         p.synced = problems[0]
     elif desired.observe_only:
-        differs = f"; differs from the spec in {', '.join(update.diffs)} (not changed: observe only)" if update.diffs else ""
-        p.synced = Condition.true(Reason.OBSERVING, f"managementPolicy is Observe: nothing is sent to the service{differs}")
+        differs = (
+            f"; differs from the spec in {', '.join(update.diffs)} (not changed: observe only)" if update.diffs else ""
+        )
+        p.synced = Condition.true(
+            Reason.OBSERVING, f"managementPolicy is Observe: nothing is sent to the service{differs}"
+        )
     else:
-        p.synced = Condition.true(Reason.RECONCILED, "The service matches the spec" if not update.diffs else "Update sent")
+        p.synced = Condition.true(
+            Reason.RECONCILED, "The service matches the spec" if not update.diffs else "Update sent"
+        )
     taken = next((c for c in problems if c.reason == Reason.TERMINAL_SECRET_CONFLICT), None)
     state = remote.state or ""
     if running and credentials_ok:
-        p.ready = Condition.true(Reason.AVAILABLE, f"Service is running; Secret {desired.connection_secret_name} is published")
+        p.ready = Condition.true(
+            Reason.AVAILABLE, f"Service is running; Secret {desired.connection_secret_name} is published"
+        )
     elif taken is not None:
         p.ready = taken
     elif running:
@@ -532,7 +569,11 @@ def _plan_without_remote(desired: Desired, observed: Observed, p: Plan, create_g
     attempts = status.create_attempts or 0
     if pending_since is not None and not status.service_id:
         waited = observed.now - pending_since
-        if observed.snapshot_stale or not observed.snapshot_after_pending or waited < create_wait(create_grace, attempts):
+        if (
+            observed.snapshot_stale
+            or not observed.snapshot_after_pending
+            or waited < create_wait(create_grace, attempts)
+        ):
             p.synced = Condition.unknown(
                 Reason.CREATE_PENDING,
                 "A create request's outcome is not known yet; looking for the service by its owner tag "
