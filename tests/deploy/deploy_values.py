@@ -22,6 +22,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "metrics-off": {"metrics": {"enabled": False}, "config": {"logFormat": "text"}},
     "tuned": {
         "config": {
+            "apiTimeout": 20,
             "apiUrl": "http://clickhouse-api-proxy.infra.svc:8080/v1",
             "defaultDeletionPolicy": "Orphan",
             "pollInterval": 600,
@@ -33,6 +34,6 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "podAnnotations": {"example.com/owner": "platform"},
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
-        "extraEnv": [{"name": "MPG_API_TIMEOUT", "value": "20"}],
+        "extraEnv": [{"name": "EXAMPLE_EXTRA", "value": "yes"}],
     },
 }

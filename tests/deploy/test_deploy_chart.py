@@ -153,6 +153,14 @@ def test_default_deployment() -> None:
         "MPG_POLL_INTERVAL": "300",
         "MPG_POLL_INTERVAL_ACTIVE": "15",
         "MPG_API_RATE_LIMIT": "10",
+        "MPG_LIST_MAX_AGE": "30",
+        "MPG_LIST_FAST_INTERVAL": "2.5",
+        "MPG_MAX_CONCURRENT_PASSES": "32",
+        "MPG_CREATE_GRACE": "60",
+        "MPG_UPDATE_CONFIRM": "15",
+        "MPG_API_RATE_WINDOW": "10",
+        "MPG_API_TIMEOUT": "30",
+        "MPG_API_MAX_RETRIES": "5",
         "HOME": "/tmp",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
@@ -173,7 +181,7 @@ def test_values_reach_the_operator() -> None:
     assert env["CLICKHOUSE_CLOUD_API_URL"] == "http://clickhouse-api-proxy.infra.svc:8080/v1"
     assert env["MPG_DEFAULT_DELETION_POLICY"] == "Orphan"
     assert (env["MPG_POLL_INTERVAL"], env["MPG_POLL_INTERVAL_ACTIVE"], env["MPG_API_RATE_LIMIT"]) == ("600", "20", "5")
-    assert env["MPG_API_TIMEOUT"] == "20"
+    assert env["MPG_API_TIMEOUT"] == "20" and env["EXAMPLE_EXTRA"] == "yes"
     pod = deployment["spec"]["template"]["spec"]
     assert container(deployment)["image"] == "registry.example.com/platform/mpg-operator:0.1.0-rc1"
     assert pod["imagePullSecrets"] == [{"name": "registry-pull"}]
@@ -319,3 +327,19 @@ def test_schema_is_draft_07_for_every_helm_version() -> None:
     jsonschema.Draft7Validator(schema).validate(yaml.safe_load((CHART_DIR / "values.yaml").read_text()))
     for values in VALUE_SETS.values():
         jsonschema.Draft7Validator(schema).validate(values)
+
+
+def test_every_documented_setting_has_a_named_value() -> None:
+    """The README's settings table says the chart sets them all: each variable is in the Deployment
+    from a named value, and the operator reads each variable the chart sets."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("| variable | meaning | default |"):]
+    table = table[: table.index("\n\n")]
+    documented = set(re.findall(r"`((?:MPG|CLICKHOUSE)_[A-Z_]+)`", table))
+    env = env_of(one(deployments(rendered("defaults"))))
+    optional = {"MPG_DEFAULT_CREDENTIALS_SECRET"}  # only when the chart has a default key
+    assert documented - optional <= set(env), sorted(documented - optional - set(env))
+    sources = "".join(p.read_text() for p in (Path(__file__).resolve().parents[2] / "operator").rglob("*.py"))
+    assert all(name in sources for name in documented)
