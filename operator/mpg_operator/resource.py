@@ -12,7 +12,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 GROUP = "clickhouse.cloud"
 VERSION = "v1alpha1"
@@ -27,6 +27,10 @@ ANNOTATION_PAUSED = f"{GROUP}/paused"
 """``"true"`` stops every remote call for the resource (deletion's too) until removed."""
 ANNOTATION_ROTATE_PASSWORD = f"{GROUP}/rotate-password"
 """Any new value (a token) has the password rotated once; the token done is recorded in status."""
+ANNOTATION_RESTART = f"{GROUP}/restart"
+"""Any new value (a token) has the service restarted once; the token done is recorded in status."""
+ANNOTATION_SWITCHOVER = f"{GROUP}/switchover"
+"""Any new value (a token) has a primary with a standby switched over once."""
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 TAG_PATTERN = r"^[a-zA-Z0-9._-]+$"
@@ -160,6 +164,90 @@ class ManagementPolicy(StrEnum):
 class AdoptionPolicy(StrEnum):
     REATTACH = "Reattach"
     NEVER = "Never"
+
+
+class RestartPolicy(StrEnum):
+    NEVER = "Never"
+    ON_CONFIG_CHANGE = "OnConfigChange"
+
+
+PG_CONFIG_KEYS = (
+    "max_connections",
+    "default_transaction_isolation",
+    "ssl_min_protocol_version",
+    "maintenance_work_mem",
+    "work_mem",
+    "effective_cache_size",
+    "random_page_cost",
+    "effective_io_concurrency",
+    "max_worker_processes",
+    "max_parallel_workers",
+    "max_parallel_workers_per_gather",
+    "max_parallel_maintenance_workers",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_session_timeout",
+    "idle_in_transaction_session_timeout",
+    "transaction_timeout",
+    "wal_sender_timeout",
+    "wal_keep_size",
+    "min_wal_size",
+    "max_wal_size",
+    "max_slot_wal_keep_size",
+    "wal_compression",
+    "autovacuum_max_workers",
+    "autovacuum_naptime",
+    "autovacuum_work_mem",
+    "autovacuum_vacuum_scale_factor",
+    "autovacuum_analyze_scale_factor",
+    "autovacuum_vacuum_insert_scale_factor",
+    "autovacuum_vacuum_cost_limit",
+    "autovacuum_vacuum_cost_delay",
+)
+"""The PostgreSQL parameters the API accepts in ``pgConfig`` (its OpenAPI schema); others are dropped."""
+
+PG_CONFIG_ENUMS = {
+    "default_transaction_isolation": ("read committed", "repeatable read", "serializable"),
+    "ssl_min_protocol_version": ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+    "wal_compression": ("off", "on", "lz4", "zstd"),
+}
+MAX_PG_BOUNCER_KEYS = 64
+CONFIG_VALUE_MAX_LENGTH = 256
+
+
+def _cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def _config_values_rule(field: str) -> Rule:
+    return _rule(
+        "self.all(k, self[k].size() > 0 && !self[k].matches('[\\\\x00-\\\\x1f\\\\x7f-\\\\x9f]'))",
+        f'{field} values must be non-empty strings without control characters (quote numbers: "200")',
+    )
+
+
+PG_CONFIG_RULES: list[Rule] = [
+    _rule(
+        f"self.all(k, k in {_cel_list(PG_CONFIG_KEYS)})",
+        "pgConfig keys must be parameters ClickHouse Cloud accepts: " + ", ".join(PG_CONFIG_KEYS),
+    ),
+    *(
+        _rule(
+            f"!has(self.{key}) || self.{key} in {_cel_list(values)}",
+            f"pgConfig.{key} must be one of: {', '.join(values)}",
+        )
+        for key, values in PG_CONFIG_ENUMS.items()
+    ),
+    _config_values_rule("pgConfig"),
+]
+
+PG_BOUNCER_CONFIG_RULES: list[Rule] = [
+    _rule(
+        "self.all(k, k.matches('^[a-z_][a-z0-9_]*$'))",
+        "pgBouncerConfig keys are PgBouncer parameter names: lower-case letters, digits and '_'",
+    ),
+    _config_values_rule("pgBouncerConfig"),
+]
 
 
 class OnServiceMissing(StrEnum):
@@ -415,12 +503,60 @@ class ManagedPostgresSpec(_Model):
         ),
         json_schema_extra={"enum": ["Delete", "Orphan"]},
     )
+    pg_config: dict[str, Annotated[str, Field(max_length=CONFIG_VALUE_MAX_LENGTH)]] | None = Field(
+        default=None,
+        alias="pgConfig",
+        max_length=len(PG_CONFIG_KEYS),
+        description=(
+            'PostgreSQL parameters, as strings (e.g. max_connections: "200", work_mem: "8MB"); only the '
+            "parameters ClickHouse Cloud accepts (the CRD lists them). Applied when the service is created and "
+            "whenever they change; a key removed here is removed from the service; parameters set outside "
+            "this resource are left alone. Some parameters take effect only after a restart: see "
+            "restartPolicy and status.pendingRestart. A value the API does not keep shows as condition "
+            "Synced=False (reason TerminalConfigurationRejected) and is not sent again until the spec changes."
+        ),
+        json_schema_extra=_cel(*PG_CONFIG_RULES),
+    )
+    pg_bouncer_config: dict[str, Annotated[str, Field(max_length=CONFIG_VALUE_MAX_LENGTH)]] | None = Field(
+        default=None,
+        alias="pgBouncerConfig",
+        max_length=MAX_PG_BOUNCER_KEYS,
+        description=(
+            'PgBouncer parameters, as strings (e.g. default_pool_size: "16"; at most 64). Applied like pgConfig.'
+        ),
+        json_schema_extra=_cel(*PG_BOUNCER_CONFIG_RULES),
+    )
+    restart_policy: str | None = Field(
+        default=None,
+        alias="restartPolicy",
+        description=(
+            "When a configuration change needs a restart to take effect: Never (the default: "
+            "status.pendingRestart turns true and the condition RestartRequired says which parameters; restart "
+            "with the annotation clickhouse.cloud/restart: <token>) or OnConfigChange (the operator restarts the "
+            "service, at most once per configuration change)."
+        ),
+        json_schema_extra={"enum": [p.value for p in RestartPolicy]},
+    )
+
+    @field_validator("pg_config")
+    @classmethod
+    def _known_parameters(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        """The CRD says the same; checked here too, for a cluster whose CRD lacks the rules."""
+        for key, item in (value or {}).items():
+            if key not in PG_CONFIG_KEYS:
+                raise ValueError(f"{key} is not a parameter ClickHouse Cloud accepts in pgConfig")
+            allowed = PG_CONFIG_ENUMS.get(key)
+            if allowed and item not in allowed:
+                raise ValueError(f"pgConfig.{key} must be one of: {', '.join(allowed)}")
+            if not item:
+                raise ValueError(f"pgConfig.{key} is empty")
+        return value
 
 
 class Condition(_Model):
     """A metav1.Condition."""
 
-    type: str = Field(description="Ready or Synced.")
+    type: str = Field(description="Ready, Synced or RestartRequired.")
     status: str = Field(description="True, False or Unknown.", json_schema_extra={"enum": ["True", "False", "Unknown"]})
     reason: str = Field(description="CamelCase reason; reasons starting with Terminal need a change by the user.")
     message: str = Field(default="", description="Human-readable details.")
@@ -442,6 +578,61 @@ class PendingUpdate(_Model):
         alias="matchedAt",
         description="When the service first showed the update; it counts as applied once it still does a while later.",
     )
+
+
+class ConfigurationStatus(_Model):
+    """What the operator last applied of spec.pgConfig and spec.pgBouncerConfig."""
+
+    digest: str | None = Field(default=None, description="Digest of the configuration applied or being applied.")
+    sending_digest: str | None = Field(
+        default=None,
+        alias="sendingDigest",
+        description="Set before a configuration is sent; cleared with the answer (a crash in between re-sends it).",
+    )
+    pg_keys: list[str] | None = Field(
+        default=None,
+        alias="pgKeys",
+        description="pgConfig keys this resource manages (removed when dropped from spec).",
+    )
+    pg_bouncer_keys: list[str] | None = Field(
+        default=None, alias="pgBouncerKeys", description="pgBouncerConfig keys this resource manages."
+    )
+    applied_at: str | None = Field(default=None, alias="appliedAt", description="When it was last sent (RFC 3339).")
+    verified_at: str | None = Field(
+        default=None, alias="verifiedAt", description="When the service last showed it (RFC 3339)."
+    )
+    dropped_keys: list[str] | None = Field(
+        default=None,
+        alias="droppedKeys",
+        description="Keys the API did not keep (unknown parameter or value): not sent again until the spec changes.",
+    )
+    restart_parameters: list[str] | None = Field(
+        default=None,
+        alias="restartParameters",
+        description="Parameters that take effect only after a restart, as the API said.",
+    )
+
+
+class CommandRecord(_Model):
+    """A state command (restart, switchover, promote) asked for by an annotation token or the restart policy."""
+
+    token: str = Field(
+        description="The annotation's token, or config-<digest> for a restart after a configuration change."
+    )
+    phase: str = Field(
+        description=(
+            "Sending (recorded before the request), Sent (acknowledged), Unknown (the outcome was lost: not sent "
+            "again), Failed (the API refused it)."
+        ),
+        json_schema_extra={"enum": ["Sending", "Sent", "Unknown", "Failed"]},
+    )
+    at: str | None = Field(default=None, description="When the phase was recorded (RFC 3339).")
+    message: str | None = Field(default=None, description="The API's answer when it refused the command.")
+
+
+class CommandsStatus(_Model):
+    restart: CommandRecord | None = Field(default=None, description="The last restart asked for.")
+    switchover: CommandRecord | None = Field(default=None, description="The last switchover asked for.")
 
 
 class ManagedPostgresStatus(_Model):
@@ -514,9 +705,22 @@ class ManagedPostgresStatus(_Model):
             "token when its password is that one (not the password or a digest of it)."
         ),
     )
+    configuration: ConfigurationStatus | None = Field(
+        default=None, description="What was applied of spec.pgConfig and spec.pgBouncerConfig."
+    )
+    pending_restart: bool | None = Field(
+        default=None,
+        alias="pendingRestart",
+        description="A configuration change waits for a restart to take effect (see restartPolicy).",
+    )
+    commands: CommandsStatus | None = Field(
+        default=None, description="State commands asked for by annotation or by the restart policy, each sent once."
+    )
     observed_generation: int | None = Field(
         default=None,
         alias="observedGeneration",
         description="The generation that is fully applied (service running with the spec's values, Secret published).",
     )
-    conditions: list[Condition] | None = Field(default=None, description="Ready and Synced conditions.")
+    conditions: list[Condition] | None = Field(
+        default=None, description="Ready, Synced and (with a configuration) RestartRequired conditions."
+    )

@@ -158,6 +158,7 @@ def test_default_deployment() -> None:
         "MPG_MAX_CONCURRENT_PASSES": "32",
         "MPG_CREATE_GRACE": "60",
         "MPG_UPDATE_CONFIRM": "15",
+        "MPG_CONFIG_RESYNC": "3600",
         "MPG_API_RATE_WINDOW": "10",
         "MPG_API_TIMEOUT": "30",
         "MPG_API_MAX_RETRIES": "5",

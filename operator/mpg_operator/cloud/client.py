@@ -341,12 +341,19 @@ class CloudClient:
         return self._parse(response, op, PostgresPasswordResult, idempotent=given is not None)
 
     async def set_state(self, service_id: str, command: str) -> PostgresService:
-        """``restart`` / ``promote`` / ``switchover``; the response is only an acknowledgement."""
+        """``restart`` / ``promote`` / ``switchover``; the response is only an acknowledgement.
+
+        Not idempotent (a repeated restart restarts again): an unknown outcome raises
+        :class:`AmbiguousCreateError` instead of being retried."""
         op = "postgresServicePatchState"
         response = await self._call(
-            op, "PATCH", self._path(service_id, "state"), body=PostgresSetStateRequest(command=str(command))
+            op,
+            "PATCH",
+            self._path(service_id, "state"),
+            body=PostgresSetStateRequest(command=str(command)),
+            idempotent=False,
         )
-        return self._parse(response, op, PostgresService)
+        return self._parse(response, op, PostgresService, idempotent=False)
 
     async def create_read_replica(self, service_id: str, request: PostgresReadReplicaRequest) -> PostgresService:
         """Create a read replica of ``service_id`` (a new service; not idempotent).

@@ -31,8 +31,17 @@ from typing import Any
 import pydantic
 
 from mpg_operator.cloud.client import CloudClient
-from mpg_operator.cloud.errors import AuthError, CloudError, ConflictError, InvalidRequestError, NotFoundError
-from mpg_operator.cloud.models import PostgresService
+from mpg_operator.cloud.errors import (
+    AmbiguousCreateError,
+    AuthError,
+    CloudError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PermanentCloudError,
+    TemporaryCloudError,
+)
+from mpg_operator.cloud.models import PostgresService, ServiceState, StateCommand
 from mpg_operator.controller.cloudaccess import (
     ClientPool,
     Credentials,
@@ -42,7 +51,7 @@ from mpg_operator.controller.cloudaccess import (
 )
 from mpg_operator.controller.kube import KubeApi, SecretKeyError
 from mpg_operator.controller.settings import OperatorSettings
-from mpg_operator.reconcile import decisions, deletion, planner
+from mpg_operator.reconcile import commands, configuration, decisions, deletion, planner
 from mpg_operator.reconcile.connection import (
     Endpoint,
     SecretConflictError,
@@ -55,6 +64,7 @@ from mpg_operator.reconcile.connection import (
 from mpg_operator.reconcile.desired import TAG_NAME, TAG_NAMESPACE, Desired, desired_from
 from mpg_operator.reconcile.model import (
     AdoptService,
+    ApplyConfiguration,
     Condition,
     ConfirmGone,
     CreateService,
@@ -67,11 +77,12 @@ from mpg_operator.reconcile.model import (
     Plan,
     PublishSecret,
     Reason,
+    SendCommand,
     UpdateService,
     parse_time,
     rfc3339,
 )
-from mpg_operator.resource import ManagedPostgresSpec, ManagedPostgresStatus
+from mpg_operator.resource import ManagedPostgresSpec, ManagedPostgresStatus, RestartPolicy
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +270,29 @@ class Executor:
             observed = dataclasses.replace(
                 observed, secret=secret, brought_password=brought, brought_password_problem=problem
             )
+            observed = await self._observe_configuration(client, desired, observed)
         return observed
+
+    async def _observe_configuration(self, client: CloudClient, desired: Desired, observed: Observed) -> Observed:
+        """GET the service's configuration when the plan will need it (spec changed, a write to
+        verify, or the periodic check): unconfigured resources cost no request."""
+        remote = observed.remote
+        if (
+            remote is None
+            or remote.state != ServiceState.RUNNING
+            or desired.observe_only
+            or not configuration.needs_read(
+                desired, observed.status, observed.now, timedelta(seconds=self.settings.config_resync)
+            )
+        ):
+            return observed
+        try:
+            remote_config = await client.get_config(remote.id or "")
+        except (NotFoundError, InvalidRequestError, TemporaryCloudError) as e:
+            # The service may have gone since the LIST: the plan decides from the LIST; read next pass.
+            log.warning("%s/%s: cannot read the configuration of %s: %s", desired.namespace, desired.name, remote.id, e)
+            return observed
+        return dataclasses.replace(observed, remote_config=remote_config)
 
     async def _found(self, desired: Desired, observed: Observed, located: planner.Located) -> Observed:
         """The observation with what ``located`` found; for a service to take over, whether the
@@ -344,6 +377,10 @@ class Executor:
                 )
             elif isinstance(action, PublishSecret):
                 await self._publish_secret(resource, client, observed, action, outcome)
+            elif isinstance(action, ApplyConfiguration):
+                await self._apply_configuration(resource, client, action, outcome)
+            elif isinstance(action, SendCommand):
+                await self._send_command(resource, client, action, outcome)
             elif isinstance(action, DeleteService):
                 self._last_mutation[desired.uid] = time.time()
                 await client.delete_service(action.service_id)
@@ -351,10 +388,97 @@ class Executor:
                     Event.normal(EventReason.DELETE_REQUESTED, f"Requested deletion of service {action.service_id}")
                 )
 
+    async def _apply_configuration(
+        self, resource: Resource, client: CloudClient, action: ApplyConfiguration, outcome: Outcome
+    ) -> None:
+        """Mark the configuration as being sent, replace it, and record the answer at once (a
+        restart the API asks for must not be forgotten by a crash before the pass ends)."""
+        desired = resource.desired
+        assert desired is not None
+        stored = dict(resource.stored_status.get("configuration") or {})
+        await self._patch_status(resource, {"configuration": {**stored, "sendingDigest": action.digest}})
+        self._last_mutation[desired.uid] = time.time()
+        answer = await client.replace_config(action.service_id, action.config)
+        status = ManagedPostgresStatus.model_validate(resource.stored_status)
+        fields = configuration.applied_status(status, action, answer.message, _now())
+        changes = decisions.status_changes(resource.stored_status, fields)
+        if changes:
+            await self._patch_status(resource, changes)
+        outcome.events.append(
+            Event.normal(
+                EventReason.CONFIGURATION_APPLIED,
+                f"Sent configuration ({', '.join(action.changed)}) to service {action.service_id}",
+            )
+        )
+        restart = configuration.restart_parameters(answer.message)
+        if restart:
+            how = (
+                "the operator restarts the service (restartPolicy OnConfigChange)"
+                if desired.restart_policy == RestartPolicy.ON_CONFIG_CHANGE
+                else "restart with the annotation clickhouse.cloud/restart=<new token> (restartPolicy Never)"
+            )
+            outcome.events.append(
+                Event.normal(EventReason.RESTART_REQUIRED, f"{', '.join(restart)} take effect after a restart; {how}")
+            )
+
+    async def _send_command(
+        self, resource: Resource, client: CloudClient, action: SendCommand, outcome: Outcome
+    ) -> None:
+        """Record the command as being sent, send it once, record the outcome (see :mod:`.commands`)."""
+        desired = resource.desired
+        assert desired is not None
+        stored = dict(resource.stored_status.get("commands") or {})
+        previous = stored.get(action.command)
+
+        async def record(phase: commands.CommandPhase, message: str | None = None) -> None:
+            entry = commands.command_record(action.token, phase, rfc3339(_now()), message)
+            await self._patch_status(resource, {"commands": {**stored, action.command: entry}})
+
+        await record(commands.CommandPhase.SENDING)
+        self._last_mutation[desired.uid] = time.time()
+        try:
+            await client.set_state(action.service_id, action.command)
+        except AmbiguousCreateError as e:
+            await record(commands.CommandPhase.UNKNOWN, e.detail)
+            outcome.events.append(
+                Event.warning(
+                    EventReason.COMMAND_OUTCOME_UNKNOWN,
+                    f"No answer to the {action.command} for token {action.token}; it may have happened and is not "
+                    f"sent again. To ask again, set {commands.ANNOTATIONS[StateCommand(action.command)]} to a new "
+                    "token",
+                )
+            )
+            return
+        except PermanentCloudError as e:
+            await record(commands.CommandPhase.FAILED, e.detail)
+            outcome.events.append(
+                Event.warning(
+                    EventReason.COMMAND_REFUSED,
+                    f"The API refused the {action.command} for token {action.token}: {e.detail}",
+                )
+            )
+            return
+        except CloudError:
+            # Not sent (no connection, rate limited): withdraw the mark so the next pass sends it.
+            await self._patch_status(resource, {"commands": {**stored, action.command: previous}})
+            raise
+        await record(commands.CommandPhase.SENT)
+        why = "restartPolicy OnConfigChange" if action.token.startswith("config-") else f"token {action.token}"
+        outcome.events.append(
+            Event.normal(EventReason.COMMAND_SENT, f"Sent {action.command} to service {action.service_id} ({why})")
+        )
+        if action.command == StateCommand.RESTART:
+            outcome.status["pendingRestart"] = None
+
     async def _persist(self, resource: Resource, plan: Plan, outcome: Outcome) -> PassResult:
         """The one status write of the pass (only what changed), then the events."""
         await self._write_status(
-            resource, {**plan.status, **outcome.status}, plan.synced, plan.ready, applied=plan.fully_applied
+            resource,
+            {**plan.status, **outcome.status},
+            plan.synced,
+            plan.ready,
+            applied=plan.fully_applied,
+            restart_required=plan.restart_required,
         )
         self._emit(resource.body, plan.events + outcome.events)
         ready = bool(plan.ready and plan.ready.is_true)
@@ -640,6 +764,7 @@ class Executor:
         ready: Condition | None,
         *,
         applied: bool,
+        restart_required: Condition | None = None,
     ) -> None:
         """Write what changed in status, and nothing when nothing did (steady state costs no write)."""
         wanted = dict(fields)
@@ -649,6 +774,7 @@ class Executor:
             ready=ready,
             generation=resource.generation,
             now=_now(),
+            restart_required=restart_required,
         )
         if applied:
             wanted["observedGeneration"] = resource.generation

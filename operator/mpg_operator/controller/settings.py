@@ -50,6 +50,7 @@ class OperatorSettings:
     list_fast_interval: float = 2.5
     create_grace: float = 60.0
     update_confirm: float = 15.0
+    config_resync: float = 3600.0
     jitter: float = 0.2
     max_concurrent_passes: int = 32
 
@@ -84,5 +85,6 @@ class OperatorSettings:
             list_fast_interval=seconds("MPG_LIST_FAST_INTERVAL", 2.5),
             create_grace=seconds("MPG_CREATE_GRACE", 60.0),
             update_confirm=seconds("MPG_UPDATE_CONFIRM", 15.0),
+            config_resync=seconds("MPG_CONFIG_RESYNC", 3600.0),
             max_concurrent_passes=_count(env, "MPG_MAX_CONCURRENT_PASSES", 32),
         )

@@ -130,12 +130,13 @@ def merge_conditions(
     ready: Condition | None,
     generation: int,
     now: datetime,
+    restart_required: Condition | None = None,
 ) -> list[dict[str, Any]]:
-    """The conditions to store: Ready and Synced as decided (None keeps the stored one); the
-    transition time moves only when the status does."""
+    """The conditions to store: Ready, Synced and RestartRequired as decided (None keeps the
+    stored one); the transition time moves only when the status does."""
     merged = {c["type"]: c for c in stored if c.get("type")}
     stamp = rfc3339(now)
-    for type_, cond in (("Synced", synced), ("Ready", ready)):
+    for type_, cond in (("Synced", synced), ("Ready", ready), ("RestartRequired", restart_required)):
         if cond is None:
             continue
         old = merged.get(type_)
@@ -148,13 +149,28 @@ def merge_conditions(
             "observedGeneration": generation,
             "lastTransitionTime": old.get("lastTransitionTime", stamp) if same_status and old else stamp,
         }
-    return [merged[t] for t in ("Ready", "Synced") if t in merged]
+    return [merged[t] for t in ("Ready", "Synced", "RestartRequired") if t in merged]
+
+
+def _without_nulls(value: Any) -> Any:
+    """A status value as stored: a merge patch never stores a null inside an object."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def status_changes(stored: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
     """The merge patch that turns ``stored`` into ``wanted`` (only keys ``wanted`` names; ``None``
     removes). Empty when nothing changed: a steady pass writes nothing."""
-    changes = {k: v for k, v in wanted.items() if stored.get(k) != v}
+    changes: dict[str, Any] = {}
+    for key, value in wanted.items():
+        old = stored.get(key)
+        if _without_nulls(old) == _without_nulls(value):
+            continue
+        if isinstance(old, dict) and isinstance(value, dict):
+            # A merge patch merges objects: keys the wanted object lacks must be removed explicitly.
+            value = {**{k: None for k in old if k not in value}, **value}
+        changes[key] = value
     if stored.get("lastSyncedAt") is not None:
         changes["lastSyncedAt"] = None  # written on every pass by earlier versions
     return changes

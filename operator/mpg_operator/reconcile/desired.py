@@ -11,13 +11,16 @@ from mpg_operator.cloud.models import PostgresServiceCreateRequest, PostgresServ
 from mpg_operator.reconcile.connection import SecretShape
 from mpg_operator.resource import (
     ANNOTATION_PAUSED,
+    ANNOTATION_RESTART,
     ANNOTATION_ROTATE_PASSWORD,
+    ANNOTATION_SWITCHOVER,
     DEFAULT_HA_TYPE,
     AdoptionPolicy,
     DeletionPolicy,
     ManagedPostgresSpec,
     ManagementPolicy,
     OnServiceMissing,
+    RestartPolicy,
 )
 
 TAG_UID = "mpg-operator.uid"
@@ -64,6 +67,17 @@ class Desired:
     """The annotation clickhouse.cloud/paused is "true": no remote call at all."""
     rotate_token: str | None = None
     """The clickhouse.cloud/rotate-password annotation's value."""
+    pg_config: dict[str, str] = field(default_factory=dict)
+    pg_bouncer_config: dict[str, str] = field(default_factory=dict)
+    restart_policy: str = RestartPolicy.NEVER.value
+    command_tokens: dict[str, str] = field(default_factory=dict)
+    """State command (restart, switchover) -> the token of its annotation."""
+
+    @property
+    def config_digest(self) -> str:
+        """A short digest of spec.pgConfig and spec.pgBouncerConfig, to recognise a change."""
+        payload = {"pg": self.pg_config, "bouncer": self.pg_bouncer_config}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def observe_only(self) -> bool:
@@ -90,6 +104,9 @@ class Desired:
             postgres_version=self.postgres_version,
             ha_type=self.ha_type,
             tags=self.tag_list(),
+            # The API refuses empty maps here: a new service starts with the configuration, or none.
+            pg_config=dict(self.pg_config) or None,
+            pg_bouncer_config=dict(self.pg_bouncer_config) or None,
         )
 
     def patch_request(self) -> PostgresServicePatchRequest:
@@ -150,4 +167,12 @@ def desired_from(
         on_service_missing=spec.on_service_missing or OnServiceMissing.FAIL.value,
         paused=(annotations or {}).get(ANNOTATION_PAUSED, "").strip().lower() == "true",
         rotate_token=(annotations or {}).get(ANNOTATION_ROTATE_PASSWORD) or None,
+        pg_config=dict(spec.pg_config or {}),
+        pg_bouncer_config=dict(spec.pg_bouncer_config or {}),
+        restart_policy=spec.restart_policy or RestartPolicy.NEVER.value,
+        command_tokens={
+            command: token
+            for command, annotation in (("restart", ANNOTATION_RESTART), ("switchover", ANNOTATION_SWITCHOVER))
+            if (token := (annotations or {}).get(annotation, "").strip())
+        },
     )

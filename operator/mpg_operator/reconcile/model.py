@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from mpg_operator.cloud.models import PostgresServiceListItem
+from mpg_operator.cloud.models import PostgresConfig, PostgresServiceListItem
 from mpg_operator.reconcile.connection import ObservedSecret
 from mpg_operator.resource import ManagedPostgresStatus
 
@@ -38,6 +38,10 @@ class Reason(StrEnum):
     TERMINAL_SERVICE_NOT_FOUND = "TerminalServiceNotFound"
     TERMINAL_SERVICE_OWNED = "TerminalServiceOwned"
     TERMINAL_ADOPTION_REQUIRED = "TerminalAdoptionRequired"
+    TERMINAL_CONFIGURATION_REJECTED = "TerminalConfigurationRejected"
+    TERMINAL_COMMAND_REFUSED = "TerminalCommandRefused"
+    RESTART_PENDING = "PendingRestart"
+    RESTART_NOT_REQUIRED = "NoRestartPending"
     QUOTA_EXCEEDED = "QuotaExceeded"
 
     @property
@@ -72,6 +76,12 @@ class EventReason(StrEnum):
     PASSWORD_ROTATED = "PasswordRotated"
     PAUSED = "Paused"
     DELETION_PROTECTED = "DeletionProtected"
+    CONFIGURATION_APPLIED = "ConfigurationApplied"
+    CONFIGURATION_REJECTED = "ConfigurationRejected"
+    RESTART_REQUIRED = "RestartRequired"
+    COMMAND_SENT = "CommandSent"
+    COMMAND_REFUSED = "CommandRefused"
+    COMMAND_OUTCOME_UNKNOWN = "CommandOutcomeUnknown"
 
 
 class EventType(StrEnum):
@@ -184,6 +194,8 @@ class Observed:
     """The value of spec.passwordSecretRef, when set and readable."""
     brought_password_problem: str | None = None
     """Why spec.passwordSecretRef cannot be read."""
+    remote_config: PostgresConfig | None = None
+    """The service's configuration (GET /config), when this pass read it."""
 
 
 class Action:
@@ -236,6 +248,28 @@ class DeleteService(Action):
     service_id: str
 
 
+@dataclass(frozen=True)
+class ApplyConfiguration(Action):
+    """Mark the configuration as being sent, replace it (POST /config), record the answer at once."""
+
+    service_id: str
+    config: PostgresConfig
+    """The complete configuration: the spec's keys over the keys set outside this resource."""
+    digest: str
+    pg_keys: tuple[str, ...]
+    pg_bouncer_keys: tuple[str, ...]
+    changed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SendCommand(Action):
+    """Record the command as being sent, send it once (PATCH /state), record the outcome."""
+
+    service_id: str
+    command: str
+    token: str
+
+
 @dataclass
 class Plan:
     """What to do, what to report, and when to look again."""
@@ -249,6 +283,8 @@ class Plan:
     """True while something is in flight: look again soon."""
     events: list[Event] = field(default_factory=list)
     release_finalizer: bool = False
+    restart_required: Condition | None = None
+    """The RestartRequired condition (None keeps the stored one)."""
 
 
 def rfc3339(moment: datetime, *, precise: bool = False) -> str:

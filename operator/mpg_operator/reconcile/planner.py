@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from mpg_operator.cloud.models import PostgresServiceListItem, ServiceState
+from mpg_operator.reconcile import commands, configuration
 from mpg_operator.reconcile.connection import ANN_HAND_OVER_TO, PORT, password_acceptable
 from mpg_operator.reconcile.desired import OWNER_TAGS, TAG_NAME, TAG_NAMESPACE, TAG_UID, Desired
 from mpg_operator.reconcile.model import (
@@ -35,6 +36,7 @@ from mpg_operator.reconcile.model import (
     Plan,
     PublishSecret,
     Reason,
+    SendCommand,
     UpdateService,
     parse_time,
 )
@@ -269,6 +271,8 @@ def plan(
     else:
         update = _plan_update(p, desired, observed, remote, update_confirm, problems)
     credentials_ok = _plan_credentials(p, desired, observed, remote, problems)
+    if not desired.observe_only and remote.state == ServiceState.RUNNING:
+        update = _plan_day2(p, desired, observed, remote, update, problems)
     _conclude(p, desired, remote, problems, update, credentials_ok)
     return p
 
@@ -387,6 +391,32 @@ def _plan_update(
         return _UpdateProgress(diffs, True)
     p.status["pendingUpdate"] = None
     return _UpdateProgress(diffs, False)
+
+
+def _plan_day2(
+    p: Plan,
+    desired: Desired,
+    observed: Observed,
+    remote: PostgresServiceListItem,
+    update: _UpdateProgress,
+    problems: list[Condition],
+) -> _UpdateProgress:
+    """Configuration, then state commands (none while an update or a configuration is being sent)."""
+    config = configuration.plan_configuration(desired, observed, remote.id or "", recent_rejection(observed))
+    p.actions.extend(config.actions)
+    p.status.update(config.status)
+    p.events.extend(config.events)
+    p.restart_required = config.restart_required
+    if config.problem is not None:
+        problems.append(config.problem)
+    sent = commands.plan_commands(desired, observed, remote, busy=update.in_flight or bool(config.actions))
+    p.actions.extend(sent.actions)
+    p.status.update(sent.status)
+    p.events.extend(sent.events)
+    problems.extend(sent.problems)
+    diffs = update.diffs + (("configuration",) if config.in_flight else ())
+    diffs += tuple(a.command for a in sent.actions if isinstance(a, SendCommand))
+    return _UpdateProgress(diffs, update.in_flight or config.in_flight or sent.waiting)
 
 
 def _plan_credentials(

