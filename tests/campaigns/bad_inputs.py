@@ -461,6 +461,63 @@ def _crd_cases() -> list[BadInput]:
             {"serviceName": "a\nb"},
         )
     )
+    # configuration
+    c.append(
+        _crd(
+            "pgconfig-unknown-key",
+            "pgConfig shared_buffers (not a parameter the API accepts)",
+            "pgConfig keys must be parameters ClickHouse Cloud accepts",
+            pgConfig={"shared_buffers": "1GB"},
+        )
+    )
+    c.append(
+        _crd(
+            "pgconfig-number",
+            "pgConfig max_connections 200 (a number)",
+            "spec.pgConfig.max_connections in body must be of type string",
+            pgConfig={"max_connections": 200},
+        )
+    )
+    c.append(
+        _crd(
+            "pgconfig-enum",
+            "pgConfig wal_compression gzip",
+            "pgConfig.wal_compression must be one of: off, on, lz4, zstd",
+            pgConfig={"wal_compression": "gzip"},
+        )
+    )
+    c.append(
+        _crd(
+            "pgconfig-empty-value",
+            "pgConfig work_mem empty",
+            "pgConfig values must be non-empty strings without control characters",
+            pgConfig={"work_mem": ""},
+        )
+    )
+    c.append(
+        _crd(
+            "pgbouncer-bad-key",
+            "pgBouncerConfig key 'Pool Mode'",
+            "pgBouncerConfig keys are PgBouncer parameter names",
+            pgBouncerConfig={"Pool Mode": "session"},
+        )
+    )
+    c.append(
+        _crd(
+            "pgbouncer-too-many",
+            "pgBouncerConfig with 65 keys",
+            "spec.pgBouncerConfig: Too many",
+            pgBouncerConfig={f"k{i}": "1" for i in range(65)},
+        )
+    )
+    c.append(
+        _crd(
+            "restart-policy-unknown",
+            "restartPolicy Always",
+            'spec.restartPolicy: Unsupported value: "Always"',
+            restartPolicy="Always",
+        )
+    )
     return c
 
 

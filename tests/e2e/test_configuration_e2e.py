@@ -158,3 +158,30 @@ def test_a_switchover_without_a_standby_is_refused_and_with_one_sent_once(sb):
     wait_applied(sb, "switch-db", timeout=60)
     assert cond(sb, "switch-db")["status"] == "True"
     assert state_commands(sb, service_id) == ["PATCH /state"]
+
+
+def test_a_restart_whose_answer_is_lost_is_not_sent_again(sb):
+    sb.apply(manifest("lost-db"))
+    obj = wait_applied(sb, "lost-db", timeout=90)
+    service_id = obj["status"]["serviceId"]
+    started = started_at(sb, "lost-db")
+    sb.simulator.faults.drop(count=1, when="after", method="PATCH", path=r"/state$")  # restarted, unheard
+    annotate(sb, "lost-db", **{"clickhouse.cloud/restart": "r1"})
+    unknown = wait_event(sb, "lost-db", "CommandOutcomeUnknown", timeout=60)
+    assert "clickhouse.cloud/restart" in unknown["message"]
+    record = status(sb, "lost-db")["commands"]["restart"]
+    assert (record["token"], record["phase"]) == ("r1", "Unknown")
+    sb.wait_for(lambda: show(sb, "lost-db", "server_version") is not None, timeout=60, what="back up")
+    assert started_at(sb, "lost-db") != started  # it did happen, once
+    annotate(sb, "lost-db", **{"example.com/touch": "1"})
+    wait_applied(sb, "lost-db")
+    assert state_commands(sb, service_id) == ["PATCH /state"]
+
+    # A new token is a new request.
+    annotate(sb, "lost-db", **{"clickhouse.cloud/restart": "r2"})
+    sb.wait_for(
+        lambda: status(sb, "lost-db")["commands"]["restart"].items() >= {"token": "r2", "phase": "Sent"}.items(),
+        timeout=60,
+        what="r2 sent",
+    )
+    assert state_commands(sb, service_id) == ["PATCH /state", "PATCH /state"]
