@@ -238,6 +238,11 @@ def test_explain_uses_the_crd_schema(kubectl: Client) -> None:
     assert "enum: Delete, Orphan" in out
     assert "  region\t<string> -required-" in out
     assert "FIELD: region <string>" in kubectl("explain", "managedpostgres.spec.region")
+    for field in ("pgConfig", "pgBouncerConfig", "restartPolicy"):
+        assert f"  {field}\t<" in out, field
+    config = kubectl("explain", "managedpostgres.spec.pgConfig")
+    assert "FIELD: pgConfig <map[string]string>" in config and "restart" in config
+    assert "ENUM:\n    Never\n    OnConfigChange" in kubectl("explain", "managedpostgres.spec.restartPolicy")
 
 
 def test_patch_replace_and_edit(sandbox: Sandbox, kubectl: Client, tmp_path: Path) -> None:
