@@ -4,26 +4,11 @@
 from datetime import timedelta
 
 import pytest
-from test_planner import NOW, SID, UID, good_secret, make_remote, observe
+from test_planner import NOW, SID, good_secret, make_desired, make_remote, observe
 
 from mpg_operator.cloud.models import PostgresConfig
 from mpg_operator.reconcile import commands, configuration, model, planner
-from mpg_operator.reconcile.desired import OperatorDefaults, desired_from
-from mpg_operator.resource import ManagedPostgresSpec, ManagedPostgresStatus
-
-
-def desired_with(annotations=None, **spec_overrides):
-    spec = {"provider": "aws", "region": "us-west-2", "size": "r8gd.large"}
-    spec.update(spec_overrides)
-    return desired_from(
-        namespace="shop",
-        name="orders-db",
-        uid=UID,
-        generation=3,
-        spec=ManagedPostgresSpec.model_validate(spec),
-        defaults=OperatorDefaults(),
-        annotations=annotations,
-    )
+from mpg_operator.resource import ManagedPostgresStatus
 
 
 def status_with(**fields):
@@ -65,7 +50,7 @@ def sent(plan):
     ],
 )
 def test_when_the_configuration_is_read(spec, record, verified_ago, needs):
-    desired = desired_with(**spec)
+    desired = make_desired(**spec)
     fields = {}
     if record:
         fields["configuration"] = {
@@ -80,7 +65,7 @@ def test_when_the_configuration_is_read(spec, record, verified_ago, needs):
 
 
 def test_a_changed_spec_replaces_the_configuration_keeping_foreign_keys_and_removing_dropped_ones():
-    desired = desired_with(pgConfig={"work_mem": "8MB"}, pgBouncerConfig={"default_pool_size": "16"})
+    desired = make_desired(pgConfig={"work_mem": "8MB"}, pgBouncerConfig={"default_pool_size": "16"})
     status = status_with(configuration={"digest": "old", "pgKeys": ["statement_timeout", "work_mem"]})
     remote = config(
         {"work_mem": "4MB", "statement_timeout": "60s", "lock_timeout": "10s"},  # lock_timeout: set elsewhere
@@ -101,7 +86,7 @@ def test_a_changed_spec_replaces_the_configuration_keeping_foreign_keys_and_remo
 
 
 def test_numbers_compare_as_strings_and_a_matching_service_is_only_recorded():
-    desired = desired_with(pgConfig={"max_connections": "200"})
+    desired = make_desired(pgConfig={"max_connections": "200"})
     plan = run(desired, status_with(), config({"max_connections": 200}))
     assert applied(plan) == []
     record = plan.status["configuration"]
@@ -111,7 +96,7 @@ def test_numbers_compare_as_strings_and_a_matching_service_is_only_recorded():
 
 
 def test_a_key_the_api_dropped_is_a_condition_and_never_a_loop():
-    desired = desired_with(pgConfig={"work_mem": "8MB", "lock_timeout": "10s"})
+    desired = make_desired(pgConfig={"work_mem": "8MB", "lock_timeout": "10s"})
     just_written = status_with(
         configuration={"digest": desired.config_digest, "pgKeys": ["lock_timeout", "work_mem"], "appliedAt": "x"}
     )
@@ -132,12 +117,12 @@ def test_a_key_the_api_dropped_is_a_condition_and_never_a_loop():
         assert later.synced.reason == model.Reason.TERMINAL_CONFIGURATION_REJECTED
 
     # A new spec is sent again.
-    changed = desired_with(pgConfig={"work_mem": "8MB", "lock_timeout": "20s"})
+    changed = make_desired(pgConfig={"work_mem": "8MB", "lock_timeout": "20s"})
     assert len(applied(run(changed, dropped, config({"work_mem": "8MB"})))) == 1
 
 
 def test_a_change_made_elsewhere_is_put_back_at_the_periodic_check():
-    desired = desired_with(pgConfig={"work_mem": "8MB"})
+    desired = make_desired(pgConfig={"work_mem": "8MB"})
     verified = status_with(
         configuration={"digest": desired.config_digest, "pgKeys": ["work_mem"], "verifiedAt": "2026-11-27T10:00:00Z"}
     )
@@ -148,27 +133,27 @@ def test_a_change_made_elsewhere_is_put_back_at_the_periodic_check():
 
 
 def test_an_interrupted_write_is_sent_again_even_when_the_service_shows_it():
-    desired = desired_with(pgConfig={"max_connections": "200"})
+    desired = make_desired(pgConfig={"max_connections": "200"})
     status = status_with(configuration={"digest": "old", "sendingDigest": desired.config_digest})
     (action,) = applied(run(desired, status, config({"max_connections": "200"})))
     assert action.config.pg_config == {"max_connections": "200"}
 
 
 def test_no_configuration_while_the_service_is_not_running():
-    desired = desired_with(pgConfig={"work_mem": "8MB"})
+    desired = make_desired(pgConfig={"work_mem": "8MB"})
     assert applied(run(desired, status_with(), config(), state="restarting")) == []
 
 
 def test_observe_only_sends_no_configuration():
-    desired = desired_with(pgConfig={"work_mem": "8MB"}, managementPolicy="Observe")
+    desired = make_desired(pgConfig={"work_mem": "8MB"}, managementPolicy="Observe")
     assert applied(run(desired, status_with(), config())) == []
 
 
 def test_the_create_request_carries_the_configuration():
-    request = desired_with(pgConfig={"work_mem": "8MB"}, pgBouncerConfig={"pool_mode": "transaction"}).create_request()
+    request = make_desired(pgConfig={"work_mem": "8MB"}, pgBouncerConfig={"pool_mode": "transaction"}).create_request()
     assert request.to_wire()["pgConfig"] == {"work_mem": "8MB"}
     assert request.to_wire()["pgBouncerConfig"] == {"pool_mode": "transaction"}
-    assert "pgConfig" not in desired_with().create_request().to_wire()  # the API refuses {}
+    assert "pgConfig" not in make_desired().create_request().to_wire()  # the API refuses {}
 
 
 # --- restart needed ---------------------------------------------------------------------------
@@ -196,7 +181,7 @@ def test_restart_parameters_from_the_answer(message, parameters):
 
 
 def test_applied_status_records_a_pending_restart():
-    desired = desired_with(pgConfig={"max_connections": "200"})
+    desired = make_desired(pgConfig={"max_connections": "200"})
     action = model.ApplyConfiguration(
         SID, config({"max_connections": "200"}), desired.config_digest, ("max_connections",), (), ()
     )
@@ -210,7 +195,7 @@ def test_applied_status_records_a_pending_restart():
 
 @pytest.mark.parametrize("policy, restarts", [(None, False), ("Never", False), ("OnConfigChange", True)])
 def test_a_pending_restart_is_sent_only_under_on_config_change_and_once(policy, restarts):
-    desired = desired_with(pgConfig={"max_connections": "200"}, **({"restartPolicy": policy} if policy else {}))
+    desired = make_desired(pgConfig={"max_connections": "200"}, **({"restartPolicy": policy} if policy else {}))
     record = {"digest": desired.config_digest, "pgKeys": ["max_connections"], "verifiedAt": model.rfc3339(NOW)}
     status = status_with(pendingRestart=True, configuration={**record, "restartParameters": ["max_connections"]})
     plan = run(desired, status)
@@ -229,8 +214,8 @@ def test_a_pending_restart_is_sent_only_under_on_config_change_and_once(policy, 
 
 
 def test_no_restart_pending_is_a_false_condition_for_a_configured_resource_only():
-    assert run(desired_with(), status_with()).restart_required is None
-    plan = run(desired_with(pgConfig={"work_mem": "8MB"}), status_with(), config({"work_mem": "8MB"}))
+    assert run(make_desired(), status_with()).restart_required is None
+    plan = run(make_desired(pgConfig={"work_mem": "8MB"}), status_with(), config({"work_mem": "8MB"}))
     assert plan.restart_required.status == "False"
 
 
@@ -254,13 +239,13 @@ def test_no_restart_pending_is_a_false_condition_for_a_configured_resource_only(
     ],
 )
 def test_commands_once_per_token(annotation, ha, recorded, expected):
-    desired = desired_with(annotations=annotation, haType=ha)
+    desired = make_desired(annotations=annotation, haType=ha)
     status = status_with(**({"commands": recorded} if recorded else {}))
     assert sent(run(desired, status)) == expected
 
 
 def test_a_switchover_without_a_standby_is_refused_clearly():
-    desired = desired_with(annotations={"clickhouse.cloud/switchover": "s1"})
+    desired = make_desired(annotations={"clickhouse.cloud/switchover": "s1"})
     plan = run(desired, status_with())
     assert plan.synced.reason == model.Reason.TERMINAL_COMMAND_REFUSED
     assert "haType none" in plan.synced.message
@@ -268,7 +253,7 @@ def test_a_switchover_without_a_standby_is_refused_clearly():
 
 
 def test_a_command_found_sending_after_a_crash_is_not_sent_again():
-    desired = desired_with(annotations={"clickhouse.cloud/restart": "r1"})
+    desired = make_desired(annotations={"clickhouse.cloud/restart": "r1"})
     plan = run(desired, status_with(commands={"restart": {"token": "r1", "phase": "Sending"}}))
     assert sent(plan) == []
     assert plan.status["commands"]["restart"]["phase"] == "Unknown"
@@ -277,7 +262,7 @@ def test_a_command_found_sending_after_a_crash_is_not_sent_again():
 
 @pytest.mark.parametrize("state, pending_update", [("restarting", None), ("creating", None), ("running", "busy")])
 def test_no_command_while_the_service_is_busy(state, pending_update):
-    desired = desired_with(annotations={"clickhouse.cloud/restart": "r1"}, size="r8gd.xlarge")
+    desired = make_desired(annotations={"clickhouse.cloud/restart": "r1"}, size="r8gd.xlarge")
     status = status_with()
     remote_overrides = {"state": state}
     if pending_update:
@@ -289,6 +274,6 @@ def test_no_command_while_the_service_is_busy(state, pending_update):
 
 
 def test_the_annotations_are_read_into_tokens():
-    desired = desired_with(annotations={"clickhouse.cloud/restart": " r1 ", "clickhouse.cloud/switchover": ""})
+    desired = make_desired(annotations={"clickhouse.cloud/restart": " r1 ", "clickhouse.cloud/switchover": ""})
     assert desired.command_tokens == {"restart": "r1"}
     assert commands.ANNOTATIONS[commands.StateCommand.RESTART] == "clickhouse.cloud/restart"

@@ -23,7 +23,7 @@ UID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 SID = "67b4bc12-8582-45d0-8806-fe9b2e5a54e6"
 
 
-def make_desired(**spec_overrides):
+def make_desired(annotations=None, **spec_overrides):
     spec = {"provider": "aws", "region": "us-west-2", "size": "r8gd.large", "tags": {"team": "orders"}}
     spec.update(spec_overrides)
     return desired_from(
@@ -33,6 +33,7 @@ def make_desired(**spec_overrides):
         generation=3,
         spec=ManagedPostgresSpec.model_validate(spec),
         defaults=OperatorDefaults(),
+        annotations=annotations,
     )
 
 
