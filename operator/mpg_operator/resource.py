@@ -31,6 +31,8 @@ ANNOTATION_RESTART = f"{GROUP}/restart"
 """Any new value (a token) has the service restarted once; the token done is recorded in status."""
 ANNOTATION_SWITCHOVER = f"{GROUP}/switchover"
 """Any new value (a token) has a primary with a standby switched over once."""
+ANNOTATION_PROMOTE = f"{GROUP}/promote"
+"""Any new value (a token) has a read replica promoted to an independent primary, once."""
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 TAG_PATTERN = r"^[a-zA-Z0-9._-]+$"
@@ -633,6 +635,7 @@ class CommandRecord(_Model):
 class CommandsStatus(_Model):
     restart: CommandRecord | None = Field(default=None, description="The last restart asked for.")
     switchover: CommandRecord | None = Field(default=None, description="The last switchover asked for.")
+    promote: CommandRecord | None = Field(default=None, description="The last promotion of a read replica asked for.")
 
 
 class ManagedPostgresStatus(_Model):

@@ -277,3 +277,14 @@ def test_the_annotations_are_read_into_tokens():
     desired = make_desired(annotations={"clickhouse.cloud/restart": " r1 ", "clickhouse.cloud/switchover": ""})
     assert desired.command_tokens == {"restart": "r1"}
     assert commands.ANNOTATIONS[commands.StateCommand.RESTART] == "clickhouse.cloud/restart"
+
+
+def test_promote_is_for_read_replicas_only_and_once():
+    desired = make_desired(annotations={"clickhouse.cloud/promote": "p1"})
+    assert sent(run(desired, status_with(), is_primary=False)) == [("promote", "p1")]
+    done = status_with(commands={"promote": {"token": "p1", "phase": "Sent"}})
+    promoted = run(desired, done)  # the service is a primary now
+    assert sent(promoted) == [] and promoted.synced.status == "True"
+    refused = run(desired, status_with())  # a primary never promoted
+    assert sent(refused) == [] and refused.synced.reason == model.Reason.TERMINAL_COMMAND_REFUSED
+    assert "not a read replica" in refused.synced.message

@@ -1,4 +1,4 @@
-"""State commands (restart, switchover) asked for by an annotation token or by the restart policy.
+"""State commands (restart, switchover, promote) asked for by an annotation token or by the restart policy.
 
 Each token is acted on at most once. The command is recorded in status as ``Sending`` before the
 request and as ``Sent`` (or ``Failed``, ``Unknown``) with its answer; a pass that finds ``Sending``
@@ -17,10 +17,20 @@ from mpg_operator.cloud.models import HaType, PostgresServiceListItem, ServiceSt
 from mpg_operator.reconcile.configuration import restart_token
 from mpg_operator.reconcile.desired import Desired
 from mpg_operator.reconcile.model import Action, Condition, Event, EventReason, Observed, Reason, SendCommand, rfc3339
-from mpg_operator.resource import ANNOTATION_RESTART, ANNOTATION_SWITCHOVER, CommandRecord, RestartPolicy
+from mpg_operator.resource import (
+    ANNOTATION_PROMOTE,
+    ANNOTATION_RESTART,
+    ANNOTATION_SWITCHOVER,
+    CommandRecord,
+    RestartPolicy,
+)
 
-COMMANDS = (StateCommand.RESTART, StateCommand.SWITCHOVER)
-ANNOTATIONS = {StateCommand.RESTART: ANNOTATION_RESTART, StateCommand.SWITCHOVER: ANNOTATION_SWITCHOVER}
+COMMANDS = (StateCommand.RESTART, StateCommand.SWITCHOVER, StateCommand.PROMOTE)
+ANNOTATIONS = {
+    StateCommand.RESTART: ANNOTATION_RESTART,
+    StateCommand.SWITCHOVER: ANNOTATION_SWITCHOVER,
+    StateCommand.PROMOTE: ANNOTATION_PROMOTE,
+}
 
 
 class CommandPhase(StrEnum):
@@ -114,6 +124,11 @@ def _refusal(command: StateCommand, remote: PostgresServiceListItem) -> str | No
                 f"and do nothing). Set spec.haType to async or sync first, or remove the {ANNOTATION_SWITCHOVER} "
                 "annotation"
             )
+    if command == StateCommand.PROMOTE and remote.is_primary is not False:
+        return (
+            f"Service {remote.id} is a primary, not a read replica: there is nothing to promote. Remove the "
+            f"{ANNOTATION_PROMOTE} annotation"
+        )
     return None
 
 

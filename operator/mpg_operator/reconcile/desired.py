@@ -11,6 +11,7 @@ from mpg_operator.cloud.models import PostgresServiceCreateRequest, PostgresServ
 from mpg_operator.reconcile.connection import SecretShape
 from mpg_operator.resource import (
     ANNOTATION_PAUSED,
+    ANNOTATION_PROMOTE,
     ANNOTATION_RESTART,
     ANNOTATION_ROTATE_PASSWORD,
     ANNOTATION_SWITCHOVER,
@@ -71,7 +72,7 @@ class Desired:
     pg_bouncer_config: dict[str, str] = field(default_factory=dict)
     restart_policy: str = RestartPolicy.NEVER.value
     command_tokens: dict[str, str] = field(default_factory=dict)
-    """State command (restart, switchover) -> the token of its annotation."""
+    """State command (restart, switchover, promote) -> the token of its annotation."""
 
     @property
     def config_digest(self) -> str:
@@ -172,7 +173,11 @@ def desired_from(
         restart_policy=spec.restart_policy or RestartPolicy.NEVER.value,
         command_tokens={
             command: token
-            for command, annotation in (("restart", ANNOTATION_RESTART), ("switchover", ANNOTATION_SWITCHOVER))
+            for command, annotation in (
+                ("restart", ANNOTATION_RESTART),
+                ("switchover", ANNOTATION_SWITCHOVER),
+                ("promote", ANNOTATION_PROMOTE),
+            )
             if (token := (annotations or {}).get(annotation, "").strip())
         },
     )
