@@ -7,13 +7,12 @@ is proven by a real connection, every "nothing was sent" by the simulator's requ
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
-from collections import defaultdict
 
 import psycopg
 import pytest
+from support import e2e
+from support.e2e import MutationLog
 
 from clickhouse_cloud_simulator.postgres import PostgresFleet
 from mpg_operator.cloud.client import CloudClient
@@ -30,29 +29,6 @@ pytestmark = [
 NS = "day2"
 
 
-class Mutations:
-    """Mutating requests the simulator served, by service id (POSTs by the owner uid they carry)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.posts: dict[str, int] = defaultdict(int)
-        self.by_service: dict[str, list[str]] = defaultdict(list)
-
-    def __call__(self, exchange) -> None:
-        if exchange.method not in ("POST", "PATCH", "DELETE") or exchange.status >= 400:
-            return
-        with self._lock:
-            if exchange.method == "POST" and exchange.path.endswith("/postgres"):
-                body = json.loads(exchange.request_body or b"{}")
-                uid = {t["key"]: t.get("value") for t in body.get("tags") or []}.get(TAG_UID, "?")
-                self.posts[uid] += 1
-                return
-            parts = exchange.path.split("/postgres/", 1)
-            if len(parts) == 2:
-                service_id, _, rest = parts[1].partition("/")
-                self.by_service[service_id].append(f"{exchange.method} /{rest}" if rest else exchange.method)
-
-
 @pytest.fixture(scope="module")
 def sb():
     options = {
@@ -64,27 +40,13 @@ def sb():
     }
     with Sandbox(simulator_options=options, namespaces=(NS,)) as sandbox:
         sandbox.console = sandbox.simulator.add_key(org_id=sandbox.simulator.org_id)
-        sandbox.mutations = Mutations()
+        sandbox.mutations = MutationLog(accepted_only=True)
         sandbox.simulator.add_observer(sandbox.mutations)
         yield sandbox
 
 
 def manifest(name: str, annotations: dict | None = None, **spec) -> dict:
-    meta = {"name": name, "namespace": NS}
-    if annotations is not None:
-        meta["annotations"] = annotations
-    return {
-        "apiVersion": "clickhouse.cloud/v1alpha1",
-        "kind": "ManagedPostgres",
-        "metadata": meta,
-        "spec": {
-            "provider": "aws",
-            "region": "us-west-2",
-            "size": "r8gd.large",
-            "credentialsRef": {"name": "clickhouse-cloud"},
-            **spec,
-        },
-    }
+    return e2e.manifest(name, NS, annotations, **spec)
 
 
 def console(sb: Sandbox, fn):
@@ -172,7 +134,7 @@ def test_adopting_an_unknown_id_creates_nothing(sb):
     obj = sb.apply(manifest("ghost-db", serviceId="00000000-0000-4000-8000-000000000000"))
     c = wait_reason(sb, "ghost-db", "TerminalServiceNotFound")
     assert "00000000-0000-4000-8000-000000000000" in c["message"]
-    assert sb.mutations.posts.get(obj["metadata"]["uid"], 0) == 0
+    assert sb.mutations.creates.get(obj["metadata"]["uid"], 0) == 0
 
 
 def test_adopting_a_service_made_elsewhere_publishes_a_working_new_password(sb):
@@ -186,7 +148,7 @@ def test_adopting_a_service_made_elsewhere_publishes_a_working_new_password(sb):
     with pytest.raises(psycopg.OperationalError):
         query(secret["uri"].replace(secret["password"], service.password.get_secret_value()))  # the old one is gone
     assert "spec.serviceId" in wait_event(sb, "adopted-db", "Adopted")["message"]
-    assert sb.mutations.posts.get(obj["metadata"]["uid"], 0) == 0
+    assert sb.mutations.creates.get(obj["metadata"]["uid"], 0) == 0
 
 
 def test_adopting_a_service_another_resource_owns_is_refused(sb):
@@ -213,7 +175,7 @@ def test_reapplied_after_orphan_deletion_reattaches(sb):
     again = sb.apply(manifest("phoenix-db"))
     obj = wait_applied(sb, "phoenix-db")
     assert obj["status"]["serviceId"] == service_id and again["metadata"]["uid"] != old_uid
-    assert sb.mutations.posts.get(again["metadata"]["uid"], 0) == 0  # no second service
+    assert sb.mutations.creates.get(again["metadata"]["uid"], 0) == 0  # no second service
     assert old_uid in wait_event(sb, "phoenix-db", "Adopted")["message"]
     assert query(sb.secret("phoenix-db-connection", NS)["uri"]) == 1
 
@@ -226,7 +188,7 @@ def test_adoption_policy_never_waits_with_the_way_to_adopt(sb):
     again = sb.apply(manifest("twice-db", adoptionPolicy="Never"))
     c = wait_reason(sb, "twice-db", "TerminalAdoptionRequired")
     assert f"spec.serviceId: {first['status']['serviceId']}" in c["message"]
-    assert sb.mutations.posts.get(again["metadata"]["uid"], 0) == 0
+    assert sb.mutations.creates.get(again["metadata"]["uid"], 0) == 0
     sb.delete("twice-db", NS)
     wait_gone(sb, "twice-db")
 
@@ -247,7 +209,7 @@ def test_a_service_deleted_elsewhere(sb, policy):
         assert "onServiceMissing: Recreate" in c["message"]
         wait_event(sb, name, "ServiceMissing")
         time.sleep(1.5)
-        assert sb.mutations.posts[uid] == 1  # only the original create
+        assert sb.mutations.creates[uid] == 1  # only the original create
     else:
         obj = sb.wait_for(
             lambda: (o := sb.get(name, NS)) and o["status"].get("serviceId") not in (None, service_id) and o,
@@ -256,7 +218,7 @@ def test_a_service_deleted_elsewhere(sb, policy):
         )
         wait_applied(sb, name)
         assert query(sb.secret(f"{name}-connection", NS)["uri"]) == 1
-        assert sb.mutations.posts[uid] == 2
+        assert sb.mutations.creates[uid] == 2
 
 
 # --- observe-only, pause, protection -----------------------------------------------------------
@@ -423,7 +385,7 @@ def test_a_rebuilt_cluster_reattaches_instead_of_creating_a_second_service(sb):
     assert again["metadata"]["uid"] != old_uid
     obj = wait_applied(sb, "rebuilt-db")
     assert obj["status"]["serviceId"] == service_id
-    assert sb.mutations.posts.get(again["metadata"]["uid"], 0) == 0
+    assert sb.mutations.creates.get(again["metadata"]["uid"], 0) == 0
     assert tags_of(sb, service_id)[TAG_UID] == again["metadata"]["uid"]
     assert old_uid in wait_event(sb, "rebuilt-db", "Adopted")["message"]
     assert query(sb.secret("rebuilt-db-connection", NS)["uri"]) == 1

@@ -12,6 +12,7 @@ import logging
 
 import psycopg
 import pytest
+from support import e2e
 
 from clickhouse_cloud_simulator.postgres import PostgresFleet
 from kubeemu import ApiError
@@ -71,19 +72,7 @@ def sandbox(all_logs):
 
 
 def manifest(name: str, **spec) -> dict:
-    body = {
-        "provider": "aws",
-        "region": "us-west-2",
-        "size": "r8gd.large",
-        "credentialsRef": {"name": "clickhouse-cloud"},
-        **spec,
-    }
-    return {
-        "apiVersion": "clickhouse.cloud/v1alpha1",
-        "kind": "ManagedPostgres",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": body,
-    }
+    return e2e.manifest(name, NS, **spec)
 
 
 def client_for(sb: Sandbox) -> CloudClient:

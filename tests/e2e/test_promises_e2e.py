@@ -9,11 +9,9 @@ it carries or the service it names, so "nothing was sent" is checked, not assume
 
 from __future__ import annotations
 
-import json
-import threading
-from collections import defaultdict
-
 import pytest
+from support import e2e
+from support.e2e import MutationLog
 
 from mpg_operator.reconcile.desired import TAG_UID
 from mpg_operator.sandbox import Sandbox
@@ -21,41 +19,6 @@ from mpg_operator.sandbox import Sandbox
 pytestmark = [pytest.mark.e2e]
 
 NS = "promises"
-
-
-class MutationLog:
-    """Every mutating request the simulator served: POST bodies' owner uid, and paths."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.creates: dict[str, int] = defaultdict(int)  # owner uid -> POSTs of a service
-        self.created: dict[str, list[str]] = defaultdict(list)  # owner uid -> ids of the services created
-        self.by_service: dict[str, list[str]] = defaultdict(list)  # service id -> ["DELETE", "PATCH /password", ...]
-
-    def __call__(self, exchange) -> None:
-        if exchange.method not in ("POST", "PATCH", "DELETE"):
-            return
-        with self._lock:
-            if exchange.method == "POST" and exchange.path.endswith("/postgres"):
-                try:
-                    tags = {
-                        t["key"]: t.get("value") for t in json.loads(exchange.request_body or b"{}").get("tags") or []
-                    }
-                except ValueError:
-                    tags = {}
-                uid = tags.get(TAG_UID, "?")
-                self.creates[uid] += 1
-                try:
-                    service_id = json.loads(exchange.response_body or b"{}").get("result", {}).get("id")
-                except (ValueError, AttributeError):
-                    service_id = None
-                if service_id:
-                    self.created[uid].append(service_id)
-                return
-            parts = exchange.path.split("/postgres/", 1)
-            if len(parts) == 2:
-                service_id, _, rest = parts[1].partition("/")
-                self.by_service[service_id].append(f"{exchange.method} /{rest}" if rest else exchange.method)
 
 
 @pytest.fixture(scope="module")
@@ -75,18 +38,7 @@ def sb():
 
 
 def manifest(name: str, **spec) -> dict:
-    return {
-        "apiVersion": "clickhouse.cloud/v1alpha1",
-        "kind": "ManagedPostgres",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "provider": "aws",
-            "region": "us-west-2",
-            "size": "r8gd.large",
-            "credentialsRef": {"name": "clickhouse-cloud"},
-            **spec,
-        },
-    }
+    return e2e.manifest(name, NS, **spec)
 
 
 def tagged(sb: Sandbox, uid: str) -> list:

@@ -12,6 +12,7 @@ import copy
 import threading
 
 import pytest
+from support import e2e
 
 from mpg_operator import crd as crd_module
 from mpg_operator.sandbox import Sandbox
@@ -57,18 +58,7 @@ def sb():
 
 
 def manifest(name: str, **spec) -> dict:
-    return {
-        "apiVersion": "clickhouse.cloud/v1alpha1",
-        "kind": "ManagedPostgres",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "provider": "aws",
-            "region": "us-west-2",
-            "size": "r8gd.large",
-            "credentialsRef": {"name": "clickhouse-cloud"},
-            **spec,
-        },
-    }
+    return e2e.manifest(name, NS, **spec)
 
 
 def test_a_secret_name_kubernetes_refuses_creates_nothing(sb):

@@ -1,0 +1,76 @@
+"""What the end-to-end modules share: a ManagedPostgres manifest, and a log of the mutating
+requests the simulator served."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict
+from typing import Any
+
+from mpg_operator.reconcile.desired import TAG_UID
+
+
+def manifest(name: str, namespace: str, annotations: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+    """A ManagedPostgres with the usual provider, region, size and credentials, and ``spec`` on top."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if annotations is not None:
+        meta["annotations"] = annotations
+    return {
+        "apiVersion": "clickhouse.cloud/v1alpha1",
+        "kind": "ManagedPostgres",
+        "metadata": meta,
+        "spec": {
+            "provider": "aws",
+            "region": "us-west-2",
+            "size": "r8gd.large",
+            "credentialsRef": {"name": "clickhouse-cloud"},
+            **spec,
+        },
+    }
+
+
+class MutationLog:
+    """Mutating requests the simulator served: creates by the owner uid they carry, the rest by
+    service id (``["DELETE", "PATCH /password", ...]``). ``accepted_only``: leave out requests
+    the simulator refused (4xx/5xx)."""
+
+    def __init__(self, *, accepted_only: bool = False) -> None:
+        self._lock = threading.Lock()
+        self._accepted_only = accepted_only
+        self.creates: dict[str, int] = defaultdict(int)  # owner uid -> POSTs of a service
+        self.created: dict[str, list[str]] = defaultdict(list)  # owner uid -> ids of the services created
+        self.by_service: dict[str, list[str]] = defaultdict(list)
+
+    def __call__(self, exchange: Any) -> None:
+        if exchange.method not in ("POST", "PATCH", "DELETE"):
+            return
+        if self._accepted_only and exchange.status >= 400:
+            return
+        with self._lock:
+            if exchange.method == "POST" and exchange.path.endswith("/postgres"):
+                uid = _tags(exchange.request_body).get(TAG_UID, "?")
+                self.creates[uid] += 1
+                service_id = _result(exchange.response_body).get("id")
+                if service_id:
+                    self.created[uid].append(service_id)
+                return
+            parts = exchange.path.split("/postgres/", 1)
+            if len(parts) == 2:
+                service_id, _, rest = parts[1].partition("/")
+                self.by_service[service_id].append(f"{exchange.method} /{rest}" if rest else exchange.method)
+
+
+def _tags(body: bytes | None) -> dict[str, Any]:
+    try:
+        return {t["key"]: t.get("value") for t in json.loads(body or b"{}").get("tags") or []}
+    except (ValueError, AttributeError, TypeError, KeyError):
+        return {}
+
+
+def _result(body: bytes | None) -> dict[str, Any]:
+    try:
+        result = json.loads(body or b"{}").get("result")
+    except (ValueError, AttributeError):
+        return {}
+    return result if isinstance(result, dict) else {}
