@@ -64,6 +64,7 @@ def test_a_new_service_starts_with_its_configuration_and_follows_changes(sb):
     assert show(sb, "cfg-db", "statement_timeout") == "42s"
     assert obj["status"]["configuration"]["pgKeys"] == ["statement_timeout", "work_mem"]
     assert "verifiedAt" in obj["status"]["configuration"]
+    assert "POST /config" not in sb.mutations.by_service[service_id]  # it came with the create request
 
     # A change, and a key removed from the spec: the service follows, keys set elsewhere stay.
     sb.simulator.services[service_id].pg_config["lock_timeout"] = "5s"  # set elsewhere (the console)
