@@ -142,7 +142,7 @@ class Api:
         }
         earliest = self.store.earliest_restore(svc)
         if earliest is not None:
-            out["earliestRestoreTime"] = iso_second(earliest, up=True)
+            out["earliestRestoreTime"] = iso_second(earliest)
         if credentials or not self.sim.config.redact:
             out["password"] = svc.password
             out["connectionString"] = svc.connection_string()

@@ -71,10 +71,8 @@ def new_access_rules(rules: list[dict[str, str]] | tuple[dict[str, str], ...]) -
     return [{"id": str(uuid.uuid4()), **{k: v for k, v in rule.items() if k != "id"}} for rule in rules]
 
 
-def iso_second(at: datetime, *, up: bool = False) -> str:
-    """``at`` to the second (rounded up with ``up``, so the shown time lies inside a window that starts at ``at``)."""
-    if up and at.microsecond:
-        at = at.replace(microsecond=0) + timedelta(seconds=1)
+def iso_second(at: datetime) -> str:
+    """``at`` to the second, ``Z`` for UTC (a target this much early is still accepted: it is moved to ``at``)."""
     return at.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
@@ -324,14 +322,15 @@ class Store:
     def earliest_restore(self, svc: Service) -> datetime | None:
         """The earliest point-in-time restore target (None before the first backup).
 
-        With a server, also not before its real base backup (the one a restore replays WAL from)."""
-        if not self.has_backup(svc):
+        With a server, also not before its real base backup (the one a restore replays WAL from). A read
+        replica's are its primary's."""
+        owner = self.backup_owner(svc)
+        if not self.has_backup(owner):
             return None
         now_wall = datetime.now(UTC)
-        age = self.clock() - svc.created_mono
+        age = self.clock() - owner.created_mono
         first_backup = now_wall - timedelta(seconds=age - self.config.first_backup_seconds)
         earliest = max(first_backup, now_wall - timedelta(days=self.config.retention_days))
-        owner = self.backup_owner(svc)
         if owner.has_server and self.fleet is not None:
             base = self.fleet.restore_window_start(owner.id)
             if base is None:
@@ -500,7 +499,7 @@ class Store:
         if not earliest - timedelta(seconds=1) <= target <= now_wall + timedelta(seconds=1):
             raise bad(
                 "restoreTarget must be within the backup retention period: between "
-                f"{iso_second(earliest, up=True)} and {iso_second(now_wall)}"
+                f"{iso_second(earliest)} and {iso_second(now_wall)}"
             )
         target = min(max(target, earliest), now_wall)  # the closest recovery point (the window's edges are rounded)
         self._check_quota(org_id)

@@ -349,7 +349,8 @@ def check_pg_config(
         if key not in schema:
             continue
         spec = schema[key]
-        if not strict and (value is None or (spec["enum"] is not None and value not in spec["enum"])):
+        out_of_enum = spec["enum"] is not None and isinstance(value, str) and value not in spec["enum"]
+        if not strict and (value is None or out_of_enum):
             continue
         out[key] = _config_value(key, value, spec)
     return out

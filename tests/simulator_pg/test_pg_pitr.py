@@ -36,7 +36,9 @@ async def _restore(api: Any, source_id: str, name: str, at: datetime, **extra: A
     return await api.wait_state(restored["id"], "running", timeout=30)
 
 
-async def test_restore_carries_the_data_and_password_as_of_the_target(pg_api: Any, simulator_pg: Any, tmp_path: Path) -> None:
+async def test_restore_carries_the_data_and_password_as_of_the_target(
+    pg_api: Any, simulator_pg: Any, tmp_path: Path
+) -> None:
     source = await pg_api.create("source")
     first_password = source["password"]
     await pg_api.wait_state(source["id"], "running")
@@ -91,7 +93,9 @@ async def test_restore_target_outside_the_window_is_400(pg_api: Any, simulator_p
             "POST", f"/postgres/{source['id']}/restoredService", {"name": "r", "restoreTarget": _stamp(at)}
         )
         assert status == 400, data
-        assert data["error"].startswith("BAD_REQUEST: restoreTarget must be within the backup retention period: between ")
+        assert data["error"].startswith(
+            "BAD_REQUEST: restoreTarget must be within the backup retention period: between "
+        )
     # earliestRestoreTime itself is a valid target
     restored = await _restore(pg_api, source["id"], "earliest", earliest)
     assert restored["state"] == "running"
