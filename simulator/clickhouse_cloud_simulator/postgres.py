@@ -12,12 +12,16 @@ One `PostgresFleet` runs one server per simulated service:
   `sslmode=verify-full` and `channel_binding=require` work as with the real service;
 - passwords are sent to the server only as SCRAM verifiers computed here, over the Unix socket; they never
   reach a command line, a log or an exception;
-- a restored service starts from a `pg_basebackup` of its source's running server (`copy_of`); a read
+- every server archives its WAL (1 MB segments) into its own `wal_archive`; its base backup is the cold
+  template it started from, or a `pg_basebackup` taken once it became a primary (a restore, a promotion);
+  a point-in-time restore (`restore_of`) copies the source's base backup and replays its archive up to
+  the target with `restore_command` + `recovery_target_time`, then promotes (a new timeline); a read
   replica is a hot standby streaming from its primary's server over the primary's Unix socket
   (`standby_of`), read-only until `promote()`;
 - the front end lets in only the addresses the service's access rules allow on 5432 (`set_access_rules`);
 - the PgBouncer endpoint is a second front end at `127.0.0.N:6432` to the same server, filtered by the
-  rules for 6432 (the real one pools in transaction mode; here sessions are not pooled).
+  rules for 6432; it honours `max_client_conn` and `default_pool_size` of the service's pgBouncerConfig
+  (the real one pools in transaction mode; here a client holds its server session: session pooling).
 
 The version argument of `create()` is recorded but the binaries are always PostgreSQL 18.
 """
@@ -373,6 +377,21 @@ class PostgresFleet:
             svc.front.set_allowed(svc.allowed)
         if svc.pooler is not None:
             svc.pooler.set_allowed(svc.pooler_allowed)
+
+    def set_pooler_config(self, service_id: str, config: dict[str, str]) -> None:
+        """Honour the PgBouncer settings the pooler endpoint can: `max_client_conn`, `default_pool_size`
+        (for the whole service, not per database and user) and `query_wait_timeout` (s); others are only
+        stored by the API. Unset or not a number: unlimited (120 s for the wait)."""
+
+        def number(name: str) -> int | None:
+            value = str(config.get(name, "")).strip()
+            return int(value) if value.isdigit() and int(value) > 0 else None
+
+        svc = self._get(service_id)
+        if svc.pooler is not None:
+            svc.pooler.set_pool_limits(
+                number("max_client_conn"), number("default_pool_size"), float(number("query_wait_timeout") or 120)
+            )
 
     async def set_password(self, service_id: str, password: str) -> None:
         """Change the password of `postgres` (stored as SCRAM); the old one stops working for new sessions.

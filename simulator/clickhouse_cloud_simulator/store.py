@@ -400,6 +400,7 @@ class Store:
         )
         svc.hostname, svc.port, svc.has_server = endpoint.host, endpoint.port, True
         self.fleet.set_access_rules(svc.id, svc.ip_access_list)
+        self.fleet.set_pooler_config(svc.id, svc.pg_bouncer_config)
         if svc.pg_config or source is not None:  # a copy brings the source's settings: replace them
             try:
                 need = await self.fleet.apply_config(svc.id, dict(svc.pg_config), replace=source is not None)
@@ -665,6 +666,7 @@ class Store:
                 log.warning("postgres fleet apply_config failed: %s", type(exc).__name__)
                 raise ApiError(500, "Postgres server operation 'apply_config' failed") from None
             svc.pending_restart |= need & changed
+            self.fleet.set_pooler_config(svc.id, new_bouncer)
         else:
             svc.pending_restart |= changed & RESTART_PARAMS
         svc.pg_config, svc.pg_bouncer_config = new_pg, new_bouncer

@@ -176,3 +176,33 @@ async def test_replica_config_promote_and_restore(make_simulator: Any, tmp_path:
     assert await _one(pg_api, restored, password, tmp_path, "SELECT array_agg(x ORDER BY x) FROM t") == [1, 2, 3]
     # no live replica left: the primary can go
     await pg_api.ok("DELETE", f"/postgres/{primary['id']}")
+
+
+async def test_pooler_endpoint_honours_pool_size_and_client_limit(pg_api: Any, tmp_path: Path) -> None:
+    svc = await pg_api.create("pooled", pgBouncerConfig={"default_pool_size": "1", "query_wait_timeout": "1"})
+    password = svc["password"]
+    await pg_api.wait_state(svc["id"], "running")
+    ca = tmp_path / "ca.pem"
+    ca.write_text(await pg_api.ok("GET", f"/postgres/{svc['id']}/caCertificates"))
+    pooler = Endpoint(svc["hostname"], 6432)
+    async with await connect(pooler, password, ca) as first:
+        await first.execute("SELECT 1")
+        # the only server session is taken: the next client waits, then gives up (query_wait_timeout)
+        with pytest.raises(psycopg.OperationalError, match="query_wait_timeout"):
+            await connect(pooler, password, ca)
+        async with await connect(Endpoint(svc["hostname"], 5432), password, ca) as direct:  # 5432 is not pooled
+            await direct.execute("SELECT 1")
+        waiting = asyncio.create_task(connect(pooler, password, ca))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+    async with await waiting as second:  # served once the first client left
+        assert (await (await second.execute("SELECT 2")).fetchone()) == (2,)
+
+    path = f"/postgres/{svc['id']}/config"
+    await pg_api.ok("PATCH", path, {"pgBouncerConfig": {"default_pool_size": "5", "max_client_conn": "1"}})
+    async with await connect(pooler, password, ca):
+        with pytest.raises(psycopg.OperationalError, match=r"no more connections allowed \(max_client_conn\)"):
+            await connect(pooler, password, ca)
+    await pg_api.ok("POST", path, {"pgConfig": {}, "pgBouncerConfig": {}})  # limits gone
+    async with await connect(pooler, password, ca), await connect(pooler, password, ca):
+        pass
