@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--rate-window", type=float, default=10.0, help="rate-limit window in seconds (default 10)")
     limits.add_argument("--no-rate-limit", action="store_true", help="switch the rate limit off")
     limits.add_argument("--service-quota", type=int, default=500, help="services per organization (default 500)")
+    limits.add_argument(
+        "--retention-days",
+        type=float,
+        default=7.0,
+        help="backup retention: the point-in-time restore window (default 7)",
+    )
     behaviour = parser.add_argument_group("behaviour")
     behaviour.add_argument("--no-postgres", action="store_true", help="no real PostgreSQL servers behind services")
     behaviour.add_argument("--require-postgres", action="store_true", help="fail unless real PostgreSQL is available")
@@ -42,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-redact", action="store_true", help="return password/connectionString on every response"
     )
     behaviour.add_argument("--tags-merge-patch", action="store_true", help="a PATCH without tags keeps them")
+    behaviour.add_argument(
+        "--strict-pg-config",
+        action="store_true",
+        help="refuse unknown pgConfig keys, nulls and values outside an enum with 400 (the live API drops them)",
+    )
     behaviour.add_argument("--regions", help="comma-separated supported regions")
     behaviour.add_argument("--sizes", help="comma-separated supported sizes (default: the OpenAPI pgSize enum)")
     behaviour.add_argument("--quiet", action="store_true", help="no access log")
@@ -69,10 +80,12 @@ def _config(args: argparse.Namespace):  # -> SimulatorConfig
         rate_limit=None if args.no_rate_limit else args.rate_limit,
         rate_window=args.rate_window,
         service_quota=args.service_quota,
+        retention_days=args.retention_days,
         real_postgres=real_pg,
         postgres_base_dir=args.postgres_dir,
         redact=not args.no_redact,
         tags_merge_patch=args.tags_merge_patch,
+        strict_pg_config=args.strict_pg_config,
         regions=tuple(r.strip() for r in args.regions.split(",") if r.strip()) if args.regions else DEFAULT_REGIONS,
         sizes=tuple(s.strip() for s in args.sizes.split(",") if s.strip()) if args.sizes else None,
         access_log=not args.quiet,

@@ -55,6 +55,7 @@ class SimulatorConfig:
     postgres_base_dir: str | None = None
     redact: bool = True  # credentials only in create / generated password reset
     tags_merge_patch: bool = False  # True: a PATCH without "tags" keeps them (RFC 7396 reading)
+    strict_pg_config: bool = False  # True: unknown pgConfig keys, nulls, values outside an enum -> 400 (live: dropped)
     service_quota: int = 500  # services per organization; create beyond it -> 409
     regions: tuple[str, ...] = DEFAULT_REGIONS
     sizes: tuple[str, ...] | None = None  # None: the pgSize enum of the vendored OpenAPI document

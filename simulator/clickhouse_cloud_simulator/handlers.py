@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from clickhouse_cloud_simulator import prometheus
-from clickhouse_cloud_simulator.store import Service, Store, size_vcpus
+from clickhouse_cloud_simulator.store import Service, Store, iso_second, size_vcpus
 from clickhouse_cloud_simulator.validation import (
     ApiError,
     bad,
@@ -142,7 +142,7 @@ class Api:
         }
         earliest = self.store.earliest_restore(svc)
         if earliest is not None:
-            out["earliestRestoreTime"] = earliest.isoformat(timespec="seconds").replace("+00:00", "Z")
+            out["earliestRestoreTime"] = iso_second(earliest)
         if credentials or not self.sim.config.redact:
             out["password"] = svc.password
             out["connectionString"] = svc.connection_string()
@@ -193,7 +193,11 @@ class Api:
         org_id = self.org(request)
         cfg = self.sim.config
         fields = validate_create(
-            await json_body(request), regions=cfg.regions, sizes=self.sizes, providers=cfg.providers
+            await json_body(request),
+            regions=cfg.regions,
+            sizes=self.sizes,
+            providers=cfg.providers,
+            strict_pg_config=cfg.strict_pg_config,
         )
         svc = await self.store.create(org_id, fields)
         return ok(request, self.view(svc, credentials=True, omit=("createdAt",), state="creating"))
@@ -237,7 +241,9 @@ class Api:
 
     async def _write_config(self, request: web.Request, *, replace: bool) -> web.Response:
         org_id, svc = self.service(request)
-        pg, bouncer = validate_config(await json_body(request), replace=replace)
+        pg, bouncer = validate_config(
+            await json_body(request), replace=replace, strict_pg_config=self.sim.config.strict_pg_config
+        )
         svc, restart = await self.store.set_config(org_id, svc.id, pg, bouncer, replace=replace)
         result: dict[str, Any] = {"pgConfig": dict(svc.pg_config), "pgBouncerConfig": dict(svc.pg_bouncer_config)}
         if restart:
@@ -270,13 +276,13 @@ class Api:
 
     async def read_replica(self, request: web.Request) -> web.Response:
         org_id, svc = self.service(request)
-        fields = validate_replica(await json_body(request))
+        fields = validate_replica(await json_body(request), strict_pg_config=self.sim.config.strict_pg_config)
         replica = await self.store.create_replica(org_id, svc.id, fields)
         return ok(request, self.view(replica, state="creating"))
 
     async def restored_service(self, request: web.Request) -> web.Response:
         org_id, svc = self.service(request)
-        fields = validate_restore(await json_body(request))
+        fields = validate_restore(await json_body(request), strict_pg_config=self.sim.config.strict_pg_config)
         restored = await self.store.restore(org_id, svc.id, fields)
         return ok(request, self.view(restored, state="creating"))
 

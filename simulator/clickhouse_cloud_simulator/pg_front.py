@@ -18,6 +18,7 @@ import logging
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -115,6 +116,19 @@ class FrontServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._allowed: tuple[ipaddress.IPv4Network, ...] | None = None  # None: every address
+        # PgBouncer-like limits (the pooler endpoint): None = unlimited. Changed from any thread (plain
+        # values); the counters are touched only on the front end's own loop.
+        self._max_clients: int | None = None
+        self._pool_size: int | None = None
+        self._wait_timeout = 120.0
+        self._clients = 0
+        self._server_sessions = 0
+
+    def set_pool_limits(self, max_clients: int | None, pool_size: int | None, wait_timeout: float = 120.0) -> None:
+        """PgBouncer's `max_client_conn` (more clients are refused) and `default_pool_size` (at most so many
+        server sessions at once; a client waits for a free one up to `wait_timeout` s, `query_wait_timeout`).
+        Sessions are pooled per session here, not per transaction: a client holds its server session."""
+        self._max_clients, self._pool_size, self._wait_timeout = max_clients, pool_size, wait_timeout
 
     def set_allowed(self, networks: tuple[ipaddress.IPv4Network, ...] | None) -> None:
         """Client addresses that may connect (the service's access rules for this port); None = all.
@@ -263,7 +277,25 @@ class FrontServer:
                 f'no pg_hba.conf entry for host "{peer}", user "{user}", database "{database}", no encryption',
             )
         await self._authenticate(reader, writer, user)
-        await self._relay(reader, writer, packet)
+        if self._max_clients is not None and self._clients >= self._max_clients:
+            raise _Refused("08P01", "no more connections allowed (max_client_conn)")
+        self._clients += 1
+        try:
+            await self._wait_for_pool()
+            self._server_sessions += 1
+            try:
+                await self._relay(reader, writer, packet)
+            finally:
+                self._server_sessions -= 1
+        finally:
+            self._clients -= 1
+
+    async def _wait_for_pool(self) -> None:
+        deadline = time.monotonic() + self._wait_timeout
+        while self._pool_size is not None and self._server_sessions >= self._pool_size:
+            if time.monotonic() > deadline:
+                raise _Refused("08P01", "query_wait_timeout")
+            await asyncio.sleep(0.02)
 
     async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, user: str) -> None:
         try:

@@ -12,12 +12,16 @@ One `PostgresFleet` runs one server per simulated service:
   `sslmode=verify-full` and `channel_binding=require` work as with the real service;
 - passwords are sent to the server only as SCRAM verifiers computed here, over the Unix socket; they never
   reach a command line, a log or an exception;
-- a restored service starts from a `pg_basebackup` of its source's running server (`copy_of`); a read
+- every server archives its WAL (1 MB segments) into its own `wal_archive`; its base backup is the cold
+  template it started from, or a `pg_basebackup` taken once it became a primary (a restore, a promotion);
+  a point-in-time restore (`restore_of`) copies the source's base backup and replays its archive up to
+  the target with `restore_command` + `recovery_target_time`, then promotes (a new timeline); a read
   replica is a hot standby streaming from its primary's server over the primary's Unix socket
   (`standby_of`), read-only until `promote()`;
 - the front end lets in only the addresses the service's access rules allow on 5432 (`set_access_rules`);
 - the PgBouncer endpoint is a second front end at `127.0.0.N:6432` to the same server, filtered by the
-  rules for 6432 (the real one pools in transaction mode; here sessions are not pooled).
+  rules for 6432; it honours `max_client_conn` and `default_pool_size` of the service's pgBouncerConfig
+  (the real one pools in transaction mode; here a client holds its server session: session pooling).
 
 The version argument of `create()` is recorded but the binaries are always PostgreSQL 18.
 """
@@ -29,6 +33,7 @@ import importlib.util
 import logging
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -37,6 +42,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +86,10 @@ log_line_prefix = '%m [%p] '
 log_timezone = 'UTC'
 timezone = 'UTC'
 unix_socket_permissions = 0700
+# Continuous archiving into the service's own archive (next to its data directory), the WAL a
+# point-in-time restore replays; 1 MB segments (initdb) keep the archive small.
+archive_mode = on
+archive_command = 'cp %p ../wal_archive/%f.tmp && mv ../wal_archive/%f.tmp ../wal_archive/%f'
 """
 # pg_controldata label -> setting a hot standby needs at least as high as its primary's.
 _STANDBY_MINIMUMS = {
@@ -169,6 +179,11 @@ class _Service:
     standby: bool = False  # a read replica: a hot standby streaming from its primary's server
     proc: subprocess.Popen[bytes] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The base backup a point-in-time restore starts from (the fleet's cold template for a service
+    # started from it, else a `pg_basebackup` taken once the server became a primary) and the wall
+    # clock time (epoch s) from which its archived WAL can be replayed; None: no backup (yet).
+    base: Path | None = None
+    base_time: float | None = None
 
     @property
     def data(self) -> Path:
@@ -181,6 +196,11 @@ class _Service:
     @property
     def log_file(self) -> Path:
         return self.root / "server.log"
+
+    @property
+    def archive(self) -> Path:
+        """Where `archive_command` copies the finished WAL segments (relative to the data directory)."""
+        return self.root / "wal_archive"
 
 
 class PostgresFleet:
@@ -243,20 +263,27 @@ class PostgresFleet:
         version: str = "17",
         copy_of: str | None = None,
         standby_of: str | None = None,
+        restore_of: str | None = None,
+        restore_target: datetime | None = None,
     ) -> Endpoint:
         """Start a server for `service_id` whose user `postgres` has `password`; returns its endpoint.
 
         With `copy_of`, the new server starts from a base backup (`pg_basebackup`) of that service's
         running server -- its data, roles and `ALTER SYSTEM` settings as they are now. With `standby_of`,
         it is a hot standby of that service's server (base backup, then WAL streaming): read-only, its
-        roles and passwords those of the primary, until `promote()`."""
+        roles and passwords those of the primary, until `promote()`. With `restore_of` and
+        `restore_target`, it is a point-in-time restore of that service: its base backup, then its
+        archived WAL replayed up to the target (PostgreSQL's `recovery_target_time`), then promoted."""
         if standby_of is not None:
             copy_of = standby_of
         if self._closed:
             raise PostgresFleetError("the fleet is closed")
         if service_id in self._services:
             raise ValueError(f"service {service_id} already has a PostgreSQL server")
+        if (restore_of is None) != (restore_target is None):
+            raise ValueError("restore_of and restore_target go together")
         source = self._get(copy_of) if copy_of is not None else None
+        origin = self._get(restore_of) if restore_of is not None else None
         from . import tls
 
         self._counter += 1
@@ -266,13 +293,21 @@ class PostgresFleet:
         )
         self._services[service_id] = svc  # reserved before the first await
         try:
+            recovery: dict[str, str] | None = None
+            if origin is not None:
+                assert restore_target is not None
+                recovery = await self._prepare_restore(origin, restore_target)
             await asyncio.to_thread(self._ensure_template)
             svc.root = self._base() / svc.root
             svc.certs = await asyncio.to_thread(tls.make_service_certificates, service_id, address)
-            await asyncio.to_thread(self._prepare_service_dir, svc, source)
-            await asyncio.to_thread(self._start_server, svc)
+            await asyncio.to_thread(self._prepare_service_dir, svc, source, origin)
+            if source is None and origin is None:  # its WAL starts at the template's shutdown checkpoint
+                svc.base, svc.base_time = self._template, time.time()
+            await asyncio.to_thread(self._start_server, svc, recovery)
             if not svc.standby:  # a standby has its primary's roles (and cannot write)
                 await self._set_verifier(svc, password)
+            if not svc.standby and svc.base is None:
+                await asyncio.to_thread(self._take_base_backup, svc)
             svc.front = await self._start_front(svc, sock, svc.allowed)
             svc.pooler = await self._start_front(svc, pooler_sock, svc.pooler_allowed)
         except BaseException:
@@ -281,6 +316,45 @@ class PostgresFleet:
             await self._teardown(svc)
             raise
         return Endpoint(address, PORT)
+
+    def restore_window_start(self, service_id: str) -> float | None:
+        """The earliest point-in-time restore target of the service (epoch seconds): when its base backup
+        became consistent. None while it has none (a hot standby; a promoted one until its backup is taken)."""
+        svc = self._services.get(service_id)
+        return None if svc is None or svc.base is None else svc.base_time
+
+    async def _prepare_restore(self, origin: _Service, target: datetime) -> dict[str, str]:
+        """Make `origin`'s archive end past `target`; returns the recovery settings of the restored server.
+
+        Recovery to a time stops at the first commit after it and fails when the WAL ends first, so a
+        commit is written once the target has passed and its segment is switched out and archived."""
+        if origin.base is None or origin.base_time is None or origin.standby:
+            raise PostgresFleetError(f"service {origin.service_id} has no base backup to restore from")
+        stop = target.timestamp()
+        if stop < origin.base_time:
+            raise ValueError(f"restore target {target.isoformat()} is before the first base backup")
+        wait = stop - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait + 0.002)
+        async with await self._admin(origin) as conn:
+            await conn.execute("SELECT pg_current_xact_id()")  # an xid: its commit is a WAL commit record
+            cur = await conn.execute("SELECT pg_walfile_name(pg_switch_wal())")
+            row = await cur.fetchone()
+        assert row is not None
+        segment = origin.archive / row[0]
+        deadline = time.monotonic() + 30
+        while not await asyncio.to_thread(segment.exists):
+            self._check_running(origin)
+            if time.monotonic() > deadline:
+                raise PostgresFleetError(f"WAL of service {origin.service_id} was not archived in 30 s")
+            await asyncio.sleep(0.02)
+        return {
+            "restore_command": f"cp {shlex.quote(str(origin.archive))}/%f %p",
+            "recovery_target_time": datetime.fromtimestamp(stop, UTC).isoformat(sep=" "),
+            "recovery_target_action": "promote",
+            "recovery_target_timeline": "latest",
+            "hot_standby": "off",  # no standby checks of the settings the WAL records (nobody reads meanwhile)
+        }
 
     def set_access_rules(self, service_id: str, rules: list[dict[str, str]] | None) -> None:
         """Let only the sources of `rules` (API access rules whose port range covers 5432) connect; None = all."""
@@ -304,6 +378,21 @@ class PostgresFleet:
         if svc.pooler is not None:
             svc.pooler.set_allowed(svc.pooler_allowed)
 
+    def set_pooler_config(self, service_id: str, config: dict[str, str]) -> None:
+        """Honour the PgBouncer settings the pooler endpoint can: `max_client_conn`, `default_pool_size`
+        (for the whole service, not per database and user) and `query_wait_timeout` (s); others are only
+        stored by the API. Unset or not a number: unlimited (120 s for the wait)."""
+
+        def number(name: str) -> int | None:
+            value = str(config.get(name, "")).strip()
+            return int(value) if value.isdigit() and int(value) > 0 else None
+
+        svc = self._get(service_id)
+        if svc.pooler is not None:
+            svc.pooler.set_pool_limits(
+                number("max_client_conn"), number("default_pool_size"), float(number("query_wait_timeout") or 120)
+            )
+
     async def set_password(self, service_id: str, password: str) -> None:
         """Change the password of `postgres` (stored as SCRAM); the old one stops working for new sessions.
 
@@ -320,6 +409,7 @@ class PostgresFleet:
         async with await self._admin(svc) as conn:
             await conn.execute("SELECT pg_promote(true, 60)")
         svc.standby = False
+        await asyncio.to_thread(self._take_base_backup, svc)  # its own backups from now on
 
     def is_standby(self, service_id: str) -> bool:
         return self._get(service_id).standby
@@ -525,6 +615,7 @@ class PostgresFleet:
                         "--locale=C",
                         "--no-sync",
                         "--no-instructions",
+                        "--wal-segsize=1",
                     ],
                     stdin=subprocess.DEVNULL,
                     capture_output=True,
@@ -581,13 +672,19 @@ class PostgresFleet:
             path.chmod(0o755)
         return copy / "pginstall" / "bin"
 
-    def _prepare_service_dir(self, svc: _Service, source: _Service | None = None) -> None:
+    def _prepare_service_dir(
+        self, svc: _Service, source: _Service | None = None, restore_of: _Service | None = None
+    ) -> None:
         assert self._template is not None
         svc.root.mkdir(mode=0o711)
-        if source is None:
+        if restore_of is not None:
+            self._restore_base(restore_of, svc.data)
+        elif source is None:
             subprocess.run(["cp", "-a", str(self._template), str(svc.data)], check=True, capture_output=True)
         else:
             self._base_backup(source, svc.data, standby=svc.standby)
+        svc.archive.mkdir(mode=0o700)
+        self._chown(svc.archive)
         svc.sock_dir.mkdir(mode=0o700)
         self._chown(svc.sock_dir)
         if len(str(svc.sock_dir / f".s.PGSQL.{PORT}")) > 100:
@@ -638,7 +735,33 @@ class PostgresFleet:
                 f"pg_basebackup of service {source.service_id} failed ({result.returncode}): {result.stderr.strip()[-2000:]}"
             )
 
-    def _start_server(self, svc: _Service) -> None:
+    def _restore_base(self, origin: _Service, target: Path) -> None:
+        """Copy `origin`'s base backup to `target`, set up for archive recovery (`recovery.signal`; no
+        streaming settings a promoted standby's backup may carry)."""
+        assert origin.base is not None
+        subprocess.run(["cp", "-a", str(origin.base), str(target)], check=True, capture_output=True)
+        for name in ("standby.signal", "recovery.signal", "postmaster.pid", "postmaster.opts"):
+            (target / name).unlink(missing_ok=True)
+        auto_conf = target / "postgresql.auto.conf"
+        kept = [
+            line
+            for line in auto_conf.read_text().splitlines(keepends=True)
+            if line.split("=", 1)[0].strip() not in _RECOVERY_SETTINGS
+        ]
+        _rewrite(auto_conf, "".join(kept).encode())
+        (target / "recovery.signal").touch()
+        self._chown(target / "recovery.signal")
+
+    def _take_base_backup(self, svc: _Service) -> None:
+        """A `pg_basebackup` of the service's running server as the base of its point-in-time restores."""
+        target = svc.root / "base"
+        shutil.rmtree(target, ignore_errors=True)
+        self._base_backup(svc, target)
+        svc.base, svc.base_time = target, time.time()
+
+    def _start_server(self, svc: _Service, options: dict[str, str] | None = None) -> None:
+        """Start the postmaster (`options`: settings for this start only) and wait until it accepts
+        connections (a recovery to a target: until it has been promoted)."""
         assert self._bin is not None
         cmd = [
             str(self._bin / "postgres"),
@@ -651,6 +774,8 @@ class PostgresFleet:
             "-c",
             f"port={PORT}",
         ]
+        for name, value in (options or {}).items():
+            cmd += ["-c", f"{name}={value}"]
         if svc.standby:
             for name, value in self._standby_minimums(svc).items():
                 cmd += ["-c", f"{name}={value}"]
@@ -668,6 +793,7 @@ class PostgresFleet:
         svc.proc = proc
         self._reaper.procs[svc.service_id] = proc
         pid_file = svc.data / "postmaster.pid"
+        ready = ("ready",) if options and "recovery_target_action" in options else ("ready", "standby")
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             code = proc.poll()
@@ -680,7 +806,7 @@ class PostgresFleet:
                 lines = pid_file.read_text().splitlines()
             except OSError:
                 lines = []
-            if len(lines) >= 8 and lines[0].strip() == str(proc.pid) and lines[7].strip() in ("ready", "standby"):
+            if len(lines) >= 8 and lines[0].strip() == str(proc.pid) and lines[7].strip() in ready:
                 if self._closed:  # close() ran meanwhile: its reaper has already done its work
                     _stop_processes([proc])
                     raise PostgresFleetError("the fleet was closed while a server was starting")

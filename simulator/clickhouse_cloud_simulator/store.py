@@ -71,6 +71,11 @@ def new_access_rules(rules: list[dict[str, str]] | tuple[dict[str, str], ...]) -
     return [{"id": str(uuid.uuid4()), **{k: v for k, v in rule.items() if k != "id"}} for rule in rules]
 
 
+def iso_second(at: datetime) -> str:
+    """``at`` to the second, ``Z`` for UTC (a target this much early is still accepted: it is moved to ``at``)."""
+    return at.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
 def iso_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -129,6 +134,8 @@ class Service:
     hostname: str
     port: int = 5432
     password: str = field(default="", repr=False)
+    # (epoch seconds, password) from the first one on: a point-in-time restore keeps the password of its target
+    password_history: list[tuple[float, str]] = field(default_factory=list, repr=False)
     parent_id: str | None = None
     source_id: str | None = None
     pg_config: dict[str, str] = field(default_factory=dict)
@@ -307,14 +314,39 @@ class Store:
             return False
         return self.clock() >= svc.created_mono + self.config.first_backup_seconds
 
+    def backup_owner(self, svc: Service) -> Service:
+        """Whose backups restore ``svc``: a read replica's are its primary's (it holds the same data)."""
+        parent = self._services.get(svc.parent_id) if svc.parent_id is not None else None
+        return parent if parent is not None and not svc.is_primary else svc
+
     def earliest_restore(self, svc: Service) -> datetime | None:
-        """The earliest point-in-time restore target (None before the first backup)."""
-        if not self.has_backup(svc):
+        """The earliest point-in-time restore target (None before the first backup).
+
+        With a server, also not before its real base backup (the one a restore replays WAL from). A read
+        replica's are its primary's."""
+        owner = self.backup_owner(svc)
+        if not self.has_backup(owner):
             return None
         now_wall = datetime.now(UTC)
-        age = self.clock() - svc.created_mono
+        age = self.clock() - owner.created_mono
         first_backup = now_wall - timedelta(seconds=age - self.config.first_backup_seconds)
-        return max(first_backup, now_wall - timedelta(days=self.config.retention_days))
+        earliest = max(first_backup, now_wall - timedelta(days=self.config.retention_days))
+        if owner.has_server and self.fleet is not None:
+            base = self.fleet.restore_window_start(owner.id)
+            if base is None:
+                return None
+            earliest = max(earliest, datetime.fromtimestamp(base, UTC))
+        return earliest
+
+    @staticmethod
+    def password_at(svc: Service, at: datetime) -> str:
+        """The service's password at ``at`` (its first one before that)."""
+        stamp = at.timestamp()
+        current = svc.password_history[0][1] if svc.password_history else svc.password
+        for since, password in svc.password_history:
+            if since <= stamp:
+                current = password
+        return current
 
     def backups(self, svc: Service) -> list[dict[str, str]]:
         """The service's base backups, newest first: the first one ``first_backup_seconds`` after
@@ -345,20 +377,30 @@ class Store:
             return [("creating", math.inf)]
         return [("creating", self.clock() + seconds)]
 
-    async def _start_server(self, svc: Service, copy_of: Service | None = None, *, standby: bool = False) -> None:
-        """Start the service's server; `copy_of` (a restore's source) gives it that server's data, as a
-        streaming hot standby of it with `standby` (a read replica)."""
+    async def _start_server(
+        self,
+        svc: Service,
+        copy_of: Service | None = None,
+        *,
+        standby: bool = False,
+        restore_target: datetime | None = None,
+    ) -> None:
+        """Start the service's server; with `copy_of` a streaming hot standby of that server (`standby`, a
+        read replica) or its point-in-time restore at `restore_target` (base backup + archived WAL)."""
         if self.fleet is None:
             return
         source = copy_of.id if copy_of is not None and copy_of.has_server else None
         if copy_of is not None:
             await self._settle(copy_of)
-        kwargs = {"standby_of": source} if standby else {"copy_of": source}
+        kwargs: dict[str, Any] = {"standby_of": source} if standby else {"copy_of": source}
+        if restore_target is not None and source is not None:
+            kwargs = {"restore_of": source, "restore_target": restore_target}
         endpoint = await self._fleet(
             "create", self.fleet.create(svc.id, svc.password, version=svc.postgres_version, **kwargs)
         )
         svc.hostname, svc.port, svc.has_server = endpoint.host, endpoint.port, True
         self.fleet.set_access_rules(svc.id, svc.ip_access_list)
+        self.fleet.set_pooler_config(svc.id, svc.pg_bouncer_config)
         if svc.pg_config or source is not None:  # a copy brings the source's settings: replace them
             try:
                 need = await self.fleet.apply_config(svc.id, dict(svc.pg_config), replace=source is not None)
@@ -380,6 +422,7 @@ class Store:
             hostname=fake_hostname(fields["name"], sid, fields["region"]),
             **fields,
         )
+        svc.password_history.append((time.time(), svc.password))
         return svc
 
     # -- operations ----------------------------------------------------------------------------
@@ -421,7 +464,7 @@ class Store:
             size=origin.size,
             ha_type="none",
             tags=fields["tags"],
-            password=origin.password,
+            password=extra.pop("password", origin.password),
             pg_config=fields["pg_config"] if fields["pg_config"] is not None else dict(origin.pg_config),
             pg_bouncer_config=(
                 fields["pg_bouncer_config"]
@@ -457,10 +500,13 @@ class Store:
         if not earliest - timedelta(seconds=1) <= target <= now_wall + timedelta(seconds=1):
             raise bad(
                 "restoreTarget must be within the backup retention period: between "
-                f"{earliest.isoformat(timespec='seconds')} and {now_wall.isoformat(timespec='seconds')}"
+                f"{iso_second(earliest)} and {iso_second(now_wall)}"
             )
+        target = min(max(target, earliest), now_wall)  # the closest recovery point (the window's edges are rounded)
         self._check_quota(org_id)
-        svc = self._derived_service(org_id, source, fields, is_primary=True, source_id=source.id)
+        svc = self._derived_service(
+            org_id, source, fields, is_primary=True, source_id=source.id, password=self.password_at(source, target)
+        )
         step = self.config.restore_phase_seconds
         t = self.clock()
         if self.faults.stuck_creating:
@@ -470,7 +516,7 @@ class Store:
                 (state, t + step * (i + 1))
                 for i, state in enumerate(("creating", "restoring_backup", "replaying_wal", "finalizing_restore"))
             ]
-        await self._start_server(svc, copy_of=source)
+        await self._start_server(svc, copy_of=self.backup_owner(source), restore_target=target)
         self._services[svc.id] = svc
         return svc
 
@@ -543,6 +589,7 @@ class Store:
                 await self._settle(target)
                 await self._fleet("set_password", self.fleet.set_password(target.id, password))
             target.password = password
+            target.password_history.append((time.time(), password))
         return svc, generated
 
     async def command(self, org_id: str, service_id: str, command: str) -> Service:
@@ -556,15 +603,7 @@ class Store:
             svc.pending_restart.clear()
             svc.forced_state = None if svc.forced_state == "unavailable" else svc.forced_state
             svc.started_mono = self.clock() + self.config.restart_seconds
-            if svc.has_server and self.fleet is not None:
-                previous = svc.blocker
-
-                async def restart() -> None:
-                    if previous is not None and not previous.done():
-                        await asyncio.wait([previous], timeout=60)
-                    await self.fleet.restart(svc.id)
-
-                svc.blocker = self._spawn(restart())
+            self._restart_server(svc)
         elif command == "promote":
             if svc.is_primary:
                 raise bad("Non read replica servers cannot be promoted.")
@@ -580,8 +619,27 @@ class Store:
                     await fleet.promote(svc.id)
 
                 svc.promoting = self._spawn(promote())
-        # switchover: accepted, nothing observable changes (as on the real API)
+        elif command == "switchover" and svc.ha_type != "none" and state == "running":
+            # The HA standby takes over: sessions drop and a server starts anew (a restart here); the API
+            # shows nothing. Without HA it is accepted and nothing happens, as on the real API.
+            svc.started_mono = self.clock()
+            svc.phases = [("running", svc.started_mono)]  # while the server restarts (``blocker``)
+            self._restart_server(svc)
         return svc
+
+    def _restart_server(self, svc: Service) -> None:
+        """Restart the service's server in the background, after the fleet operation in flight (the state
+        stays what the phases say until it is done: ``blocker``)."""
+        if not svc.has_server or self.fleet is None:
+            return
+        fleet, previous = self.fleet, svc.blocker
+
+        async def restart() -> None:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous], timeout=60)
+            await fleet.restart(svc.id)
+
+        svc.blocker = self._spawn(restart())
 
     async def set_config(
         self, org_id: str, service_id: str, pg: dict[str, str] | None, bouncer: dict[str, str] | None, *, replace: bool
@@ -608,6 +666,7 @@ class Store:
                 log.warning("postgres fleet apply_config failed: %s", type(exc).__name__)
                 raise ApiError(500, "Postgres server operation 'apply_config' failed") from None
             svc.pending_restart |= need & changed
+            self.fleet.set_pooler_config(svc.id, new_bouncer)
         else:
             svc.pending_restart |= changed & RESTART_PARAMS
         svc.pg_config, svc.pg_bouncer_config = new_pg, new_bouncer

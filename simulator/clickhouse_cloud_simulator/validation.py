@@ -324,8 +324,13 @@ def _config_value(key: str, value: Any, spec: dict[str, Any]) -> str:
     return value.strip()
 
 
-def check_pg_config(body: dict[str, Any], *, allow_empty: bool, required: bool = False) -> dict[str, str] | None:
-    """Validate ``pgConfig``; returns the values normalised to strings (the API returns strings)."""
+def check_pg_config(
+    body: dict[str, Any], *, allow_empty: bool, required: bool = False, strict: bool = False
+) -> dict[str, str] | None:
+    """Validate ``pgConfig``; returns the values normalised to strings (the API returns strings).
+
+    Unknown keys, ``null`` values and values outside a closed enum are dropped without an error, as the
+    live API does (clickhousectl PR #709); ``strict`` refuses them with 400 instead."""
     if "pgConfig" not in body or body["pgConfig"] is None:
         if required:
             raise bad("Missing required property: pgConfig")
@@ -337,9 +342,18 @@ def check_pg_config(body: dict[str, Any], *, allow_empty: bool, required: bool =
         raise bad("Property pgConfig must not be empty; omit it to keep the defaults")
     schema = pg_config_schema()
     unknown = sorted(k for k in cfg if k not in schema)
-    if unknown:
+    if unknown and strict:
         raise bad(f"Unknown pgConfig parameter(s): {', '.join(unknown)}")
-    return {k: _config_value(k, v, schema[k]) for k, v in cfg.items()}
+    out: dict[str, str] = {}
+    for key, value in cfg.items():
+        if key not in schema:
+            continue
+        spec = schema[key]
+        out_of_enum = spec["enum"] is not None and isinstance(value, str) and value not in spec["enum"]
+        if not strict and (value is None or out_of_enum):
+            continue
+        out[key] = _config_value(key, value, spec)
+    return out
 
 
 def check_bouncer_config(body: dict[str, Any], *, allow_empty: bool, required: bool = False) -> dict[str, str] | None:
@@ -367,7 +381,12 @@ def check_bouncer_config(body: dict[str, Any], *, allow_empty: bool, required: b
 
 
 def validate_create(
-    body: Any, *, regions: tuple[str, ...], sizes: tuple[str, ...], providers: tuple[str, ...]
+    body: Any,
+    *,
+    regions: tuple[str, ...],
+    sizes: tuple[str, ...],
+    providers: tuple[str, ...],
+    strict_pg_config: bool = False,
 ) -> dict[str, Any]:
     """``PostgresServicePostRequest`` -> normalised fields."""
     body = require_object(body)
@@ -381,7 +400,7 @@ def validate_create(
         "postgres_version": check_enum(body, "postgresVersion", VERSIONS, required=False) or DEFAULT_VERSION,
         "ha_type": check_enum(body, "haType", HA_TYPES, required=False) or "none",
         "tags": check_tags(body, value_required=False) or [],
-        "pg_config": check_pg_config(body, allow_empty=False) or {},
+        "pg_config": check_pg_config(body, allow_empty=False, strict=strict_pg_config) or {},
         "pg_bouncer_config": check_bouncer_config(body, allow_empty=False) or {},
         "ip_access_list": check_access_list(body),
     }
@@ -410,17 +429,17 @@ def validate_patch(body: Any, *, sizes: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def validate_replica(body: Any) -> dict[str, Any]:
+def validate_replica(body: Any, *, strict_pg_config: bool = False) -> dict[str, Any]:
     body = require_object(body)
     return {
         "name": check_name(body, required=True),
         "tags": check_tags(body, value_required=False) or [],
-        "pg_config": check_pg_config(body, allow_empty=False),
+        "pg_config": check_pg_config(body, allow_empty=False, strict=strict_pg_config),
         "pg_bouncer_config": check_bouncer_config(body, allow_empty=False),
     }
 
 
-def validate_restore(body: Any) -> dict[str, Any]:
+def validate_restore(body: Any, *, strict_pg_config: bool = False) -> dict[str, Any]:
     body = require_object(body)
     name = check_name(body, required=True)
     if body.get("restoreTarget") is None:
@@ -429,15 +448,17 @@ def validate_restore(body: Any) -> dict[str, Any]:
         "name": name,
         "restore_target": parse_rfc3339(body["restoreTarget"], "restoreTarget"),
         "tags": check_tags(body, value_required=False) or [],
-        "pg_config": check_pg_config(body, allow_empty=False),
+        "pg_config": check_pg_config(body, allow_empty=False, strict=strict_pg_config),
         "pg_bouncer_config": check_bouncer_config(body, allow_empty=False),
     }
 
 
-def validate_config(body: Any, *, replace: bool) -> tuple[dict[str, str] | None, dict[str, str] | None]:
+def validate_config(
+    body: Any, *, replace: bool, strict_pg_config: bool = False
+) -> tuple[dict[str, str] | None, dict[str, str] | None]:
     """Body of POST (replace: both sections required) or PATCH (merge) ``/config``."""
     body = require_object(body)
-    pg = check_pg_config(body, allow_empty=True, required=replace)
+    pg = check_pg_config(body, allow_empty=True, required=replace, strict=strict_pg_config)
     bouncer = check_bouncer_config(body, allow_empty=True, required=replace)
     if pg is None and bouncer is None:
         raise bad("Request must contain pgConfig and/or pgBouncerConfig")

@@ -44,13 +44,10 @@ def body(**changes):
         (body(tags=["k=v"]), "tags[0] must be an object"),
         (body(pgConfig={}), "pgConfig must not be empty"),
         (body(pgBouncerConfig={}), "pgBouncerConfig must not be empty"),
-        (body(pgConfig={"shared_buffers": "1GB"}), "Unknown pgConfig parameter(s): shared_buffers"),
         (body(pgConfig={"max_connections": 0}), "pgConfig.max_connections must be >= 1"),
         (body(pgConfig={"max_connections": True}), "pgConfig.max_connections: invalid value"),
-        (body(pgConfig={"max_connections": None}), "invalid value null"),
         (body(pgConfig={"max_connections": "lots"}), "pgConfig.max_connections: invalid value 'lots'"),
         (body(pgConfig={"max_connections": 1.5}), "must be an integer"),
-        (body(pgConfig={"wal_compression": "brotli"}), "pgConfig.wal_compression must be one of"),
         (body(pgConfig={"default_transaction_isolation": 1}), "must be a string"),
         (body(pgConfig="max_connections=5"), "pgConfig must be an object"),
         (body(pgBouncerConfig={"default_pool_size": 16}), "pgBouncerConfig.default_pool_size must be a string"),
@@ -134,10 +131,36 @@ async def test_config_endpoints_accept_empty_maps_but_need_both_on_post(sim_api)
     assert status == 400 and "Missing required property: pgBouncerConfig" in data["error"]
     status, data, _ = await sim_api.call("PATCH", path, {})
     assert status == 400 and "pgConfig and/or pgBouncerConfig" in data["error"]
-    status, data, _ = await sim_api.call("PATCH", path, {"pgConfig": {"nope": "1"}})
-    assert status == 400 and "Unknown pgConfig parameter(s): nope" in data["error"]
+    # a misspelled key is dropped with 200, as on the live API
+    result = await sim_api.ok("PATCH", path, {"pgConfig": {"nope": "1"}})
+    assert result["pgConfig"] == {"max_connections": "50"} and "message" not in result
     result = await sim_api.ok("POST", path, {"pgConfig": {}, "pgBouncerConfig": {}})
     assert result["pgConfig"] == {} and result["pgBouncerConfig"] == {}
+
+
+DROPPED = {"shared_buffers": "1GB", "max_connections": None, "wal_compression": "brotli", "work_mem": "8MB"}
+
+
+async def test_unknown_null_and_out_of_enum_pg_config_values_are_dropped(sim_api) -> None:
+    """The live API drops them with a success response (clickhousectl PR #709); the rest is kept."""
+    created = await sim_api.create(pgConfig=DROPPED)
+    path = f"/postgres/{created['id']}/config"
+    assert (await sim_api.ok("GET", path))["pgConfig"] == {"work_mem": "8MB"}
+    result = await sim_api.ok("PATCH", path, {"pgConfig": {**DROPPED, "work_mem": "16MB"}, "pgBouncerConfig": {}})
+    assert result["pgConfig"] == {"work_mem": "16MB"}
+    result = await sim_api.ok("POST", path, {"pgConfig": {"ssl_min_protocol_version": "SSLv3"}, "pgBouncerConfig": {}})
+    assert result["pgConfig"] == {}
+
+
+async def test_strict_pg_config_refuses_what_the_live_api_drops(make_simulator) -> None:
+    _sim, api = await make_simulator(strict_pg_config=True)
+    for pg_config, fragment in (
+        ({"shared_buffers": "1GB"}, "Unknown pgConfig parameter(s): shared_buffers"),
+        ({"max_connections": None}, "invalid value null"),
+        ({"wal_compression": "brotli"}, "pgConfig.wal_compression must be one of"),
+    ):
+        status, data, _ = await api.call("POST", "/postgres", body(pgConfig=pg_config))
+        assert status == 400 and fragment in data["error"], data
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""A restored service starts from a base backup of its source's running server: the source's data and
-roles, the restore's own configuration (or the source's when the restore names none), its own server."""
+"""A restored service starts from its source's base backup and archived WAL: the source's data and roles
+at the target, the restore's own configuration (or the source's when the restore names none), its own
+server. (What a restore at a past target holds: test_pg_pitr.py.)"""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ async def test_restore_copies_data_and_replaces_configuration(pg_api: Any, simul
         await conn.execute("INSERT INTO items SELECT g, 'row ' || g FROM generate_series(1, 50) g")
         await conn.execute("CREATE ROLE reader LOGIN")
     await asyncio.sleep(simulator_pg.config.first_backup_seconds)
-    target = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    target = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"  # to the second could precede the writes
 
     inherited = await pg_api.ok(
         "POST", f"/postgres/{source['id']}/restoredService", {"name": "same config", "restoreTarget": target}
