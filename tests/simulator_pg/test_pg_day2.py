@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from pg_helpers import connect
+from support.simulator_testing import connect_service
 
 from clickhouse_cloud_simulator.postgres import Endpoint, PostgresFleet
 
@@ -206,3 +207,19 @@ async def test_pooler_endpoint_honours_pool_size_and_client_limit(pg_api: Any, t
     await pg_api.ok("POST", path, {"pgConfig": {}, "pgBouncerConfig": {}})  # limits gone
     async with await connect(pooler, password, ca), await connect(pooler, password, ca):
         pass
+
+
+async def test_connect_service_helper_reads_the_real_server(pg_api: Any, simulator_pg: Any) -> None:
+    svc = await pg_api.create("helper")
+    await pg_api.wait_state(svc["id"], "running")
+
+    def read() -> tuple[Any, Any]:
+        with (
+            connect_service(simulator_pg, svc["id"]) as conn,
+            connect_service(simulator_pg, svc["id"], port=6432) as pooled,
+        ):
+            return conn.execute("SELECT current_user").fetchone(), pooled.execute("SELECT 1").fetchone()
+
+    assert await asyncio.to_thread(read) == (("postgres",), (1,))
+    with pytest.raises(psycopg.OperationalError):
+        await asyncio.to_thread(connect_service, simulator_pg, svc["id"], password="Wrong" + "1a" * 6)

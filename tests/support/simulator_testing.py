@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import tempfile
 import time
 from typing import Any
 
@@ -95,3 +97,38 @@ class SimApi:
         while (await self.call("GET", f"/postgres/{service_id}"))[0] != 404:
             assert time.monotonic() < deadline, "service not deleted in time"
             await asyncio.sleep(0.05)
+
+
+def connect_service(
+    sim: Any, service_id: str, *, password: str | None = None, port: int = 5432, dbname: str = "postgres"
+) -> Any:
+    """A psycopg connection (autocommit) to the real PostgreSQL behind a simulated service, made like a client
+    of the real service: its hostname, ``sslmode=verify-full`` against its CA, SCRAM with channel binding.
+
+    ``sim``: a ``Simulator`` or ``SimulatorThread`` with real PostgreSQL; ``password``: the service's current
+    one (from the simulator) unless given; ``port`` 6432 for the PgBouncer endpoint. Blocking: from async
+    code call it with ``asyncio.to_thread``."""
+    import psycopg
+
+    fleet = sim.store.fleet
+    svc = sim.services[service_id]
+    if fleet is None or not svc.has_server:
+        raise RuntimeError(f"service {service_id} has no PostgreSQL server (real_postgres off?)")
+    fd, ca_file = tempfile.mkstemp(prefix="mpg-ca-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(fleet.ca_pem(service_id))
+        return psycopg.connect(
+            host=svc.hostname,
+            port=port,
+            user="postgres",
+            password=svc.password if password is None else password,
+            dbname=dbname,
+            sslmode="verify-full",
+            sslrootcert=ca_file,
+            channel_binding="require",
+            connect_timeout=10,
+            autocommit=True,
+        )
+    finally:
+        os.unlink(ca_file)
