@@ -53,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="refuse unknown pgConfig keys, nulls and values outside an enum with 400 (the live API drops them)",
     )
+    behaviour.add_argument(
+        "--unsupported-pg-config",
+        help="comma-separated pgConfig keys this API drops silently (a server older than its OpenAPI document)",
+    )
     behaviour.add_argument("--regions", help="comma-separated supported regions")
     behaviour.add_argument("--sizes", help="comma-separated supported sizes (default: the OpenAPI pgSize enum)")
     behaviour.add_argument("--quiet", action="store_true", help="no access log")
@@ -86,6 +90,7 @@ def _config(args: argparse.Namespace):  # -> SimulatorConfig
         redact=not args.no_redact,
         tags_merge_patch=args.tags_merge_patch,
         strict_pg_config=args.strict_pg_config,
+        unsupported_pg_config=tuple(k for k in (args.unsupported_pg_config or "").split(",") if k),
         regions=tuple(r.strip() for r in args.regions.split(",") if r.strip()) if args.regions else DEFAULT_REGIONS,
         sizes=tuple(s.strip() for s in args.sizes.split(",") if s.strip()) if args.sizes else None,
         access_log=not args.quiet,

@@ -56,6 +56,9 @@ class SimulatorConfig:
     redact: bool = True  # credentials only in create / generated password reset
     tags_merge_patch: bool = False  # True: a PATCH without "tags" keeps them (RFC 7396 reading)
     strict_pg_config: bool = False  # True: unknown pgConfig keys, nulls, values outside an enum -> 400 (live: dropped)
+    # pgConfig keys this API does not know although its OpenAPI document lists them (a server older than
+    # the client): dropped with 200 like any unknown key.
+    unsupported_pg_config: tuple[str, ...] = ()
     service_quota: int = 500  # services per organization; create beyond it -> 409
     regions: tuple[str, ...] = DEFAULT_REGIONS
     sizes: tuple[str, ...] | None = None  # None: the pgSize enum of the vendored OpenAPI document

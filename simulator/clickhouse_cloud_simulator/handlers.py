@@ -199,6 +199,7 @@ class Api:
             providers=cfg.providers,
             strict_pg_config=cfg.strict_pg_config,
         )
+        fields["pg_config"] = self._supported(fields["pg_config"])
         svc = await self.store.create(org_id, fields)
         return ok(request, self.view(svc, credentials=True, omit=("createdAt",), state="creating"))
 
@@ -235,6 +236,13 @@ class Api:
             },
         )
 
+    def _supported(self, pg: dict[str, str] | None) -> dict[str, str] | None:
+        """``pg`` without the keys this API drops silently (``unsupported_pg_config``)."""
+        dropped = self.sim.config.unsupported_pg_config
+        if pg is None or not dropped:
+            return pg
+        return {k: v for k, v in pg.items() if k not in dropped}
+
     async def get_config(self, request: web.Request) -> web.Response:
         _, svc = self.service(request)
         return ok(request, {"pgConfig": dict(svc.pg_config), "pgBouncerConfig": dict(svc.pg_bouncer_config)})
@@ -244,7 +252,7 @@ class Api:
         pg, bouncer = validate_config(
             await json_body(request), replace=replace, strict_pg_config=self.sim.config.strict_pg_config
         )
-        svc, restart = await self.store.set_config(org_id, svc.id, pg, bouncer, replace=replace)
+        svc, restart = await self.store.set_config(org_id, svc.id, self._supported(pg), bouncer, replace=replace)
         result: dict[str, Any] = {"pgConfig": dict(svc.pg_config), "pgBouncerConfig": dict(svc.pg_bouncer_config)}
         if restart:
             result["message"] = (
@@ -277,12 +285,14 @@ class Api:
     async def read_replica(self, request: web.Request) -> web.Response:
         org_id, svc = self.service(request)
         fields = validate_replica(await json_body(request), strict_pg_config=self.sim.config.strict_pg_config)
+        fields["pg_config"] = self._supported(fields["pg_config"])
         replica = await self.store.create_replica(org_id, svc.id, fields)
         return ok(request, self.view(replica, state="creating"))
 
     async def restored_service(self, request: web.Request) -> web.Response:
         org_id, svc = self.service(request)
         fields = validate_restore(await json_body(request), strict_pg_config=self.sim.config.strict_pg_config)
+        fields["pg_config"] = self._supported(fields["pg_config"])
         restored = await self.store.restore(org_id, svc.id, fields)
         return ok(request, self.view(restored, state="creating"))
 

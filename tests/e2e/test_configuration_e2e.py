@@ -5,6 +5,8 @@ Kubernetes emulator and the simulator with real PostgreSQL. What a parameter is,
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 import test_day2_e2e as day2
@@ -186,3 +188,26 @@ def test_a_restart_whose_answer_is_lost_is_not_sent_again(sb):
         what="r2 sent",
     )
     assert state_commands(sb, service_id) == ["PATCH /state", "PATCH /state"]
+
+
+def test_a_key_the_api_drops_is_a_condition_not_a_loop(sb):
+    config = sb.simulator.sim.config
+    config.unsupported_pg_config = ("lock_timeout",)  # a server that drops it with a 200
+    try:
+        sb.apply(manifest("drop-db", pgConfig={"work_mem": "8MB"}))
+        obj = wait_applied(sb, "drop-db", timeout=90)
+        service_id = obj["status"]["serviceId"]
+        respec(sb, "drop-db", pgConfig={"work_mem": "8MB", "lock_timeout": "7s"})
+        dropped = wait_reason(sb, "drop-db", "TerminalConfigurationRejected")
+        assert "pgConfig.lock_timeout" in dropped["message"]
+        wait_event(sb, "drop-db", "ConfigurationRejected")
+        assert status(sb, "drop-db")["configuration"]["droppedKeys"] == ["pgConfig.lock_timeout"]
+        assert cond(sb, "drop-db", "Ready")["status"] == "True"  # the database works
+        writes = list(sb.mutations.by_service[service_id])
+        annotate(sb, "drop-db", **{"example.com/touch": "1"})  # another pass, or several
+        time.sleep(3)
+        assert sb.mutations.by_service[service_id] == writes  # not sent again
+        assert writes.count("POST /config") == 1
+        assert show(sb, "drop-db", "work_mem") == "8MB"
+    finally:
+        config.unsupported_pg_config = ()
