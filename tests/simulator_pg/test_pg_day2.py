@@ -108,7 +108,7 @@ async def test_replica_config_promote_and_restore(make_simulator: Any, tmp_path:
     if not PostgresFleet.available():
         pytest.skip("PostgreSQL fleet not available here")
     # the first backup well after the (synchronous) server start, so the refusal before it is seen
-    simulator_pg, pg_api = await make_simulator(real_postgres=True, first_backup_seconds=2.0)
+    simulator_pg, pg_api = await make_simulator(real_postgres=True, first_backup_seconds=5.0)
     primary = await pg_api.create("primary", pgConfig={"work_mem": "8MB"})
     password = primary["password"]
     status, data, _ = await pg_api.call("POST", f"/postgres/{primary['id']}/readReplica", {"name": "early"})

@@ -80,11 +80,19 @@ async def test_restore_carries_the_data_and_password_as_of_the_target(
 
 
 async def test_restore_target_outside_the_window_is_400(pg_api: Any, simulator_pg: Any) -> None:
+    fast = simulator_pg.config.first_backup_seconds
+    simulator_pg.config.first_backup_seconds = 60  # a create may take longer than the fast setting under load
+    try:
+        young = await pg_api.create("young source")
+        status, data, _ = await pg_api.call(
+            "POST",
+            f"/postgres/{young['id']}/restoredService",
+            {"name": "r", "restoreTarget": _stamp(datetime.now(UTC))},
+        )
+    finally:
+        simulator_pg.config.first_backup_seconds = fast
+    assert (status, data.get("error")) == (400, "BAD_REQUEST: Source server has no backups, yet. Try again later.")
     source = await pg_api.create("source")
-    status, data, _ = await pg_api.call(
-        "POST", f"/postgres/{source['id']}/restoredService", {"name": "r", "restoreTarget": _stamp(datetime.now(UTC))}
-    )
-    assert (status, data["error"]) == (400, "BAD_REQUEST: Source server has no backups, yet. Try again later.")
     await pg_api.wait_state(source["id"], "running")
     await asyncio.sleep(simulator_pg.config.first_backup_seconds)
     earliest = datetime.fromisoformat((await pg_api.ok("GET", f"/postgres/{source['id']}"))["earliestRestoreTime"])
