@@ -182,8 +182,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
-    # kopf's own Events (reason "Logging") are off: Events keep to the operator's fixed reasons.
-    settings.posting.enabled = False
+    # kopf.event() posts the operator's Events; kopf's own log lines are never posted as Events
+    # (reason "Logging"): Events keep to the operator's fixed vocabulary of reasons.
+    settings.posting.loggers = False
     settings.watching.label_selectors["", "v1", "secrets"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
     runtime = build_runtime(OperatorSettings.from_env())
     if METRICS_ADDRESS is not None:

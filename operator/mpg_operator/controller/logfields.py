@@ -7,7 +7,8 @@ from typing import Any
 
 
 def decision_fields(body: Mapping[str, Any], reason: str, outcome: str) -> dict[str, Any]:
-    """``namespace``, ``name``, ``service_id``, ``reason`` and ``outcome`` of one decision.
+    """``namespace``, ``managedpostgres`` (the name: ``name`` is the logger's in a LogRecord),
+    ``service_id``, ``reason`` and ``outcome`` of one decision.
 
     Only identifiers and the fixed vocabulary: never a password, key or connection string.
     """
@@ -15,7 +16,7 @@ def decision_fields(body: Mapping[str, Any], reason: str, outcome: str) -> dict[
     status = body.get("status") or {}
     return {
         "namespace": meta.get("namespace"),
-        "name": meta.get("name"),
+        "managedpostgres": meta.get("name"),
         "service_id": status.get("serviceId"),
         "reason": reason,
         "outcome": outcome,
