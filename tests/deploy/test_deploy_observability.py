@@ -306,3 +306,17 @@ def test_every_metric_a_panel_or_alert_uses_is_exposed():
         "mpg_operator_ratelimiter_waits",
         "mpg_operator_ratelimiter_pauses",
     }, unused
+
+
+def test_docs_list_every_panel_alert_and_operator_metric():
+    docs = (CHART_DIR.parents[2] / "docs" / "observability.md").read_text()
+    for panel in dashboard()["panels"]:
+        assert f"| {panel['title']} |" in docs, panel["title"]
+        for target in panel.get("targets", []):
+            assert target["expr"].replace("|", "\\|") in docs, target["expr"]
+    for rule in alert_rules(yaml.safe_load(ALERTS.read_text())["groups"]):
+        assert f"| `{rule['alert']}` |" in docs, rule["alert"]
+    documented = set(re.findall(r"^\| `(mpg_operator_[a-z_]+)` \|", docs, flags=re.MULTILINE))
+    exposed = {n for n in exposed_series() if n.startswith("mpg_operator_")}
+    bases = {n.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum") for n in exposed}
+    assert documented == {n for n in bases if n in exposed or n + "_bucket" in exposed}
