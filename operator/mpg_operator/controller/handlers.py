@@ -276,7 +276,7 @@ async def reconcile_loop(
             except Exception as e:  # Kubernetes API trouble or a bug: back off, keep looping
                 failures += 1
                 delay = min(runtime.settings.poll_interval, runtime.settings.poll_interval_active * 2**failures)
-                runtime.metrics.on_pass("exception", 0.0)
+                runtime.metrics.on_pass("exception")
                 logger.error(f"Reconcile pass failed ({type(e).__name__}: {e}); retrying in {delay:.0f}s")
             await _sleep(delay, wake, stopped)
     finally:

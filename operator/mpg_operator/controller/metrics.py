@@ -146,9 +146,11 @@ class OperatorMetrics:
         if status == "429":
             self.api_rate_limited.labels(operation).inc()
 
-    def on_pass(self, result: str, seconds: float) -> None:
+    def on_pass(self, result: str, seconds: float | None = None) -> None:
+        """A reconcile pass ended (``seconds``: how long it ran; None when it raised)."""
         self.reconciles.labels(result).inc()
-        self.reconcile_duration.observe(seconds)
+        if seconds is not None:
+            self.reconcile_duration.observe(seconds)
 
     def on_resource(self, body: dict[str, Any], deleted: bool = False) -> None:
         """A ManagedPostgres as the watch stream shows it (status writes included)."""
