@@ -144,6 +144,7 @@ async def test_upstream_errors_surface_as_staleness_not_an_empty_200(simulator_p
         status, good = await relay.scrape()
         assert status == 200
         simulator_pg.faults.force(500, count=1000, path=ORG_PROMETHEUS + "$")
+        before = upstream_requests(simulator_pg)
         await asyncio.sleep(0.4)
         await relay.scrape()  # starts the failing fetch
         await asyncio.sleep(0.5)
@@ -153,6 +154,8 @@ async def test_upstream_errors_surface_as_staleness_not_an_empty_200(simulator_p
         assert age.value >= 0.8
         health = {f.name: f for f in relay.health_families()}
         assert [s.value for s in health["mpg_operator_relay_up"].samples] == [0]
+        errors = {s.labels["result"]: s.value for s in health["mpg_operator_relay_fetches"].samples}["error"]
+        assert errors >= 1 and upstream_requests(simulator_pg) - before == errors  # one request each, no retries
         simulator_pg.faults.reset()
 
     # With no good data at all, the scrape fails loudly.

@@ -13,7 +13,8 @@
 * **Whose services.** Only services whose ``mpg-operator.uid`` owner tag names a resource this
   operator serves now; every sample gets ``namespace`` and ``managedpostgres`` labels from that
   resource. Another team's services in the same organization are never relayed.
-* **Failures.** The last good data keeps being served, with ``mpg_operator_relay_up`` 0 and
+* **Failures.** A failed fetch is not retried before the next turn (``interval`` later). The last
+  good data keeps being served, with ``mpg_operator_relay_up`` 0 and
   ``mpg_operator_relay_data_age_seconds`` growing; with no good data at all for an organization
   that failed, the scrape answers 503 (never an empty 200 that hides the failure).
 """
@@ -177,7 +178,7 @@ class MetricsRelay:
             else:
                 org.attempted_at = time.monotonic()
                 sent_at = time.time()
-                text = await client.get_org_prometheus()
+                text = await client.get_org_prometheus(max_retries=0)
                 org.org_data = _Data(parse(text), sent_at)
                 org.service_data.clear()
                 self._succeeded(org)
@@ -185,6 +186,9 @@ class MetricsRelay:
             self._failed(org, str(e))
         except ValueError as e:  # not the text format
             self._failed(org, f"unreadable exposition ({e})")
+        except Exception as e:  # noqa: BLE001 -- shown as a failed fetch, not lost in an unawaited task
+            log.exception("Metrics relay: fetching organization %s's metrics failed", org.organization_id)
+            self._failed(org, type(e).__name__)
 
     async def _fetch_services(self, org: _Organization, client: CloudClient, service_ids: set[str]) -> None:
         for gone in set(org.service_data) - service_ids:
@@ -203,7 +207,7 @@ class MetricsRelay:
                 break  # the rest at a later scrape: queued requests go first
             attempts[service_id] = org.attempted_at = time.monotonic()
             sent_at = time.time()
-            text = await client.get_service_prometheus(service_id)
+            text = await client.get_service_prometheus(service_id, max_retries=0)
             org.service_data[service_id] = _Data(parse(text), sent_at)
             self._succeeded(org)
 
