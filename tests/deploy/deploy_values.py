@@ -11,6 +11,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "namespace-scoped": {"watchNamespaces": ["team-a", "team-b"]},
     "service-monitor": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}}},
+    "observability": {
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "services": {"interval": "2m"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}, "notReadyFor": "30m"},
+            "grafanaDashboard": {"enabled": True},
+        }
+    },
     "existing-credentials": {"credentials": {"existingSecret": "clickhouse-cloud-api"}},
     "created-credentials": {"credentials": {"create": FAKE_CREDENTIALS}},
     "namespace-scoped-credentials": {

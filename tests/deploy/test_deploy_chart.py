@@ -70,9 +70,11 @@ def validate_service_monitor(sm: dict[str, Any], objs: list[dict[str, Any]]) -> 
     service = one(services)
     port_names = {p["name"] for p in service["spec"]["ports"]}
     for endpoint in spec["endpoints"]:
-        assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}
+        assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme", "honorLabels"}
         assert endpoint["port"] in port_names
-        assert endpoint["path"] == "/metrics"
+        assert endpoint["path"] in ("/metrics", "/metrics/services")
+        # The relayed series carry the ManagedPostgres' namespace: kept, not renamed exported_namespace.
+        assert endpoint.get("honorLabels", False) == (endpoint["path"] == "/metrics/services")
         for key in ("interval", "scrapeTimeout"):
             assert re.fullmatch(r"([0-9]+(ms|s|m|h))+", endpoint[key]), endpoint[key]
 
@@ -81,6 +83,9 @@ def validate_object(obj: dict[str, Any], objs: list[dict[str, Any]]) -> None:
     kind = obj["kind"]
     if kind == "ServiceMonitor":
         validate_service_monitor(obj, objs)
+    elif kind == "PrometheusRule":  # no schema either: promtool checks it (test_deploy_observability.py)
+        assert obj["apiVersion"] == "monitoring.coreos.com/v1" and set(obj) == {"apiVersion", "kind", "metadata", "spec"}
+        assert obj["metadata"]["namespace"] == RELEASE_NAMESPACE and obj["spec"]["groups"]
     elif kind in PEERING_CRDS:
         crd = PEERING_CRDS[kind]
         assert obj["apiVersion"] == f"{crd['spec']['group']}/v1"

@@ -1,9 +1,7 @@
-"""Operator settings from the environment, and the /metrics endpoint."""
+"""Operator settings from the environment (the metrics: test_metrics.py)."""
 
-import httpx
 import pytest
 
-from mpg_operator.controller.metrics import OperatorMetrics, serve_metrics
 from mpg_operator.controller.settings import OperatorSettings
 
 
@@ -47,26 +45,3 @@ def test_settings_from_env():
 def test_bad_settings_are_rejected_with_the_variable_named(env):
     with pytest.raises(ValueError, match=next(iter(env))):
         OperatorSettings.from_env(env)
-
-
-async def test_metrics_endpoint_serves_prometheus_text():
-    metrics = OperatorMetrics()
-    metrics.on_api_response("postgresServiceGetList", "200", 0.01)
-    metrics.on_api_response("postgresServiceGetList", "200", 0.01)
-    metrics.on_api_response("postgresServiceCreate", "429", 0.01)
-    metrics.reconciles["ok"] += 3
-    metrics.ready.update({"a": True, "b": False})
-    runner = await serve_metrics(metrics, "127.0.0.1", 0)
-    try:
-        port = runner.addresses[0][1]
-        async with httpx.AsyncClient() as client:
-            response = await client.get(f"http://127.0.0.1:{port}/metrics")
-    finally:
-        await runner.cleanup()
-    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-    text = response.text
-    assert 'mpg_operator_api_requests_total{operation="postgresServiceGetList",status="200"} 2' in text
-    assert 'mpg_operator_api_requests_total{operation="postgresServiceCreate",status="429"} 1' in text
-    assert 'mpg_operator_reconciles_total{result="ok"} 3' in text
-    assert 'mpg_operator_managedpostgres_ready{ready="true"} 1' in text
-    assert 'mpg_operator_managedpostgres_ready{ready="false"} 1' in text

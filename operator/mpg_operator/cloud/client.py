@@ -193,6 +193,7 @@ class CloudClient:
         params: dict[str, Any] | None = None,
         idempotent: bool = True,
         secrets: Iterable[str] = (),
+        max_retries: int | None = None,
     ) -> httpx.Response:
         json = body.to_wire() if body is not None else None
         if params:
@@ -205,6 +206,7 @@ class CloudClient:
             params=params or None,
             idempotent=idempotent,
             secrets=secrets,
+            max_retries=max_retries,
         )
 
     def _result(self, response: httpx.Response, operation: str, idempotent: bool = True) -> Any:
@@ -447,14 +449,18 @@ class CloudClient:
         path = self._path(service_id, f"slowQueryPatterns/{_seg(query_id)}")
         return self._parse(await self._call(op, "GET", path, params=params), op, SlowQueryPatternDetail)
 
-    async def get_org_prometheus(self) -> str:
-        """Prometheus exposition text for every service of the organization."""
-        response = await self._call("postgresOrgPrometheusGet", "GET", self._path(None, "prometheus"))
+    async def get_org_prometheus(self, *, max_retries: int | None = None) -> str:
+        """Prometheus exposition text for every service of the organization (up to 100).
+
+        ``max_retries`` overrides the client's retries (a metrics relay may rather wait for its next turn)."""
+        op = "postgresOrgPrometheusGet"
+        response = await self._call(op, "GET", self._path(None, "prometheus"), max_retries=max_retries)
         return response.text
 
-    async def get_service_prometheus(self, service_id: str) -> str:
+    async def get_service_prometheus(self, service_id: str, *, max_retries: int | None = None) -> str:
         """Prometheus exposition text for one service."""
-        response = await self._call("postgresInstancePrometheusGet", "GET", self._path(service_id, "prometheus"))
+        op = "postgresInstancePrometheusGet"
+        response = await self._call(op, "GET", self._path(service_id, "prometheus"), max_retries=max_retries)
         return response.text
 
     # --- waiting (each poll is one rate-limited GET) ---------------------------------

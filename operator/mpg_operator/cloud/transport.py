@@ -189,10 +189,12 @@ class Transport:
         params: dict[str, Any] | None = None,
         idempotent: bool = True,
         secrets: Iterable[str] = (),
+        max_retries: int | None = None,
     ) -> httpx.Response:
         """Send the call; return the 2xx response or raise a :class:`CloudError`.
 
-        ``secrets`` are values in ``json`` that must not appear in error messages.
+        ``secrets`` are values in ``json`` that must not appear in error messages;
+        ``max_retries`` overrides the policy's for this call.
         """
         all_secrets = (*self._secrets, *secrets)
         retry = 0
@@ -247,7 +249,7 @@ class Transport:
                         )
                 else:
                     raise error
-            if retry >= self.policy.max_retries:
+            if retry >= (self.policy.max_retries if max_retries is None else max_retries):
                 raise error
             retry += 1
             self.stats.retries[operation] += 1

@@ -94,6 +94,9 @@ class ClientPool:
             self._clients[key] = client
         return client
 
+    def clients(self) -> list[CloudClient]:
+        return list(self._clients.values())
+
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:

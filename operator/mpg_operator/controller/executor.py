@@ -50,6 +50,7 @@ from mpg_operator.controller.cloudaccess import (
     resolve_credentials,
 )
 from mpg_operator.controller.kube import KubeApi, SecretKeyError
+from mpg_operator.controller.logfields import decision_fields
 from mpg_operator.controller.settings import OperatorSettings
 from mpg_operator.reconcile import commands, configuration, decisions, deletion, planner
 from mpg_operator.reconcile.connection import (
@@ -792,7 +793,15 @@ class Executor:
                 continue
             self._recent_events[key] = now
             level = logging.WARNING if event.type == EventType.WARNING else logging.INFO
-            log.log(level, "%s/%s: %s: %s", meta.get("namespace"), meta.get("name"), event.reason.value, event.message)
+            log.log(
+                level,
+                "%s/%s: %s: %s",
+                meta.get("namespace"),
+                meta.get("name"),
+                event.reason.value,
+                event.message,
+                extra=decision_fields(body, event.reason.value, event.type.value),
+            )
             self.post_event(body, event.type.value, event.reason.value, event.message)
 
     def _interval(self, active: bool) -> float:

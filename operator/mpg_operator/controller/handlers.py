@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -28,6 +29,7 @@ from mpg_operator.controller.executor import Executor
 from mpg_operator.controller.kube import KubeApi, load_kube_config
 from mpg_operator.controller.metrics import OperatorMetrics, serve_metrics
 from mpg_operator.controller.observer import Observer
+from mpg_operator.controller.relay import MetricsRelay
 from mpg_operator.controller.settings import OperatorSettings
 from mpg_operator.reconcile.connection import ANNOTATION_PREFIX, LABEL_MANAGED_BY, MANAGED_BY
 from mpg_operator.resource import ANNOTATION_PAUSED, ANNOTATION_ROTATE_PASSWORD, GROUP, PLURAL, VERSION
@@ -55,6 +57,9 @@ class Runtime:
     in_flight: set[str] = field(default_factory=set)
     """uids whose last pass left something in flight (creating, updating, settling)."""
     observer: Observer | None = None
+    served: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """uid -> (namespace, name) of the resources whose reconcile loop runs here (the relay's owners)."""
+    relay: MetricsRelay | None = None
     pass_slots: Any = field(default_factory=contextlib.nullcontext)
     """Bounds the first passes of resources running at once (``MPG_MAX_CONCURRENT_PASSES``)."""
     observer_task: asyncio.Task[None] | None = None
@@ -86,6 +91,8 @@ class Runtime:
                 except asyncio.CancelledError:
                     pass
         self.observer_task = self.trim_task = None
+        if self.relay is not None:
+            await self.relay.aclose()
         await self.clients.aclose()
         self.kube.close()
         if self.metrics_runner is not None:
@@ -101,7 +108,8 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
     kube = KubeApi(load_kube_config())
     clients = ClientPool(settings.client, on_response=metrics.on_api_response)
     snapshots = ServiceSnapshots()
-    executor = Executor(kube=kube, settings=settings, clients=clients, snapshots=snapshots, post_event=_post_event)
+    post_event = metrics.counting_events(_post_event)
+    executor = Executor(kube=kube, settings=settings, clients=clients, snapshots=snapshots, post_event=post_event)
     runtime = Runtime(settings, kube, clients, snapshots, executor, metrics)
     snapshots.on_change = runtime.wake_changed
     runtime.observer = Observer(
@@ -112,7 +120,13 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
         forget_after=2 * settings.poll_interval + settings.list_max_age,
         in_flight=runtime.in_flight.__contains__,
     )
-    metrics.observer = runtime.observer
+    runtime.relay = MetricsRelay(snapshots, lambda: runtime.served)
+    metrics.observer, metrics.snapshots, metrics.clients, metrics.relay = (
+        runtime.observer,
+        snapshots,
+        clients,
+        runtime.relay,
+    )
     if settings.max_concurrent_passes:
         runtime.pass_slots = asyncio.Semaphore(settings.max_concurrent_passes)
     return runtime
@@ -168,7 +182,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
-    settings.posting.level = logging.WARNING  # our own events carry the story; kopf's only on trouble
+    # kopf.event() posts the operator's Events; kopf's own log lines are never posted as Events
+    # (reason "Logging"): Events keep to the operator's fixed vocabulary of reasons.
+    settings.posting.loggers = False
     settings.watching.label_selectors["", "v1", "secrets"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
     runtime = build_runtime(OperatorSettings.from_env())
     if METRICS_ADDRESS is not None:
@@ -189,12 +205,13 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def spec_changed(body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
+async def spec_changed(type: str, body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
     """Wake the resource's loop when its spec, pause or rotation annotation changes (not on the
     operator's own status writes)."""
     if "runtime" not in memo:
         return
     runtime = _runtime(memo)
+    runtime.metrics.on_resource(cast(dict[str, Any], body), deleted=type == "DELETED")
     meta = body.get("metadata", {})
     annotations = meta.get("annotations") or {}
     seen = (
@@ -234,6 +251,7 @@ async def reconcile_loop(
     runtime = _runtime(memo)
     wake = runtime.wakeup(uid)
     current_resource.set(uid)  # this task's LISTs are this resource's: the observer polls its org
+    runtime.served[uid] = (namespace, name)
     failures = 0
     started = False
     try:
@@ -243,6 +261,7 @@ async def reconcile_loop(
                 # A resource's first passes are bounded: when many start at once (operator start,
                 # a bulk apply) the rest wait holding nothing, and the key's queue stays short.
                 async with runtime.pass_slots if failures or not started else contextlib.nullcontext():
+                    began = time.monotonic()
                     result = await runtime.executor.run_pass(namespace, name)
                 started = True
                 delay = result.requeue_after
@@ -250,22 +269,21 @@ async def reconcile_loop(
                     runtime.in_flight.add(uid)
                 else:
                     runtime.in_flight.discard(uid)
-                runtime.metrics.ready[uid] = result.ready
-                runtime.metrics.reconciles["error" if result.error else "ok"] += 1
+                runtime.metrics.on_pass("error" if result.error else "ok", time.monotonic() - began)
                 failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # Kubernetes API trouble or a bug: back off, keep looping
                 failures += 1
                 delay = min(runtime.settings.poll_interval, runtime.settings.poll_interval_active * 2**failures)
-                runtime.metrics.reconciles["exception"] += 1
+                runtime.metrics.on_pass("exception")
                 logger.error(f"Reconcile pass failed ({type(e).__name__}: {e}); retrying in {delay:.0f}s")
             await _sleep(delay, wake, stopped)
     finally:
         runtime.wakeups.pop(uid, None)
         runtime.in_flight.discard(uid)
         runtime.generations.pop(uid, None)
-        runtime.metrics.ready.pop(uid, None)
+        runtime.served.pop(uid, None)
 
 
 async def _sleep(delay: float, wake: asyncio.Event, stopped: kopf.DaemonStopped) -> None:
@@ -323,3 +341,4 @@ async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if not done:
         raise kopf.TemporaryError(message, delay=runtime.settings.poll_interval_active)
     await runtime.executor.release_credentials(current)
+    runtime.metrics.on_deleted(current, message)
