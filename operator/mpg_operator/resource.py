@@ -734,7 +734,9 @@ class ManagedPostgresSpec(_Model):
                 if value is not None:
                     raise ValueError(f"{field} must not be set on a read replica: it is inherited from the primary")
         elif self.restore_from is None:
-            missing = [f for f, v in (("provider", self.provider), ("region", self.region), ("size", self.size)) if not v]
+            missing = [
+                f for f, v in (("provider", self.provider), ("region", self.region), ("size", self.size)) if not v
+            ]
             if missing:
                 raise ValueError(f"{', '.join(missing)} required (only a read replica or a restore inherits them)")
         if self.restore_from is not None:

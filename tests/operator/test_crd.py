@@ -197,7 +197,9 @@ def _restore(name="clone", **spec):
         (_restore(), None, None),
         (_restore(size="r8gd.xlarge", haType="async", provider="aws"), None, None),
         (
-            _restore(restoreFrom={"serviceId": "00000000-0000-4000-8000-000000000000", "pointInTime": "2026-06-01T12:00:00Z"}),
+            _restore(
+                restoreFrom={"serviceId": "00000000-0000-4000-8000-000000000000", "pointInTime": "2026-06-01T12:00:00Z"}
+            ),
             None,
             None,
         ),
@@ -214,14 +216,22 @@ def _restore(name="clone", **spec):
         ),
         (_restore(restoreFrom={"pointInTime": "2026-06-01T12:00:00Z"}), None, "restoreFrom needs exactly one of"),
         (_restore(restoreFrom={"managedPostgres": "a"}), None, "spec.restoreFrom.pointInTime: Required value"),
-        (_restore(restoreFrom={"serviceId": "nope", "pointInTime": "2026-06-01T12:00:00Z"}), None, "restoreFrom.serviceId must be a service id"),
+        (
+            _restore(restoreFrom={"serviceId": "nope", "pointInTime": "2026-06-01T12:00:00Z"}),
+            None,
+            "restoreFrom.serviceId must be a service id",
+        ),
         (
             _restore(restoreFrom={"managedPostgres": "primary", "pointInTime": "2026-06-02T00:00:00Z"}),
             _restore(),
             "restoreFrom is immutable",
         ),
         (_mp("clone"), _restore(), "restoreFrom is immutable"),
-        (_replica(restoreFrom={"managedPostgres": "a", "pointInTime": "2026-06-01T12:00:00Z"}), None, "mutually exclusive"),
+        (
+            _replica(restoreFrom={"managedPostgres": "a", "pointInTime": "2026-06-01T12:00:00Z"}),
+            None,
+            "mutually exclusive",
+        ),
         (
             _replica(serviceId="00000000-0000-4000-8000-000000000000"),
             None,

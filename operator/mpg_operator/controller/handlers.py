@@ -321,5 +321,5 @@ async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     current = fresh or dict(body)
     done, message = await runtime.executor.finalize(current)
     if not done:
-        raise kopf.TemporaryError(message, delay=runtime.settings.poll_interval_active)
+        raise kopf.TemporaryError(message, delay=runtime.executor.finalize_retry_after(meta.get("uid", "")))
     await runtime.executor.release_credentials(current)
