@@ -588,8 +588,11 @@ class Executor:
         self._last_mutation[desired.uid] = time.time()
         try:
             service = await self._send_create(client, desired, action)
-        except (InvalidRequestError, ConflictError, AuthError) as e:
-            rejected: dict[str, Any] = {"createPendingSince": None, "createAttempts": None}  # nothing exists
+        except (InvalidRequestError, ConflictError, AuthError, NotFoundError) as e:
+            if isinstance(e, NotFoundError) and not action.source_service_id:
+                raise  # not an answer a create gets: the pending mark stays, the service is looked for first
+            # Rejected (or the source service is gone): nothing exists.
+            rejected: dict[str, Any] = {"createPendingSince": None, "createAttempts": None}
             if action.source_service_id and replication.backup_not_ready(e):
                 attempts = (
                     observed.status.waiting_for_backup.attempts if observed.status.waiting_for_backup else 0
