@@ -12,7 +12,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 GROUP = "clickhouse.cloud"
 VERSION = "v1alpha1"
@@ -63,6 +63,8 @@ def _cel(*rules: Rule, drop: tuple[str, ...] = ()) -> Callable[[dict[str, Any]],
     def extra(schema: dict[str, Any]) -> None:
         for key in drop:
             schema.pop(key, None)
+            for option in schema.get("anyOf", []):  # an optional field: the string is one option
+                option.pop(key, None)
         if rules:
             schema.setdefault("x-kubernetes-validations", []).extend(rules)
 
@@ -126,6 +128,52 @@ SPEC_VALIDATIONS: list[JsonValue] = [
         "database credentials into the API-key Secret",
     ),
 ]
+
+# --- read replicas and point-in-time restores ----------------------------------------------------
+
+INHERITED_BY_REPLICA = ("provider", "region", "postgresVersion")
+"""What a read replica takes from its primary and cannot set (the readReplica request has no such field)."""
+
+REPLICA_AND_RESTORE_VALIDATIONS: list[JsonValue] = [
+    _rule(
+        "has(self.readReplicaOf) == has(oldSelf.readReplicaOf)"
+        " && (!has(self.readReplicaOf) || self.readReplicaOf == oldSelf.readReplicaOf)",
+        "readReplicaOf is immutable: it cannot be added, removed or changed after creation",
+    ),
+    _rule(
+        "has(self.restoreFrom) == has(oldSelf.restoreFrom)"
+        " && (!has(self.restoreFrom) || self.restoreFrom == oldSelf.restoreFrom)",
+        "restoreFrom is immutable: it cannot be added, removed or changed after creation",
+    ),
+    _rule(
+        "!has(self.readReplicaOf) || !has(self.restoreFrom)",
+        "readReplicaOf and restoreFrom are mutually exclusive: a service is either a read replica or a restore",
+    ),
+    _rule(
+        "!has(self.serviceId) || (!has(self.readReplicaOf) && !has(self.restoreFrom))",
+        "serviceId adopts an existing service: it cannot be combined with readReplicaOf or restoreFrom, "
+        "which create a new one",
+    ),
+    *(
+        _rule(
+            f"!has(self.readReplicaOf) || !has(self.{field})",
+            f"{field} must not be set on a read replica (readReplicaOf): it is inherited from the primary",
+        )
+        for field in INHERITED_BY_REPLICA
+    ),
+    *(
+        _rule(
+            f"has(self.{field}) || has(self.readReplicaOf) || has(self.restoreFrom)",
+            f"spec.{field}: Required value (only a read replica or a restore inherits it)",
+        )
+        for field in ("provider", "region")
+    ),
+    _rule(
+        "has(self.size) || has(self.readReplicaOf) || has(self.restoreFrom)",
+        "spec.size: Required value (only a read replica or a restore inherits it)",
+    ),
+]
+"""Rules of spec.readReplicaOf and spec.restoreFrom (kept apart from the others for readability)."""
 
 
 class _Model(BaseModel):
@@ -310,24 +358,119 @@ class PasswordSecretReference(SecretReference):
     )
 
 
+MANAGED_POSTGRES_NAME_PATTERN = SECRET_NAME_PATTERN  # a ManagedPostgres name: an RFC 1123 subdomain
+
+
+class ReadReplicaOf(_Model):
+    """The primary of a read replica: a ManagedPostgres in the same namespace."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        description=(
+            "Name of the primary's ManagedPostgres, in the same namespace. The replica is created once the "
+            "primary's service is running and has its first backup, in the primary's organization."
+        ),
+        json_schema_extra=_cel(
+            _rule(
+                f"self.matches('{MANAGED_POSTGRES_NAME_PATTERN}')",
+                "readReplicaOf.name must be the name of a ManagedPostgres (lower-case letters, digits, '-' and '.')",
+            )
+        ),
+    )
+
+
+class RestoreFrom(_Model):
+    """The source and the time of a point-in-time restore."""
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+        extra="ignore",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _rule(
+                    "has(self.managedPostgres) != has(self.serviceId)",
+                    "restoreFrom needs exactly one of managedPostgres (a ManagedPostgres in this namespace) "
+                    "and serviceId (a service of the same organization)",
+                )
+            ]
+        },
+    )
+
+    managed_postgres: str | None = Field(
+        default=None,
+        alias="managedPostgres",
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        description="Name of the source ManagedPostgres, in the same namespace (its status.serviceId is restored).",
+        json_schema_extra=_cel(
+            _rule(
+                f"self.matches('{MANAGED_POSTGRES_NAME_PATTERN}')",
+                "restoreFrom.managedPostgres must be the name of a ManagedPostgres (lower-case letters, digits, "
+                "'-' and '.')",
+            )
+        ),
+    )
+    service_id: str | None = Field(
+        default=None,
+        alias="serviceId",
+        pattern=UUID_PATTERN,
+        description="Id of the source service, in the organization of this resource's API key.",
+        json_schema_extra=_cel(
+            _rule(f"self.matches('{UUID_PATTERN}')", "restoreFrom.serviceId must be a service id (a UUID)"),
+            drop=("pattern",),
+        ),
+    )
+    point_in_time: str = Field(
+        alias="pointInTime",
+        description=(
+            "The moment to restore, as an RFC 3339 time (e.g. 2026-06-01T12:00:00Z); it must be within the "
+            "source's backup window (by default the last 7 days, and not before its first backup)."
+        ),
+        json_schema_extra={"format": "date-time"},
+    )
+
+    @field_validator("point_in_time")
+    @classmethod
+    def _rfc3339(cls, value: str) -> str:
+        """The CRD checks the format too; checked here for a cluster whose CRD lacks it."""
+        from datetime import datetime
+
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"pointInTime {value!r} is not an RFC 3339 time") from None
+        if moment.tzinfo is None:
+            raise ValueError(f"pointInTime {value!r} has no time zone (add Z for UTC)")
+        return value
+
+
 class ManagedPostgresSpec(_Model):
     """Desired state of a ClickHouse Cloud Managed Postgres service."""
 
     model_config = ConfigDict(
-        populate_by_name=True, extra="ignore", json_schema_extra={"x-kubernetes-validations": SPEC_VALIDATIONS}
+        populate_by_name=True,
+        extra="ignore",
+        json_schema_extra={"x-kubernetes-validations": SPEC_VALIDATIONS + REPLICA_AND_RESTORE_VALIDATIONS},
     )
 
-    provider: str = Field(
-        description="Cloud provider of the service: aws or gcp. Immutable.",
+    provider: str | None = Field(
+        default=None,
+        description=(
+            "Cloud provider of the service: aws or gcp. Required, except on a read replica (which inherits it "
+            "from its primary and must not set it) and a restore (which inherits it from its source). Immutable."
+        ),
         json_schema_extra={"enum": ["aws", "gcp"], "x-kubernetes-validations": [_immutable("provider")]},
     )
-    region: str = Field(
+    region: str | None = Field(
+        default=None,
         min_length=1,
         max_length=63,
         pattern=REGION_PATTERN,
         description=(
-            "Cloud region of the service, e.g. us-west-2 (lower-case letters, digits and '-'). "
-            "Immutable. ClickHouse Cloud decides which regions exist: an unknown region shows as "
+            "Cloud region of the service, e.g. us-west-2 (lower-case letters, digits and '-'). Required, "
+            "except on a read replica (inherited from the primary; must not be set) and a restore (inherited "
+            "from the source). Immutable. ClickHouse Cloud decides which regions exist: an unknown region shows as "
             "condition Synced=False with the API's message."
         ),
         json_schema_extra=_cel(
@@ -340,14 +483,18 @@ class ManagedPostgresSpec(_Model):
             drop=("pattern",),
         ),
     )
-    size: str = Field(
+    size: str | None = Field(
+        default=None,
         min_length=1,
         max_length=63,
         pattern=SIZE_PATTERN,
         description=(
             "Instance size, e.g. r8gd.large (lower-case letters, digits, '.' and '-'). Can be "
             "changed (resize). The list of sizes changes over time, so ClickHouse Cloud validates "
-            "it: an unknown size shows as condition Synced=False with the API's message."
+            "it: an unknown size shows as condition Synced=False with the API's message. Required, except on "
+            "a read replica (it has its primary's size; the API refuses any change to a replica, so a size set "
+            "here must equal it until the replica is promoted) and a restore (it starts with the backup's "
+            "size; a size set here is applied by an update once the restore is running)."
         ),
         json_schema_extra=_cel(
             _rule(
@@ -363,7 +510,8 @@ class ManagedPostgresSpec(_Model):
         alias="postgresVersion",
         description=(
             'Major PostgreSQL version ("17" or "18"). Defaults to the server default (17). Immutable: '
-            "it cannot be added, removed or changed after creation."
+            "it cannot be added, removed or changed after creation. A read replica must not set it (it has its "
+            "primary's); a restore has its source's."
         ),
         json_schema_extra={"enum": ["17", "18"]},
     )
@@ -372,7 +520,9 @@ class ManagedPostgresSpec(_Model):
         alias="haType",
         description=(
             "High availability: none (no standby), async (one asynchronous standby) or "
-            "sync (two synchronous standbys). Defaults to none. Can be changed."
+            "sync (two synchronous standbys). Defaults to none. Can be changed. A read replica's is assigned "
+            "by ClickHouse Cloud and cannot be changed until it is promoted; a restore's is applied by an "
+            "update once it is running (unset: left as assigned)."
         ),
         json_schema_extra={"enum": ["none", "async", "sync"]},
     )
@@ -540,6 +690,61 @@ class ManagedPostgresSpec(_Model):
         json_schema_extra={"enum": [p.value for p in RestartPolicy]},
     )
 
+    # --- read replicas and point-in-time restores ---------------------------------------------
+
+    read_replica_of: ReadReplicaOf | None = Field(
+        default=None,
+        alias="readReplicaOf",
+        description=(
+            "Make this service a read replica of another ManagedPostgres in the namespace. A replica inherits "
+            "provider, region, postgresVersion (must not be set here), size and haType from its primary and "
+            "cannot be changed through the API (serviceName and tags are sent when it is created); it has its "
+            "own connection Secret with the primary's password, which follows the primary's rotations. "
+            "The primary cannot be deleted while the replica exists (its deletion waits). Promote it with the "
+            "annotation clickhouse.cloud/promote: <token>; it is then an independent primary (status."
+            "readReplicaOf.released) that can be changed. Immutable: cannot be added or removed later."
+        ),
+    )
+    restore_from: RestoreFrom | None = Field(
+        default=None,
+        alias="restoreFrom",
+        description=(
+            "Create this service as a point-in-time restore (a clone) of another service's backup: "
+            "managedPostgres (a ManagedPostgres in the namespace) or serviceId, and pointInTime. The restore "
+            "inherits provider, region and postgresVersion from its source; size and haType, when set, are "
+            "applied once it is running. Its password is unknown, so the operator sets a new one (Secret "
+            "first). A pointInTime outside the source's backup window is refused (condition "
+            "TerminalRestoreRefused with the API's message). Immutable: cannot be added or removed later."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _inherited_fields(self) -> ManagedPostgresSpec:
+        """The CRD says the same; checked here too, for a cluster whose CRD lacks the rules."""
+        if self.read_replica_of is not None and self.restore_from is not None:
+            raise ValueError("readReplicaOf and restoreFrom are mutually exclusive")
+        if self.service_id is not None and (self.read_replica_of is not None or self.restore_from is not None):
+            raise ValueError("serviceId cannot be combined with readReplicaOf or restoreFrom")
+        if self.read_replica_of is not None:
+            for field, value in (
+                ("provider", self.provider),
+                ("region", self.region),
+                ("postgresVersion", self.postgres_version),
+            ):
+                if value is not None:
+                    raise ValueError(f"{field} must not be set on a read replica: it is inherited from the primary")
+        elif self.restore_from is None:
+            missing = [
+                f for f, v in (("provider", self.provider), ("region", self.region), ("size", self.size)) if not v
+            ]
+            if missing:
+                raise ValueError(f"{', '.join(missing)} required (only a read replica or a restore inherits them)")
+        if self.restore_from is not None:
+            source = self.restore_from
+            if (source.managed_postgres is None) == (source.service_id is None):
+                raise ValueError("restoreFrom needs exactly one of managedPostgres and serviceId")
+        return self
+
     @field_validator("pg_config")
     @classmethod
     def _known_parameters(cls, value: dict[str, str] | None) -> dict[str, str] | None:
@@ -638,6 +843,32 @@ class CommandsStatus(_Model):
     promote: CommandRecord | None = Field(default=None, description="The last promotion of a read replica asked for.")
 
 
+class ReadReplicaStatus(_Model):
+    """The primary of a read replica, and whether promotion released it."""
+
+    name: str = Field(description="Name of the primary's ManagedPostgres.")
+    service_id: str | None = Field(default=None, alias="serviceId", description="The primary's service id.")
+    released: bool | None = Field(
+        default=None,
+        description="true once the replica was promoted: it is an independent primary, no longer tied to it.",
+    )
+    released_at: str | None = Field(default=None, alias="releasedAt", description="When it was released (RFC 3339).")
+
+
+class RestoredFromStatus(_Model):
+    """What a restore was created from."""
+
+    service_id: str | None = Field(default=None, alias="serviceId", description="The source service's id.")
+    point_in_time: str | None = Field(default=None, alias="pointInTime", description="The time restored (RFC 3339).")
+
+
+class BackupWaitStatus(_Model):
+    """A read replica waiting for its primary's first backup (the API refuses to create it before)."""
+
+    attempts: int = Field(description="Create requests refused so far for lack of a backup.")
+    retry_after: str = Field(alias="retryAfter", description="When the create is sent again (RFC 3339).")
+
+
 class ManagedPostgresStatus(_Model):
     """Observed state, written by the operator only."""
 
@@ -718,6 +949,17 @@ class ManagedPostgresStatus(_Model):
     )
     commands: CommandsStatus | None = Field(
         default=None, description="State commands asked for by annotation or by the restart policy, each sent once."
+    )
+    read_replica_of: ReadReplicaStatus | None = Field(
+        default=None, alias="readReplicaOf", description="For a read replica: its primary, and whether it was released."
+    )
+    restored_from: RestoredFromStatus | None = Field(
+        default=None, alias="restoredFrom", description="For a restore: the source service and the time restored."
+    )
+    waiting_for_backup: BackupWaitStatus | None = Field(
+        default=None,
+        alias="waitingForBackup",
+        description="For a read replica not created yet: the primary has no backup yet; when to try again.",
     )
     observed_generation: int | None = Field(
         default=None,

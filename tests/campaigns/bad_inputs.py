@@ -173,6 +173,38 @@ def _crd_cases() -> list[BadInput]:
     c.append(_crd("size-empty", "size empty", "spec.size in body should be at least 1 chars long", size=""))
     c.append(_crd("size-too-long", "size of 64 characters", "spec.size: Too long", size="s" * 64))
     c.append(_crd("size-number", "size 8 (a number)", "spec.size in body must be of type string", size=8))
+    # read replicas and restores
+    c.append(
+        _crd(
+            "replica-with-provider",
+            "a read replica that sets provider (inherited from the primary)",
+            "provider must not be set on a read replica",
+            readReplicaOf={"name": "primary"},
+        )
+    )
+    c.append(
+        _crd(
+            "restore-two-sources",
+            "restoreFrom naming both a ManagedPostgres and a serviceId",
+            "restoreFrom needs exactly one of managedPostgres",
+            restoreFrom={
+                "managedPostgres": "primary",
+                "serviceId": "00000000-0000-4000-8000-000000000000",
+                "pointInTime": "2026-06-01T12:00:00Z",
+            },
+        )
+    )
+    c.append(
+        _crd(
+            "replica-and-restore",
+            "readReplicaOf and restoreFrom together",
+            "readReplicaOf and restoreFrom are mutually exclusive",
+            readReplicaOf={"name": "primary"},
+            restoreFrom={"managedPostgres": "primary", "pointInTime": "2026-06-01T12:00:00Z"},
+            provider=_DROP,
+            region=_DROP,
+        )
+    )
     # postgresVersion
     c.append(
         _crd(

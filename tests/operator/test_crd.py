@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mpg_operator import crd, resource
@@ -53,8 +54,9 @@ def test_schema_is_structural_without_defaults():
 def test_required_and_immutable_fields():
     _, _, schema = _schema()
     spec = schema["properties"]["spec"]
-    assert spec["required"] == ["provider", "region", "size"]
-    for field in ("provider", "region"):  # required: always present on both sides of an update
+    # Required unless the resource is a read replica or a restore (CEL: they inherit them).
+    assert "required" not in spec
+    for field in ("provider", "region"):
         rules = spec["properties"][field]["x-kubernetes-validations"]
         assert {
             "rule": "self == oldSelf",
@@ -62,7 +64,7 @@ def test_required_and_immutable_fields():
         } in rules
     # postgresVersion is optional: a rule on the field would be skipped when the old value is absent,
     # so the rule is on spec and covers adding and removing it.
-    version_rules = [r["rule"] for r in spec["x-kubernetes-validations"] if "postgresVersion" in r["rule"]]
+    version_rules = [r["rule"] for r in spec["x-kubernetes-validations"] if "oldSelf.postgresVersion" in r["rule"]]
     assert version_rules == [
         "has(self.postgresVersion) == has(oldSelf.postgresVersion)"
         " && (!has(self.postgresVersion) || self.postgresVersion == oldSelf.postgresVersion)"
@@ -156,3 +158,109 @@ def test_every_cel_rule_compiles_and_says_what_is_wrong():
         assert len(rule.get("message", "")) > 20, (
             f"{path}: rule {rule['rule']!r} needs a message that says what is wrong"
         )
+
+
+# --- read replicas and restores -----------------------------------------------------------------
+
+
+def _replica(name="replica", **spec):
+    return {
+        "apiVersion": f"{resource.GROUP}/{resource.VERSION}",
+        "kind": resource.KIND,
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"readReplicaOf": {"name": "primary"}, **spec},
+    }
+
+
+def _restore(name="clone", **spec):
+    source = {"managedPostgres": "primary", "pointInTime": "2026-06-01T12:00:00Z"}
+    return {
+        "apiVersion": f"{resource.GROUP}/{resource.VERSION}",
+        "kind": resource.KIND,
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"restoreFrom": source, **spec},
+    }
+
+
+@pytest.mark.parametrize(
+    ("obj", "old", "expected"),
+    [
+        (_replica(), None, None),
+        (_replica(serviceName="ro", tags={"team": "a"}, size="r8gd.large", haType="none"), None, None),
+        (_replica(provider="aws"), None, "provider must not be set on a read replica"),
+        (_replica(region="us-west-2"), None, "region must not be set on a read replica"),
+        (_replica(postgresVersion="17"), None, "postgresVersion must not be set on a read replica"),
+        (_replica(readReplicaOf={"name": "Primary"}), None, "readReplicaOf.name must be the name of a ManagedPostgres"),
+        (_replica(readReplicaOf={"name": "other"}), _replica(), "readReplicaOf is immutable"),
+        (_mp("replica"), _replica(), "readReplicaOf is immutable"),
+        (_replica(), _mp("replica"), "readReplicaOf is immutable"),
+        (_restore(), None, None),
+        (_restore(size="r8gd.xlarge", haType="async", provider="aws"), None, None),
+        (
+            _restore(
+                restoreFrom={"serviceId": "00000000-0000-4000-8000-000000000000", "pointInTime": "2026-06-01T12:00:00Z"}
+            ),
+            None,
+            None,
+        ),
+        (
+            _restore(
+                restoreFrom={
+                    "managedPostgres": "a",
+                    "serviceId": "00000000-0000-4000-8000-000000000000",
+                    "pointInTime": "2026-06-01T12:00:00Z",
+                }
+            ),
+            None,
+            "restoreFrom needs exactly one of managedPostgres",
+        ),
+        (_restore(restoreFrom={"pointInTime": "2026-06-01T12:00:00Z"}), None, "restoreFrom needs exactly one of"),
+        (_restore(restoreFrom={"managedPostgres": "a"}), None, "spec.restoreFrom.pointInTime: Required value"),
+        (
+            _restore(restoreFrom={"serviceId": "nope", "pointInTime": "2026-06-01T12:00:00Z"}),
+            None,
+            "restoreFrom.serviceId must be a service id",
+        ),
+        (
+            _restore(restoreFrom={"managedPostgres": "primary", "pointInTime": "2026-06-02T00:00:00Z"}),
+            _restore(),
+            "restoreFrom is immutable",
+        ),
+        (_mp("clone"), _restore(), "restoreFrom is immutable"),
+        (
+            _replica(restoreFrom={"managedPostgres": "a", "pointInTime": "2026-06-01T12:00:00Z"}),
+            None,
+            "mutually exclusive",
+        ),
+        (
+            _replica(serviceId="00000000-0000-4000-8000-000000000000"),
+            None,
+            "serviceId adopts an existing service: it cannot be combined",
+        ),
+        (_mp(provider=None), None, "spec.provider: Required value"),
+    ],
+)
+def test_replica_and_restore_rules(obj, old, expected):
+    obj["spec"] = {k: v for k, v in obj["spec"].items() if v is not None}
+    errors = _validate(obj, old)
+    if expected is None:
+        assert errors == []
+    else:
+        assert any(expected in e for e in errors), errors
+
+
+def test_the_spec_model_agrees_with_the_crd_on_replicas_and_restores():
+    from pydantic import ValidationError
+
+    ManagedPostgresSpec = resource.ManagedPostgresSpec
+    assert ManagedPostgresSpec.model_validate(_replica()["spec"]).read_replica_of.name == "primary"
+    assert ManagedPostgresSpec.model_validate(_restore()["spec"]).restore_from.managed_postgres == "primary"
+    for bad in (
+        _replica(provider="aws")["spec"],
+        _replica(restoreFrom=_restore()["spec"]["restoreFrom"])["spec"],
+        _restore(restoreFrom={"managedPostgres": "a", "pointInTime": "yesterday"})["spec"],
+        _restore(restoreFrom={"managedPostgres": "a", "pointInTime": "2026-06-01T12:00:00"})["spec"],
+        {"region": "us-west-2", "size": "r8gd.large"},
+    ):
+        with pytest.raises(ValidationError):
+            ManagedPostgresSpec.model_validate(bad)

@@ -49,6 +49,9 @@ class FakeKube:
     async def get_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.resource) if self.resource else None
 
+    async def list_resources(self, namespace: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(self.resource)] if self.resource else []
+
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         self.log.append("status:" + ",".join(sorted(status)))
         stored = self.resource.setdefault("status", {})
@@ -427,12 +430,16 @@ async def test_a_wrong_organization_with_nothing_created_does_not_block(world):
     assert done
 
 
-async def test_delete_refused_by_the_api_is_blocked_with_the_way_out(world):
+async def test_delete_refused_by_the_api_waits_with_backoff_and_the_way_out(world):
     await ready(world)
     world.cloud.fail["DELETE"] = ConflictError("service has read replicas", status=409)
+    first = world.executor.finalize_retry_after(UID)
     done, message = await world.executor.finalize(world.deleting())
     assert not done and "read replicas" in message and "deletionPolicy: Orphan" in message
-    assert world.events[-1][1] == "DeletionBlocked"
+    assert world.events[-1][1] == "DeletionWaiting"  # a waiting state, not an error
+    second = world.executor.finalize_retry_after(UID)
+    await world.executor.finalize(world.deleting())
+    assert first < second < world.executor.finalize_retry_after(UID)  # backoff
 
 
 async def test_a_delete_answered_404_is_done(world):

@@ -41,7 +41,7 @@ from mpg_operator.cloud.errors import (
     PermanentCloudError,
     TemporaryCloudError,
 )
-from mpg_operator.cloud.models import PostgresService, ServiceState, StateCommand
+from mpg_operator.cloud.models import PostgresService, PostgresServiceListItem, ServiceState, StateCommand
 from mpg_operator.controller.cloudaccess import (
     ClientPool,
     Credentials,
@@ -52,7 +52,7 @@ from mpg_operator.controller.cloudaccess import (
 from mpg_operator.controller.kube import KubeApi, SecretKeyError
 from mpg_operator.controller.logfields import decision_fields
 from mpg_operator.controller.settings import OperatorSettings
-from mpg_operator.reconcile import commands, configuration, decisions, deletion, planner
+from mpg_operator.reconcile import commands, configuration, decisions, deletion, planner, replication
 from mpg_operator.reconcile.connection import (
     Endpoint,
     SecretConflictError,
@@ -79,6 +79,7 @@ from mpg_operator.reconcile.model import (
     PublishSecret,
     Reason,
     SendCommand,
+    SourceResource,
     UpdateService,
     parse_time,
     rfc3339,
@@ -173,6 +174,7 @@ class Executor:
         self._last_mutation: dict[str, float] = {}
         self._protected: dict[str, str | None] = {}
         self._recent_events: dict[tuple[str, str, str], float] = {}
+        self._delete_conflicts: dict[str, int] = {}
 
     # --- the live pass ---------------------------------------------------------------------
 
@@ -272,7 +274,58 @@ class Executor:
                 observed, secret=secret, brought_password=brought, brought_password_problem=problem
             )
             observed = await self._observe_configuration(client, desired, observed)
+            observed = await self._observe_source(desired, observed, snap.services)
         return observed
+
+    # --- read replicas and restores: their source ---------------------------------------------
+
+    async def _observe_source(
+        self, desired: Desired, observed: Observed, services: list[PostgresServiceListItem]
+    ) -> Observed:
+        """The ManagedPostgres a replica or a restore names (its service in the LIST and, for a replica,
+        its current confirmed password); or whether the LIST shows spec.restoreFrom.serviceId."""
+        restore = desired.restore_from
+        if restore is not None and restore.service_id is not None:
+            listed = any((s.id or "").lower() == restore.service_id for s in services)
+            return dataclasses.replace(observed, source_service_listed=listed)
+        name = desired.read_replica_of or (restore.managed_postgres if restore else None)
+        if name is None:
+            return observed
+        body = await self.kube.get_resource(desired.namespace, name)
+        if body is None:
+            return dataclasses.replace(observed, source=SourceResource(name=name, exists=False))
+        status = ManagedPostgresStatus.model_validate(body.get("status") or {})
+        service_id = status.service_id
+        remote = next((s for s in services if service_id and s.id == service_id), None)
+        password = None
+        if desired.read_replica_of is not None and service_id:
+            password = await self._confirmed_password_of(body, status)
+        source = SourceResource(
+            name=name,
+            exists=True,
+            deleting=bool(body["metadata"].get("deletionTimestamp")),
+            service_id=service_id,
+            state=(remote.state if remote else None) or status.state,
+            listed=remote is not None,
+            organization_id=status.organization_id,
+            password=password,
+        )
+        return dataclasses.replace(observed, source=source)
+
+    async def _confirmed_password_of(self, body: dict[str, Any], status: ManagedPostgresStatus) -> str | None:
+        """A ManagedPostgres's current password: from its connection Secret, when the operator wrote it
+        for that resource and it is the one the API accepted last."""
+        try:
+            other = self._desired(body)
+        except pydantic.ValidationError:
+            return None
+        secret = await self.kube.observe_connection_secret(other.namespace, other.connection_secret_name)
+        if secret is None or not secret.owned_by(other.uid) or not status.service_id:
+            return None
+        secret = dataclasses.replace(secret, key_prefix=other.secret_shape.key_prefix)
+        if not secret.password_confirmed(status.service_id, status.password_version):
+            return None
+        return secret.password
 
     async def _observe_configuration(self, client: CloudClient, desired: Desired, observed: Observed) -> Observed:
         """GET the service's configuration when the plan will need it (spec changed, a write to
@@ -365,7 +418,7 @@ class Executor:
             if isinstance(action, AdoptService):
                 await self._patch_status(resource, {"serviceId": action.service_id, "createPendingSince": None})
             elif isinstance(action, CreateService):
-                await self._create(resource, client, observed, outcome)
+                await self._create(resource, client, observed, outcome, action)
             elif isinstance(action, UpdateService):
                 await client.update_service(action.service_id, desired.patch_request())
                 self._last_mutation[desired.uid] = time.time()
@@ -505,9 +558,17 @@ class Executor:
 
     # --- create ----------------------------------------------------------------------------
 
-    async def _create(self, resource: Resource, client: CloudClient, observed: Observed, outcome: Outcome) -> None:
+    async def _create(
+        self,
+        resource: Resource,
+        client: CloudClient,
+        observed: Observed,
+        outcome: Outcome,
+        action: CreateService | None = None,
+    ) -> None:
         desired = resource.desired
         assert desired is not None
+        action = action or CreateService()
         # 1. The Secret the password will go to is ours and storable before anything is created.
         await self._write_secret(resource, None, "", "", "", None)
         # 2. Announce the create before sending it: after a crash we look for the service first.
@@ -527,11 +588,19 @@ class Executor:
             raise DeletionStarted()
         self._last_mutation[desired.uid] = time.time()
         try:
-            service = await client.create_service(desired.create_request())
-        except (InvalidRequestError, ConflictError, AuthError):
-            await self._patch_status(
-                resource, {"createPendingSince": None, "createAttempts": None}
-            )  # rejected: nothing exists
+            service = await self._send_create(client, desired, action)
+        except (InvalidRequestError, ConflictError, AuthError, NotFoundError) as e:
+            if isinstance(e, NotFoundError) and not action.source_service_id:
+                raise  # not an answer a create gets: the pending mark stays, the service is looked for first
+            # Rejected (or the source service is gone): nothing exists.
+            rejected: dict[str, Any] = {"createPendingSince": None, "createAttempts": None}
+            if action.source_service_id and replication.backup_not_ready(e):
+                attempts = (
+                    observed.status.waiting_for_backup.attempts if observed.status.waiting_for_backup else 0
+                ) + 1
+                base = timedelta(seconds=self.settings.poll_interval_active)
+                rejected["waitingForBackup"] = replication.backup_wait(_now(), attempts, base)
+            await self._patch_status(resource, rejected)
             raise
         recorded: dict[str, Any] = {
             "serviceId": service.id,
@@ -540,6 +609,8 @@ class Executor:
             "state": service.state,
             "hostname": service.hostname,
             "username": service.username,
+            "waitingForBackup": None,
+            **self._created_from(desired, action),
         }
         try:
             # 3. The password is returned this once: persist it before anything else.
@@ -550,13 +621,47 @@ class Executor:
             outcome.status.update(recorded)
             self._emit(
                 resource.body,
-                [
-                    Event.normal(
-                        EventReason.CREATED,
-                        f"Created service {service.id} ({desired.service_name}, {desired.size}, {desired.region})",
-                    )
-                ],
+                [Event.normal(EventReason.CREATED, self._created_message(desired, action, service.id))],
             )
+
+    @staticmethod
+    def _created_message(desired: Desired, action: CreateService, service_id: str | None) -> str:
+        if action.source_service_id is None:
+            return f"Created service {service_id} ({desired.service_name}, {desired.size}, {desired.region})"
+        if action.read_replica:
+            return (
+                f"Created service {service_id} ({desired.service_name}), a read replica of {desired.read_replica_of} "
+                f"(service {action.source_service_id})"
+            )
+        assert desired.restore_from is not None
+        return (
+            f"Created service {service_id} ({desired.service_name}), a restore of service {action.source_service_id} "
+            f"as of {desired.restore_from.point_in_time}; a new password is set once it is running"
+        )
+
+    @staticmethod
+    async def _send_create(client: CloudClient, desired: Desired, action: CreateService) -> PostgresService:
+        """POST the create: a new service, a read replica of the source, or a restore of it."""
+        if action.source_service_id is None:
+            return await client.create_service(desired.create_request())
+        if action.read_replica:
+            return await client.create_read_replica(action.source_service_id, desired.read_replica_request())
+        return await client.restore_service(action.source_service_id, desired.restore_request())
+
+    @staticmethod
+    def _created_from(desired: Desired, action: CreateService) -> dict[str, Any]:
+        """Status fields naming what a replica or a restore was created from."""
+        if action.source_service_id is None:
+            return {}
+        if action.read_replica and desired.read_replica_of:
+            return {"readReplicaOf": {"name": desired.read_replica_of, "serviceId": action.source_service_id}}
+        assert desired.restore_from is not None
+        return {
+            "restoredFrom": {
+                "serviceId": action.source_service_id,
+                "pointInTime": desired.restore_from.point_in_time,
+            }
+        }
 
     async def _store_initial_password(
         self, resource: Resource, client: CloudClient, service: PostgresService, version: str
@@ -652,6 +757,18 @@ class Executor:
                 outcome.events.append(
                     Event.normal(EventReason.PASSWORD_ROTATED, f"Rotated the password (token {action.rotation_token})")
                 )
+        elif mode == PasswordMode.INHERIT:
+            # A read replica: the primary's current password, which the API accepted for both.
+            assert observed.source is not None and observed.source.password is not None
+            inherited = observed.status.password_version or new_password_version()
+            outcome.status["passwordVersion"] = inherited
+            await write(observed.source.password, inherited)
+            outcome.events.append(
+                Event.normal(
+                    EventReason.CREDENTIALS_PUBLISHED,
+                    f"Published the password of the primary {desired.read_replica_of} in Secret {name}",
+                )
+            )
         elif mode == PasswordMode.OBSERVED:
             # Observe only: nothing is sent; the password is published only if the user brings it.
             await write(observed.brought_password, None)
@@ -842,6 +959,13 @@ class Executor:
         if gate in (deletion.Gate.ORPHAN, deletion.Gate.PROTECTED, deletion.Gate.OBSERVED):
             self._emit(body, deletion.plan_delete(desired, Observed(now=_now(), status=status, remote=None)).events)
             return True, gate.value
+        if gate is deletion.Gate.PROCEED:
+            replicas = replication.blocking_replicas(meta["name"], await self.kube.list_resources(meta["namespace"]))
+            if replicas:
+                waiting, event = replication.waiting_for_replicas(meta["name"], replicas)
+                await self._write_status(resource, {}, None, waiting, applied=False)
+                self._emit(body, [event])
+                return False, waiting.message
         nothing = [Event.normal(EventReason.DELETED, "No service was ever created; nothing to delete")]
         escape = deletion.escape_hatch(meta["namespace"], meta["name"])
         which = status.service_id or "(create pending)"
@@ -865,9 +989,22 @@ class Executor:
             await self._execute(plan, resource, client, observed, outcome)
         except NotFoundError:
             plan.release_finalizer = True  # a DELETE answered 404: gone
+        except ConflictError as e:
+            # Replicas the API still shows (being deleted, or not managed here): wait, with backoff.
+            self._delete_conflicts[meta["uid"]] = self._delete_conflicts.get(meta["uid"], 0) + 1
+            msg = replication.delete_conflict(which, e.detail, escape)
+            self._emit(body, plan.events + outcome.events + [Event.normal(EventReason.DELETION_WAITING, msg)])
+            return False, msg
         except CloudError as e:
             blocked = deletion.blocked_by(e, which, escape)
             self._emit(body, plan.events + outcome.events + [blocked.event])
             return False, blocked.message
         self._emit(body, plan.events + outcome.events)
+        self._delete_conflicts.pop(meta["uid"], None)
         return plan.release_finalizer, plan.ready.message if plan.ready else "deleted"
+
+    def finalize_retry_after(self, uid: str) -> float:
+        """Seconds before the next deletion step: longer after each DELETE the API refused with a 409."""
+        refused = self._delete_conflicts.get(uid, 0)
+        base = self.settings.poll_interval_active
+        return min(base * (1 << min(refused, 10)), max(base, replication.BACKUP_RETRY_MAX.total_seconds()))

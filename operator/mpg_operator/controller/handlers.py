@@ -56,6 +56,8 @@ class Runtime:
     """uid -> what a pass acts on besides status: generation, pause and rotation annotations."""
     in_flight: set[str] = field(default_factory=set)
     """uids whose last pass left something in flight (creating, updating, settling)."""
+    replica_of: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Read replica uid -> (namespace, name) of its primary: woken when the primary's Secret changes."""
     observer: Observer | None = None
     served: dict[str, tuple[str, str]] = field(default_factory=dict)
     """uid -> (namespace, name) of the resources whose reconcile loop runs here (the relay's owners)."""
@@ -75,6 +77,10 @@ class Runtime:
             event = self.wakeups.get(uid)
             if event is not None:
                 event.set()
+
+    def wake_replicas_of(self, namespace: str, primary: str) -> None:
+        """Wake the read replicas of a primary (its password changed: theirs follows)."""
+        self.wake_changed({uid for uid, of in self.replica_of.items() if of == (namespace, primary)})
 
     def start_observer(self) -> None:
         if self.observer is not None and self.observer_task is None:
@@ -222,6 +228,9 @@ async def spec_changed(type: str, body: kopf.Body, uid: str, memo: kopf.Memo, **
     if runtime.generations.get(uid) != seen:
         runtime.generations[uid] = seen
         runtime.wakeup(uid).set()
+    primary = ((body.get("spec") or {}).get("readReplicaOf") or {}).get("name")
+    if primary and meta.get("namespace"):
+        runtime.replica_of[uid] = (meta["namespace"], primary)
 
 
 @kopf.on.event("", "v1", "secrets", labels={LABEL_MANAGED_BY: MANAGED_BY})
@@ -233,6 +242,7 @@ async def connection_secret_changed(type: str, body: kopf.Body, memo: kopf.Memo,
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("uid") in runtime.wakeups:
             runtime.wakeup(ref["uid"]).set()
+            runtime.wake_replicas_of(body.get("metadata", {}).get("namespace", ""), ref.get("name", ""))
 
 
 @kopf.daemon(
@@ -284,6 +294,7 @@ async def reconcile_loop(
         runtime.in_flight.discard(uid)
         runtime.generations.pop(uid, None)
         runtime.served.pop(uid, None)
+        runtime.replica_of.pop(uid, None)
 
 
 async def _sleep(delay: float, wake: asyncio.Event, stopped: kopf.DaemonStopped) -> None:
@@ -339,6 +350,6 @@ async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     current = fresh or dict(body)
     done, message = await runtime.executor.finalize(current)
     if not done:
-        raise kopf.TemporaryError(message, delay=runtime.settings.poll_interval_active)
+        raise kopf.TemporaryError(message, delay=runtime.executor.finalize_retry_after(meta.get("uid", "")))
     await runtime.executor.release_credentials(current)
     runtime.metrics.on_deleted(current, message)

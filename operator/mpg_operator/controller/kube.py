@@ -103,6 +103,12 @@ class KubeApi:
                 return None
             raise
 
+    async def list_resources(self, namespace: str) -> list[dict[str, Any]]:
+        """The ManagedPostgres of a namespace, as stored now."""
+        answer = await self._run(self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL)
+        items: list[dict[str, Any]] = answer.get("items") or []
+        return items
+
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the status subresource (``None`` values remove fields); returns the object."""
         return await self._run(

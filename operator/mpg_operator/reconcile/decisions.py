@@ -15,13 +15,16 @@ from mpg_operator.cloud.errors import (
     InvalidRequestError,
     NotFoundError,
 )
+from mpg_operator.reconcile import replication
 from mpg_operator.reconcile.connection import SecretConflictError, SecretRejectedError
 from mpg_operator.reconcile.desired import Desired
 from mpg_operator.reconcile.model import Condition, Event, EventReason, LastRejection, Reason, parse_time, rfc3339
 from mpg_operator.reconcile.planner import secret_conflict_message
 from mpg_operator.resource import Condition as StoredCondition
 
-REMEMBERED_REJECTIONS = frozenset({Reason.TERMINAL_INVALID_SPEC, Reason.QUOTA_EXCEEDED})
+REMEMBERED_REJECTIONS = frozenset(
+    {Reason.TERMINAL_INVALID_SPEC, Reason.QUOTA_EXCEEDED, Reason.TERMINAL_RESTORE_REFUSED}
+)
 """Rejections remembered for a generation (not re-sent); other terminal reasons are recomputed
 from every observation, so they clear as soon as their cause does."""
 
@@ -70,6 +73,10 @@ def classify(
             f"was not accepted: {error.detail}"
         )
         return _terminal(Reason.TERMINAL_CREDENTIALS, EventReason.CREDENTIALS_ERROR, msg)
+    if creating and (desired.read_replica_of is not None or desired.restore_from is not None):
+        waiting = _replica_or_restore_refused(error, desired)
+        if waiting is not None:
+            return waiting
     if isinstance(error, InvalidRequestError):
         return _terminal(
             Reason.TERMINAL_INVALID_SPEC,
@@ -81,6 +88,20 @@ def classify(
         return _terminal(Reason.QUOTA_EXCEEDED, EventReason.CREATE_FAILED, msg)
     msg = f"ClickHouse Cloud API error, will retry: {error}"
     return Failure(Condition.false(Reason.API_ERROR, msg), Event.warning(EventReason.API_ERROR, msg))
+
+
+def _replica_or_restore_refused(error: CloudError, desired: Desired) -> Failure | None:
+    """A replica or restore create refused: no backup yet (wait), or a target out of the window (terminal)."""
+    replica = desired.read_replica_of is not None
+    if replication.backup_not_ready(error):
+        msg = replication.backup_message(replica)
+        cond = Condition.false(Reason.WAITING_FOR_BACKUP, msg)
+        return Failure(cond, Event.normal(EventReason.WAITING_FOR_BACKUP, msg), ready=cond)
+    if isinstance(error, InvalidRequestError) and not replica:
+        msg = f"ClickHouse Cloud refused the restore: {error.detail}"
+        cond = Condition.false(Reason.TERMINAL_RESTORE_REFUSED, msg)
+        return Failure(cond, Event.warning(EventReason.RESTORE_REFUSED, msg), ready=cond, retry_soon=False)
+    return None
 
 
 def _terminal(reason: Reason, event_reason: EventReason, message: str) -> Failure:

@@ -7,7 +7,13 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from mpg_operator.cloud.models import PostgresServiceCreateRequest, PostgresServicePatchRequest, Tag
+from mpg_operator.cloud.models import (
+    PostgresReadReplicaRequest,
+    PostgresRestoreRequest,
+    PostgresServiceCreateRequest,
+    PostgresServicePatchRequest,
+    Tag,
+)
 from mpg_operator.reconcile.connection import SecretShape
 from mpg_operator.resource import (
     ANNOTATION_PAUSED,
@@ -38,6 +44,15 @@ class OperatorDefaults:
 
 
 @dataclass(frozen=True)
+class RestoreSource:
+    """spec.restoreFrom: what to restore (a ManagedPostgres of the namespace, or a service id) and when."""
+
+    point_in_time: str
+    managed_postgres: str | None = None
+    service_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Desired:
     """The desired remote service and Secret of one ManagedPostgres, defaults applied."""
 
@@ -46,11 +61,14 @@ class Desired:
     uid: str
     generation: int
     service_name: str
-    provider: str
-    region: str
-    size: str
+    provider: str | None
+    """None: inherited (a read replica from its primary, a restore from its source)."""
+    region: str | None
+    size: str | None
+    """None: inherited (a replica's is its primary's, a restore's its backup's)."""
     postgres_version: str | None
-    ha_type: str
+    ha_type: str | None
+    """None: assigned by ClickHouse Cloud (a replica, or a restore without spec.haType)."""
     user_tags: dict[str, str] = field(default_factory=dict)
     connection_secret_name: str = ""
     deletion_policy: str = DeletionPolicy.DELETE.value
@@ -73,6 +91,9 @@ class Desired:
     restart_policy: str = RestartPolicy.NEVER.value
     command_tokens: dict[str, str] = field(default_factory=dict)
     """State command (restart, switchover, promote) -> the token of its annotation."""
+    read_replica_of: str | None = None
+    """spec.readReplicaOf.name: the primary's ManagedPostgres (same namespace)."""
+    restore_from: RestoreSource | None = None
 
     @property
     def config_digest(self) -> str:
@@ -97,6 +118,8 @@ class Desired:
         return [Tag(key=k, value=v) for k, v in sorted(self.all_tags.items())]
 
     def create_request(self) -> PostgresServiceCreateRequest:
+        if self.provider is None or self.region is None or self.size is None:
+            raise ValueError("a new service needs provider, region and size (only replicas and restores inherit them)")
         return PostgresServiceCreateRequest(
             name=self.service_name,
             provider=self.provider,
@@ -106,6 +129,26 @@ class Desired:
             ha_type=self.ha_type,
             tags=self.tag_list(),
             # The API refuses empty maps here: a new service starts with the configuration, or none.
+            pg_config=dict(self.pg_config) or None,
+            pg_bouncer_config=dict(self.pg_bouncer_config) or None,
+        )
+
+    def read_replica_request(self) -> PostgresReadReplicaRequest:
+        """The readReplica request: name, owner tags and configuration (the rest is the primary's)."""
+        return PostgresReadReplicaRequest(
+            name=self.service_name,
+            tags=self.tag_list(),
+            pg_config=dict(self.pg_config) or None,
+            pg_bouncer_config=dict(self.pg_bouncer_config) or None,
+        )
+
+    def restore_request(self) -> PostgresRestoreRequest:
+        """The restoredService request: name, target time, owner tags and configuration."""
+        assert self.restore_from is not None
+        return PostgresRestoreRequest(
+            name=self.service_name,
+            restore_target=self.restore_from.point_in_time,
+            tags=self.tag_list(),
             pg_config=dict(self.pg_config) or None,
             pg_bouncer_config=dict(self.pg_bouncer_config) or None,
         )
@@ -138,6 +181,8 @@ def desired_from(
     annotations: Mapping[str, str] | None = None,
 ) -> Desired:
     """Resolve a spec into a :class:`Desired`, applying defaults in code (never in the CRD)."""
+    restore = spec.restore_from
+    inherits = spec.read_replica_of is not None or restore is not None
     return Desired(
         namespace=namespace,
         name=name,
@@ -148,7 +193,7 @@ def desired_from(
         region=spec.region,
         size=spec.size,
         postgres_version=spec.postgres_version,
-        ha_type=spec.ha_type or DEFAULT_HA_TYPE,
+        ha_type=spec.ha_type or (None if inherits else DEFAULT_HA_TYPE),
         user_tags=dict(spec.tags or {}),
         connection_secret_name=(spec.connection_secret.name if spec.connection_secret else f"{name}-connection"),
         deletion_policy=spec.deletion_policy or defaults.deletion_policy,
@@ -180,4 +225,12 @@ def desired_from(
             )
             if (token := (annotations or {}).get(annotation, "").strip())
         },
+        read_replica_of=spec.read_replica_of.name if spec.read_replica_of else None,
+        restore_from=RestoreSource(
+            point_in_time=restore.point_in_time,
+            managed_postgres=restore.managed_postgres,
+            service_id=restore.service_id.lower() if restore.service_id else None,
+        )
+        if restore
+        else None,
     )

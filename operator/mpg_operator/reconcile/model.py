@@ -43,6 +43,13 @@ class Reason(StrEnum):
     RESTART_PENDING = "PendingRestart"
     RESTART_NOT_REQUIRED = "NoRestartPending"
     QUOTA_EXCEEDED = "QuotaExceeded"
+    # read replicas and restores
+    WAITING_FOR_PRIMARY = "WaitingForPrimary"
+    WAITING_FOR_BACKUP = "WaitingForBackup"
+    WAITING_FOR_SOURCE = "WaitingForSource"
+    WAITING_FOR_REPLICAS = "WaitingForReplicas"
+    TERMINAL_SOURCE_ELSEWHERE = "TerminalSourceInOtherOrganization"
+    TERMINAL_RESTORE_REFUSED = "TerminalRestoreRefused"
 
     @property
     def is_terminal(self) -> bool:
@@ -82,6 +89,11 @@ class EventReason(StrEnum):
     COMMAND_SENT = "CommandSent"
     COMMAND_REFUSED = "CommandRefused"
     COMMAND_OUTCOME_UNKNOWN = "CommandOutcomeUnknown"
+    # read replicas and restores
+    WAITING_FOR_BACKUP = "WaitingForBackup"
+    RESTORE_REFUSED = "RestoreRefused"
+    REPLICA_RELEASED = "ReplicaReleased"
+    DELETION_WAITING = "DeletionWaiting"
 
 
 class EventType(StrEnum):
@@ -150,6 +162,8 @@ class PasswordMode(StrEnum):
     """Write the user's password (passwordSecretRef) to the Secret first, then set it through the API."""
     OBSERVED = "observed"
     """Observe only: publish what can be known; the user's password if they bring one, else none."""
+    INHERIT = "inherit"
+    """A read replica: publish its primary's current password (the API refuses to set one on a replica)."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,24 @@ class LastRejection:
     reason: Reason
     message: str
     since: datetime | None
+
+
+@dataclass(frozen=True)
+class SourceResource:
+    """The ManagedPostgres a read replica or a restore names, as read this pass."""
+
+    name: str
+    exists: bool
+    deleting: bool = False
+    service_id: str | None = None
+    state: str | None = None
+    """The source service's state: from the organization's LIST when it shows it, else its status."""
+    listed: bool = False
+    """The source service is in this resource's organization's LIST."""
+    organization_id: str | None = None
+    """The organization the source service lives in (its status)."""
+    password: str | None = field(default=None, repr=False)
+    """The source's current password, as its connection Secret holds it, when confirmed (replicas only)."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +228,10 @@ class Observed:
     """Why spec.passwordSecretRef cannot be read."""
     remote_config: PostgresConfig | None = None
     """The service's configuration (GET /config), when this pass read it."""
+    source: SourceResource | None = None
+    """The primary of a read replica, or the ManagedPostgres a restore names."""
+    source_service_listed: bool = False
+    """spec.restoreFrom.serviceId is in the organization's LIST."""
 
 
 class Action:
@@ -211,7 +247,13 @@ class AdoptService(Action):
 
 @dataclass(frozen=True)
 class CreateService(Action):
-    """Claim the Secret, mark the create pending in status, POST, store the returned password."""
+    """Claim the Secret, mark the create pending in status, POST, store the returned password.
+
+    ``source_service_id``: create a read replica of it (``read_replica``) or restore it, instead of a
+    new service."""
+
+    source_service_id: str | None = None
+    read_replica: bool = False
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from mpg_operator.cloud.models import PostgresServiceListItem, ServiceState
-from mpg_operator.reconcile import commands, configuration
+from mpg_operator.reconcile import commands, configuration, replication
 from mpg_operator.reconcile.connection import ANN_HAND_OVER_TO, PORT, password_acceptable
 from mpg_operator.reconcile.desired import OWNER_TAGS, TAG_NAME, TAG_NAMESPACE, TAG_UID, Desired
 from mpg_operator.reconcile.model import (
@@ -84,9 +84,9 @@ def mutable_differences(desired: Desired, remote: PostgresServiceListItem) -> tu
     diffs = []
     if remote.name != desired.service_name:
         diffs.append("serviceName")
-    if remote.size != desired.size:
+    if desired.size is not None and remote.size != desired.size:
         diffs.append("size")
-    if (remote.ha_type or "none") != desired.ha_type:
+    if desired.ha_type is not None and (remote.ha_type or "none") != desired.ha_type:
         diffs.append("haType")
     remote_tags = {t.key: (t.value or "") for t in remote.tags or []}
     if remote_tags != desired.all_tags:
@@ -97,9 +97,9 @@ def mutable_differences(desired: Desired, remote: PostgresServiceListItem) -> tu
 def immutable_differences(desired: Desired, remote: PostgresServiceListItem) -> list[str]:
     """Human-readable mismatches of fields that cannot change without a new database."""
     out = []
-    if remote.provider and remote.provider != desired.provider:
+    if desired.provider and remote.provider and remote.provider != desired.provider:
         out.append(f"provider is {remote.provider!r}, spec says {desired.provider!r}")
-    if remote.region and remote.region != desired.region:
+    if desired.region and remote.region and remote.region != desired.region:
         out.append(f"region is {remote.region!r}, spec says {desired.region!r}")
     if desired.postgres_version and remote.postgres_version and remote.postgres_version != desired.postgres_version:
         out.append(f"postgresVersion is {remote.postgres_version!r}, spec says {desired.postgres_version!r}")
@@ -251,6 +251,7 @@ def plan(
         return p
 
     _record_remote(p, observed, remote)
+    _record_replica(p, desired, observed, remote)
     if remote.state == ServiceState.DELETING:
         p.ready = Condition.false(Reason.DELETING, f"Service {remote.id} is being deleted outside this operator")
         p.synced = Condition.false(Reason.API_ERROR, "The remote service is being deleted")
@@ -334,6 +335,16 @@ def _record_remote(p: Plan, observed: Observed, remote: PostgresServiceListItem)
         )
 
 
+def _record_replica(p: Plan, desired: Desired, observed: Observed, remote: PostgresServiceListItem) -> None:
+    """status.readReplicaOf of a replica (released once the service shows it was promoted)."""
+    replica, events = replication.replica_status(desired, observed, remote)
+    if replica is not None:
+        p.status["readReplicaOf"] = replica
+    p.events.extend(events)
+    if observed.status.waiting_for_backup is not None:
+        p.status["waitingForBackup"] = None
+
+
 @dataclass(frozen=True)
 class _UpdateProgress:
     diffs: tuple[str, ...]
@@ -351,10 +362,13 @@ def _plan_update(
     """Send an update when the service differs, once; count it applied only once it keeps showing."""
     diffs = mutable_differences(desired, remote)
     pending = observed.status.pending_update
-    if diffs and remote.is_primary is False:
+    if diffs and replication.is_replica(desired, observed.status, remote):
         problems.append(
             Condition.false(
-                Reason.TERMINAL_READ_REPLICA, "The service is a read replica: the API does not allow changing it"
+                Reason.TERMINAL_READ_REPLICA,
+                f"The service is a read replica and differs from the spec in {', '.join(diffs)}: the API does not "
+                "allow changing a replica (size and haType are its primary's). Set them back, or promote it first "
+                "(annotation clickhouse.cloud/promote)",
             )
         )
         return _UpdateProgress(diffs, False)
@@ -457,10 +471,11 @@ def _plan_credentials(
         else None
     )
     credentials_ok = True
-    if remote.is_primary is False:
+    if replication.is_replica(desired, observed.status, remote):
         # Replicas inherit the primary's password; the API refuses to set one.
-        mode = PasswordMode.KEEP
-        credentials_ok = confirmed or (secret is not None and bool(secret.password))
+        mode, credentials_ok = replication.replica_password_mode(desired, observed, confirmed)
+        if desired.read_replica_of is None:
+            credentials_ok = confirmed or credentials_ok
         rotation = None
     elif brought is not None:
         mode = PasswordMode.KEEP if confirmed and not rotation else PasswordMode.BRING
@@ -624,6 +639,12 @@ def _plan_without_remote(desired: Desired, observed: Observed, p: Plan, create_g
         p.active = False
         return p
 
-    p.actions.append(CreateService())
+    from_source = replication.plan_create(desired, observed)
+    if from_source is not None and from_source.action is None:
+        assert from_source.condition is not None
+        p.synced = p.ready = from_source.condition
+        p.active = not from_source.terminal
+        return p
+    p.actions.append(from_source.action if from_source is not None and from_source.action else CreateService())
     p.synced = Condition.true(Reason.RECONCILED, "Create requested")
     return p
