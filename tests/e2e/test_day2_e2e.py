@@ -6,7 +6,6 @@ is proven by a real connection, every "nothing was sent" by the simulator's requ
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import psycopg
@@ -15,9 +14,7 @@ from support import e2e
 from support.e2e import MutationLog
 
 from clickhouse_cloud_simulator.postgres import PostgresFleet
-from mpg_operator.cloud.client import CloudClient
 from mpg_operator.cloud.models import PostgresServiceCreateRequest, Tag
-from mpg_operator.cloud.ratelimit import UnlimitedRateLimiter
 from mpg_operator.reconcile.desired import TAG_UID
 from mpg_operator.sandbox import Sandbox
 
@@ -51,19 +48,7 @@ def manifest(name: str, annotations: dict | None = None, **spec) -> dict:
 
 def console(sb: Sandbox, fn):
     """Someone else using the API (the console, Terraform, clickhousectl) with their own key."""
-    key_id, key_secret, org_id = sb.console
-
-    async def go():
-        async with CloudClient(
-            key_id=key_id,
-            key_secret=key_secret,
-            organization_id=org_id,
-            base_url=sb.simulator.url,
-            rate_limiter=UnlimitedRateLimiter(),
-        ) as client:
-            return await fn(client)
-
-    return asyncio.run(go())
+    return e2e.as_someone_else(sb.simulator.url, sb.console, fn)
 
 
 def create_elsewhere(sb: Sandbox, name: str, tags: dict | None = None):

@@ -3,7 +3,6 @@ Kubernetes emulator and the simulator with real PostgreSQL behind each service."
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 
@@ -14,9 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import e2e
 
 from clickhouse_cloud_simulator.postgres import PostgresFleet
-from mpg_operator.cloud.client import CloudClient
 from mpg_operator.cloud.models import PostgresServiceCreateRequest, Tag
-from mpg_operator.cloud.ratelimit import UnlimitedRateLimiter
 from mpg_operator.controller import handlers
 from mpg_operator.reconcile.desired import TAG_NAME, TAG_NAMESPACE, TAG_UID
 from mpg_operator.reconcile.model import EventReason
@@ -71,29 +68,17 @@ def org_prometheus_requests(sb: Sandbox) -> int:
 
 def create_foreign_service(sb: Sandbox) -> str:
     """A service of another cluster's resource in the same organization (someone else's operator)."""
-    key_id, key_secret, org_id = sb.console_key
-
-    async def go() -> str:
-        async with CloudClient(
-            key_id=key_id,
-            key_secret=key_secret,
-            organization_id=org_id,
-            base_url=sb.simulator.url,
-            rate_limiter=UnlimitedRateLimiter(),
-        ) as client:
-            tags = [
-                Tag(key=TAG_UID, value="another-clusters-uid"),
-                Tag(key=TAG_NAMESPACE, value="payments"),
-                Tag(key=TAG_NAME, value="ledger"),
-            ]
-            request = PostgresServiceCreateRequest(
-                name="ledger", provider="aws", region="us-west-2", size="r8gd.large", tags=tags
-            )
-            service = await client.create_service(request)
-            assert service.id
-            return service.id
-
-    return asyncio.run(go())
+    tags = [
+        Tag(key=TAG_UID, value="another-clusters-uid"),
+        Tag(key=TAG_NAMESPACE, value="payments"),
+        Tag(key=TAG_NAME, value="ledger"),
+    ]
+    request = PostgresServiceCreateRequest(
+        name="ledger", provider="aws", region="us-west-2", size="r8gd.large", tags=tags
+    )
+    service = e2e.as_someone_else(sb.simulator.url, sb.console_key, lambda client: client.create_service(request))
+    assert service.id
+    return service.id
 
 
 def test_create_to_ready_relayed_tuple_counters_and_only_served_services(sandbox):

@@ -3,11 +3,15 @@ requests the simulator served."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from mpg_operator.cloud.client import CloudClient
+from mpg_operator.cloud.ratelimit import UnlimitedRateLimiter
 from mpg_operator.reconcile.desired import TAG_UID
 
 
@@ -28,6 +32,24 @@ def manifest(name: str, namespace: str, annotations: dict[str, str] | None = Non
             **spec,
         },
     }
+
+
+def as_someone_else(api_url: str, key: tuple[str, str, str], fn: Callable[[CloudClient], Awaitable[Any]]) -> Any:
+    """Run ``fn`` with a client of another API key (the console, Terraform, clickhousectl):
+    ``key`` is (key id, key secret, organization id)."""
+    key_id, key_secret, org_id = key
+
+    async def go() -> Any:
+        async with CloudClient(
+            key_id=key_id,
+            key_secret=key_secret,
+            organization_id=org_id,
+            base_url=api_url,
+            rate_limiter=UnlimitedRateLimiter(),
+        ) as client:
+            return await fn(client)
+
+    return asyncio.run(go())
 
 
 class MutationLog:
