@@ -25,7 +25,7 @@ import kopf
 
 from mpg_operator.controller.cloudaccess import ClientPool, ServiceSnapshots, current_resource
 from mpg_operator.controller.executor import Executor
-from mpg_operator.controller.kube import KubeApi, load_kube_config
+from mpg_operator.controller.kube import KubeApi
 from mpg_operator.controller.metrics import OperatorMetrics, serve_metrics
 from mpg_operator.controller.observer import Observer
 from mpg_operator.controller.settings import OperatorSettings
@@ -87,7 +87,6 @@ class Runtime:
                     pass
         self.observer_task = self.trim_task = None
         await self.clients.aclose()
-        self.kube.close()
         if self.metrics_runner is not None:
             await self.metrics_runner.cleanup()
 
@@ -98,7 +97,7 @@ def _post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> 
 
 def build_runtime(settings: OperatorSettings) -> Runtime:
     metrics = OperatorMetrics()
-    kube = KubeApi(load_kube_config())
+    kube = KubeApi()
     clients = ClientPool(settings.client, on_response=metrics.on_api_response)
     snapshots = ServiceSnapshots()
     executor = Executor(kube=kube, settings=settings, clients=clients, snapshots=snapshots, post_event=_post_event)
@@ -120,8 +119,8 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
 
 MALLOC_ARENAS = 2
 """glibc gives each thread that allocates its own malloc arena (up to 8 per core), and memory freed
-in one stays with it: the Kubernetes client's thread pool then holds several partly empty arenas.
-Two arenas are enough for one event loop and a small pool (``MALLOC_ARENA_MAX`` overrides)."""
+in one stays with it: every worker thread (kopf's, asyncio's) then holds a partly empty arena.
+Two arenas are enough for one event loop and a few threads (``MALLOC_ARENA_MAX`` overrides)."""
 
 
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
