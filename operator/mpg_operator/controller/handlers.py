@@ -160,7 +160,7 @@ def _runtime(memo: Any) -> Runtime:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    limit_malloc_arenas()  # before the Kubernetes client's threads start allocating
+    limit_malloc_arenas()  # before worker threads start allocating
     settings.queueing.idle_timeout = 1.0  # per-object event workers (a task and a queue each) go soon
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
