@@ -26,7 +26,7 @@ import kopf
 
 from mpg_operator.controller.cloudaccess import ClientPool, ServiceSnapshots, current_resource
 from mpg_operator.controller.executor import Executor
-from mpg_operator.controller.kube import KubeApi, load_kube_config
+from mpg_operator.controller.kube import KubeApi
 from mpg_operator.controller.metrics import OperatorMetrics, serve_metrics
 from mpg_operator.controller.observer import Observer
 from mpg_operator.controller.relay import MetricsRelay
@@ -100,7 +100,6 @@ class Runtime:
         if self.relay is not None:
             await self.relay.aclose()
         await self.clients.aclose()
-        self.kube.close()
         if self.metrics_runner is not None:
             await self.metrics_runner.cleanup()
 
@@ -111,7 +110,7 @@ def _post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> 
 
 def build_runtime(settings: OperatorSettings) -> Runtime:
     metrics = OperatorMetrics()
-    kube = KubeApi(load_kube_config())
+    kube = KubeApi()
     clients = ClientPool(settings.client, on_response=metrics.on_api_response)
     snapshots = ServiceSnapshots()
     post_event = metrics.counting_events(_post_event)
@@ -140,8 +139,8 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
 
 MALLOC_ARENAS = 2
 """glibc gives each thread that allocates its own malloc arena (up to 8 per core), and memory freed
-in one stays with it: the Kubernetes client's thread pool then holds several partly empty arenas.
-Two arenas are enough for one event loop and a small pool (``MALLOC_ARENA_MAX`` overrides)."""
+in one stays with it: every worker thread (kopf's, asyncio's) then holds a partly empty arena.
+Two arenas are enough for one event loop and a few threads (``MALLOC_ARENA_MAX`` overrides)."""
 
 
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
@@ -181,7 +180,7 @@ def _runtime(memo: Any) -> Runtime:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    limit_malloc_arenas()  # before the Kubernetes client's threads start allocating
+    limit_malloc_arenas()  # before worker threads start allocating
     settings.queueing.idle_timeout = 1.0  # per-object event workers (a task and a queue each) go soon
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)

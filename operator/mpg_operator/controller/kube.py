@@ -1,20 +1,22 @@
 """Kubernetes I/O of the operator: the resource, its status, Secrets. Thin async wrappers.
 
-The ``kubernetes`` client is synchronous, so every call runs in a small thread pool.
-Events go through kopf (``kopf.event``), which is already logged in.
+Requests go through kopf's own authenticated aiohttp session (the credentials of the operator's
+``@kopf.on.login`` handler, renewed by kopf on a 401), so the operator needs no Kubernetes client
+library of its own. Events go through kopf (``kopf.event``) as well.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import os
-from concurrent.futures import ThreadPoolExecutor
+import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-import kubernetes
-from kubernetes.client.exceptions import ApiException
+import aiohttp
+from kopf._cogs.clients import auth as kopf_auth
+from kopf._cogs.clients import errors as kopf_errors
 
 from mpg_operator.reconcile.connection import (
     ANN_HAND_OVER_TO,
@@ -29,19 +31,46 @@ from mpg_operator.reconcile.connection import (
 from mpg_operator.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
-"""Explicit: the generated client would otherwise pick JSON Patch for a dict body."""
+
+KubeApiError = kopf_errors.APIError
+"""Kubernetes answered with an error: ``.status`` is the HTTP status, ``.message`` the API's own
+message (kopf keeps only ``Status`` bodies, never an echoed object)."""
+
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
 
 
-def load_kube_config() -> kubernetes.client.ApiClient:
-    """In-cluster config when running in a pod, else ``$KUBECONFIG`` (read now, not at import)."""
-    configuration = kubernetes.client.Configuration()
+@kopf_auth.authenticated
+async def _request(
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    content_type: str = "application/json",
+    context: kopf_auth.APIContext | None = None,  # injected by kopf: its session for the current credentials
+) -> Any:
+    """One request in kopf's session; the decoded JSON answer, or :data:`KubeApiError`."""
+    if context is None:
+        raise RuntimeError("kopf did not inject its API context")
+    url = context.server.rstrip("/") + path
+    data = None if body is None else json.dumps(body)
+    headers = None if body is None else {"Content-Type": content_type}
     try:
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(
-            config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
-        )
-    return kubernetes.client.ApiClient(configuration)
+        async with context.session.request(method, url, data=data, headers=headers, timeout=REQUEST_TIMEOUT) as resp:
+            await kopf_errors.check_response(resp)
+            return await resp.json()
+    except RuntimeError as e:
+        if context.session.closed:  # credentials replaced meanwhile: kopf retries with the new session
+            raise kopf_errors.APISessionClosed("Session is closed.") from e
+        raise
+
+
+def _secret_path(namespace: str, name: str | None = None) -> str:
+    path = f"/api/v1/namespaces/{quote(namespace, safe='')}/secrets"
+    return path if name is None else f"{path}/{quote(name, safe='')}"
+
+
+def _resource_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace, safe='')}/{PLURAL}/{quote(name, safe='')}"
 
 
 @dataclass(frozen=True)
@@ -66,72 +95,46 @@ def _controller_uid(meta: dict[str, Any]) -> str | None:
     return None
 
 
-def _status_message(e: ApiException) -> str:
-    import json
-
-    try:
-        return json.loads(e.body or "{}").get("message") or str(e.reason)
-    except (ValueError, AttributeError):
-        return str(e.reason)
-
-
 class KubeApi:
     """The few Kubernetes calls the operator makes."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient, *, threads: int = 8) -> None:
-        self._api_client = api_client
-        self._custom = kubernetes.client.CustomObjectsApi(api_client)
-        self._core = kubernetes.client.CoreV1Api(api_client)
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
+    def __init__(self) -> None:
         self._secret_locks: dict[tuple[str, str], asyncio.Lock] = {}
-
-    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # --- ManagedPostgres -----------------------------------------------------------------
 
     async def get_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The ManagedPostgres as stored now (a fresh read, not a watch cache)."""
         try:
-            return await self._run(self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
-        except ApiException as e:
+            resource: dict[str, Any] = await _request("GET", _resource_path(namespace, name))
+            return resource
+        except KubeApiError as e:
             if e.status == 404:
                 return None
             raise
 
     async def list_resources(self, namespace: str) -> list[dict[str, Any]]:
         """The ManagedPostgres of a namespace, as stored now."""
-        answer = await self._run(self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL)
+        answer = await _request("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace, safe='')}/{PLURAL}")
         items: list[dict[str, Any]] = answer.get("items") or []
         return items
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the status subresource (``None`` values remove fields); returns the object."""
-        return await self._run(
-            self._custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"status": status},
-            _content_type=MERGE_PATCH,
-        )
+        path = _resource_path(namespace, name) + "/status"
+        stored: dict[str, Any] = await _request("PATCH", path, {"status": status}, content_type=MERGE_PATCH)
+        return stored
 
     # --- Secrets -------------------------------------------------------------------------
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            secret = await self._run(self._core.read_namespaced_secret, name, namespace)
-        except ApiException as e:
+            secret: dict[str, Any] = await _request("GET", _secret_path(namespace, name))
+        except KubeApiError as e:
             if e.status == 404:
                 return None
             raise
-        return self._api_client.sanitize_for_serialization(secret)
+        return secret
 
     async def read_secret_data(self, namespace: str, name: str, keys: tuple[str, ...]) -> dict[str, str]:
         """Decoded values of ``keys``; :class:`SecretKeyError` names what is missing."""
@@ -203,11 +206,12 @@ class KubeApi:
         }
         for _ in range(5):
             try:
-                await self._run(self._core.create_namespaced_secret, namespace, body)
+                await _request("POST", _secret_path(namespace), body)
                 return
-            except ApiException as e:
+            except KubeApiError as e:
                 if e.status in (400, 422):
-                    raise SecretRejectedError(f"Kubernetes refused Secret {name!r}: {_status_message(e)}") from None
+                    reason = e.message or f"HTTP {e.status}"
+                    raise SecretRejectedError(f"Kubernetes refused Secret {name!r}: {reason}") from None
                 if e.status != 409:
                     raise
             existing = await self.read_secret(namespace, name)
@@ -233,9 +237,9 @@ class KubeApi:
                 others = [r for r in meta.get("ownerReferences") or [] if not r.get("controller")]
                 patch["metadata"]["ownerReferences"] = others + [self._owner_reference(owner)]
             try:
-                await self._run(self._core.patch_namespaced_secret, name, namespace, patch, _content_type=MERGE_PATCH)
+                await _request("PATCH", _secret_path(namespace, name), patch, content_type=MERGE_PATCH)
                 return
-            except ApiException as e:
+            except KubeApiError as e:
                 if e.status not in (404, 409):
                     raise
         raise RuntimeError(f"could not write Secret {namespace}/{name}: it kept changing")
@@ -263,9 +267,9 @@ class KubeApi:
             finalizers = finalizers + [finalizer] if present else [f for f in finalizers if f != finalizer]
             patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
             try:
-                await self._run(self._core.patch_namespaced_secret, name, namespace, patch, _content_type=MERGE_PATCH)
+                await _request("PATCH", _secret_path(namespace, name), patch, content_type=MERGE_PATCH)
                 return
-            except ApiException as e:
+            except KubeApiError as e:
                 if e.status == 404:
                     return
                 if e.status != 409:
