@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from support.e2e import MutationLog
-from test_day2_e2e import NS, cond, events, manifest, query, wait_applied, wait_event, wait_gone, wait_reason
+from test_day2_e2e import NS, cond, manifest, query, wait_applied, wait_event, wait_gone, wait_reason
 
 from clickhouse_cloud_simulator.postgres import PostgresFleet
 from mpg_operator.sandbox import Sandbox
@@ -229,7 +229,7 @@ def test_a_target_outside_the_backup_window_is_refused_once_with_the_apis_messag
     refused = wait_reason(sb, "window-clone", "TerminalRestoreRefused", timeout=60)
     assert "retention" in refused["message"]
     assert cond(sb, "window-clone", "Ready")["reason"] == "TerminalRestoreRefused"
-    assert any(e["reason"] == "RestoreRefused" for e in events(sb, "window-clone"))
+    wait_event(sb, "window-clone", "RestoreRefused")
     time.sleep(2)
     assert sb.requests.by_service[source_id].count("POST /restoredService") == 1  # not sent again
     assert "serviceId" not in status(sb, "window-clone")
