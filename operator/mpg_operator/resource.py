@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
+from mpg_operator.cloud.ids import CanonicalId
+
 GROUP = "clickhouse.cloud"
 VERSION = "v1alpha1"
 KIND = "ManagedPostgres"
@@ -847,7 +849,7 @@ class ReadReplicaStatus(_Model):
     """The primary of a read replica, and whether promotion released it."""
 
     name: str = Field(description="Name of the primary's ManagedPostgres.")
-    service_id: str | None = Field(default=None, alias="serviceId", description="The primary's service id.")
+    service_id: CanonicalId | None = Field(default=None, alias="serviceId", description="The primary's service id.")
     released: bool | None = Field(
         default=None,
         description="true once the replica was promoted: it is an independent primary, no longer tied to it.",
@@ -858,7 +860,7 @@ class ReadReplicaStatus(_Model):
 class RestoredFromStatus(_Model):
     """What a restore was created from."""
 
-    service_id: str | None = Field(default=None, alias="serviceId", description="The source service's id.")
+    service_id: CanonicalId | None = Field(default=None, alias="serviceId", description="The source service's id.")
     point_in_time: str | None = Field(default=None, alias="pointInTime", description="The time restored (RFC 3339).")
 
 
@@ -872,7 +874,7 @@ class BackupWaitStatus(_Model):
 class ManagedPostgresStatus(_Model):
     """Observed state, written by the operator only."""
 
-    service_id: str | None = Field(default=None, alias="serviceId", description="ID of the remote service.")
+    service_id: CanonicalId | None = Field(default=None, alias="serviceId", description="ID of the remote service.")
     state: str | None = Field(
         default=None, description="State of the remote service, verbatim (e.g. creating, running)."
     )
@@ -918,7 +920,7 @@ class ManagedPostgresStatus(_Model):
         alias="createAttempts",
         description="Create requests sent without a service to show for them; later attempts wait longer (backoff).",
     )
-    organization_id: str | None = Field(
+    organization_id: CanonicalId | None = Field(
         default=None,
         alias="organizationId",
         description=(

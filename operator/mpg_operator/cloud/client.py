@@ -37,6 +37,7 @@ from mpg_operator.cloud.errors import (
     NotFoundError,
     ServerError,
 )
+from mpg_operator.cloud.ids import canonical_id
 from mpg_operator.cloud.models import (
     Organization,
     PostgresConfig,
@@ -112,7 +113,7 @@ class CloudClient:
             raise ValueError("key_id and organization_id are required")
         secret = key_secret if isinstance(key_secret, SecretStr) else SecretStr(key_secret)
         self.key_id = key_id
-        self.organization_id = organization_id
+        self.organization_id = canonical_id(organization_id)
         self.base_url = (base_url or default_base_url()).rstrip("/")
         self.rate_limiter = rate_limiter or rate_limiter_for(key_id, rate_limit, rate_window)
         self._http = httpx.AsyncClient(
@@ -130,7 +131,7 @@ class CloudClient:
             on_response=on_response,
             secrets=(secret.get_secret_value(),),
         )
-        self._org = f"/organizations/{_seg(organization_id)}/postgres"
+        self._org = f"/organizations/{_seg(self.organization_id)}/postgres"
 
     @classmethod
     def from_settings(

@@ -28,6 +28,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from mpg_operator.cloud.ids import CanonicalId
+
 
 def _serialize_secret(value: SecretStr | None, info: SerializationInfo) -> str | None:
     if value is None:
@@ -129,7 +131,7 @@ class Tag(WireModel):
 
 
 class Organization(WireModel):
-    id: str | None = None
+    id: CanonicalId | None = None
     name: str | None = None
     created_at: str | None = None
 
@@ -137,7 +139,7 @@ class Organization(WireModel):
 class PostgresServiceListItem(WireModel):
     """An item of ``GET /postgres``: no credentials, no hostname."""
 
-    id: str | None = None
+    id: CanonicalId | None = None
     name: str | None = None
     provider: str | None = None
     region: str | None = None

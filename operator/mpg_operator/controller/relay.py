@@ -35,7 +35,9 @@ from prometheus_client.utils import floatToGoString
 
 from mpg_operator.cloud.client import CloudClient
 from mpg_operator.cloud.errors import CloudError
-from mpg_operator.controller.cloudaccess import ServiceSnapshots, SnapshotEntry, owner_uid
+from mpg_operator.cloud.ids import canonical_id
+from mpg_operator.controller.cloudaccess import ServiceSnapshots, SnapshotEntry
+from mpg_operator.reconcile.planner import owner_uid
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +251,7 @@ class MetricsRelay:
                 for family in data.families:
                     _, _, lines = families.setdefault(family.name, (family.type, family.documentation, []))
                     for sample in family.samples:
-                        owner = owners.get(sample.labels.get(SERVICE_LABEL, ""))
+                        owner = owners.get(canonical_id(sample.labels.get(SERVICE_LABEL, "")))
                         if owner is None:
                             continue  # not a service of a resource served here
                         labels = {**sample.labels, "namespace": owner[0], "managedpostgres": owner[1]}

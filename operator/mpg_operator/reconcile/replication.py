@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mpg_operator.cloud.errors import CloudError, InvalidRequestError
+from mpg_operator.cloud.ids import same_id
 from mpg_operator.cloud.models import PostgresServiceListItem, ServiceState
 from mpg_operator.reconcile.desired import Desired
 from mpg_operator.reconcile.model import (
@@ -189,7 +190,7 @@ def _from_source(desired: Desired, observed: Observed, name: str, *, replica: bo
 
 def _other_organization(observed: Observed, source: SourceResource) -> str | None:
     ours, theirs = observed.organization_id, source.organization_id
-    if not ours or not theirs or ours == theirs:
+    if not ours or not theirs or same_id(ours, theirs):
         return None
     return (
         f"ManagedPostgres {source.name} lives in organization {theirs}, and this resource's API key is for "
