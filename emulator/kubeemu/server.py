@@ -221,6 +221,14 @@ class KubeEmulator:
             last = json.loads(annotations.get(LAST_APPLIED, "{}"))
             return self.store.patch(rt, namespace, name, MERGE, three_way_patch(last, body))
 
+    def patch_status(
+        self, api_version: str, kind: str, name: str, namespace: str | None, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch an object's status subresource (``None`` removes a field), as a controller would."""
+        rt = self.store.find_type(api_version, kind)
+        ns = (namespace or "default") if rt.namespaced else None
+        return self.store.patch(rt, ns, name, MERGE, {"status": status}, subresource="status")
+
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         """The object, or ``None`` if it does not exist."""
         rt = self.store.find_type(api_version, kind)

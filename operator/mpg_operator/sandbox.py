@@ -199,6 +199,10 @@ class Sandbox:
     def delete(self, name: str, namespace: str = "default") -> bool:
         return self.kube.delete(API_VERSION, KIND, name, namespace)
 
+    def patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch a ManagedPostgres's status (what an older operator version might have written)."""
+        return self.kube.patch_status(API_VERSION, KIND, name, namespace, status)
+
     def secret(self, name: str, namespace: str = "default") -> dict[str, str] | None:
         """A Secret's data, decoded."""
         import base64

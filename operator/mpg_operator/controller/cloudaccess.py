@@ -22,9 +22,10 @@ from pydantic import SecretStr
 from mpg_operator.cloud.client import CloudClient
 from mpg_operator.cloud.config import ClientSettings
 from mpg_operator.cloud.errors import CloudError
+from mpg_operator.cloud.ids import canonical_id
 from mpg_operator.cloud.models import PostgresServiceListItem
 from mpg_operator.controller.kube import KubeApi, SecretKeyError
-from mpg_operator.reconcile.desired import TAG_UID
+from mpg_operator.reconcile.planner import owner_uid
 
 CREDENTIAL_KEYS = ("keyId", "keySecret", "organizationId")
 
@@ -66,7 +67,7 @@ async def resolve_credentials(
     return Credentials(
         key_id=values["keyId"].strip(),
         key_secret=SecretStr(values["keySecret"].strip()),
-        organization_id=values["organizationId"].strip(),
+        organization_id=canonical_id(values["organizationId"]),
         source=f"{ref[0]}/{ref[1]}",
     )
 
@@ -132,14 +133,6 @@ class SnapshotEntry:
     failures: int = 0
     users: dict[str, float] = field(default_factory=dict)
     """uid -> ``time.monotonic()`` of its last pass that read this entry."""
-
-
-def owner_uid(service: PostgresServiceListItem) -> str | None:
-    """The ``mpg-operator.uid`` owner tag of a service (None when it has none)."""
-    for tag in service.tags or ():
-        if tag.key == TAG_UID:
-            return tag.value
-    return None
 
 
 def changed_owners(old: list[PostgresServiceListItem], new: list[PostgresServiceListItem]) -> set[str]:

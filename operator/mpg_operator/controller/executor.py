@@ -19,11 +19,12 @@ resource and :meth:`Executor.finalize` on deletion.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,6 +42,7 @@ from mpg_operator.cloud.errors import (
     PermanentCloudError,
     TemporaryCloudError,
 )
+from mpg_operator.cloud.ids import same_id
 from mpg_operator.cloud.models import PostgresService, PostgresServiceListItem, ServiceState, StateCommand
 from mpg_operator.controller.cloudaccess import (
     ClientPool,
@@ -55,17 +57,18 @@ from mpg_operator.controller.settings import OperatorSettings
 from mpg_operator.reconcile import commands, configuration, decisions, deletion, planner, replication
 from mpg_operator.reconcile.connection import (
     Endpoint,
+    ObservedSecret,
     SecretConflictError,
     SecretRejectedError,
     generate_password,
     new_password_version,
-    secret_annotations,
-    secret_data,
+    secret_write,
 )
 from mpg_operator.reconcile.desired import TAG_NAME, TAG_NAMESPACE, Desired, desired_from
 from mpg_operator.reconcile.model import (
     AdoptService,
     ApplyConfiguration,
+    ClaimService,
     Condition,
     ConfirmGone,
     CreateService,
@@ -175,6 +178,7 @@ class Executor:
         self._protected: dict[str, str | None] = {}
         self._recent_events: dict[tuple[str, str, str], float] = {}
         self._delete_conflicts: dict[str, int] = {}
+        self._claim_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     # --- the live pass ---------------------------------------------------------------------
 
@@ -191,11 +195,11 @@ class Executor:
             return await self._persist_failure(resource, decisions.paused(desired), None, Outcome())
         try:
             client, credentials = await self._connect(desired)
+            await self._hold_credentials(resource, desired)
         except CredentialsError as e:
             return await self._persist_failure(
                 resource, decisions.credentials_unusable(str(e), resource.ready_was_true), None, Outcome()
             )
-        await self._hold_credentials(resource, desired)
         plan: Plan | None = None
         outcome = Outcome()
         try:
@@ -268,14 +272,26 @@ class Executor:
         if with_secret:
             secret = await self.kube.observe_connection_secret(desired.namespace, desired.connection_secret_name)
             if secret is not None:
-                secret = dataclasses.replace(secret, key_prefix=desired.secret_shape.key_prefix)
+                secret = dataclasses.replace(secret, legacy_prefix=desired.secret_shape.key_prefix)
+            previous = await self._previous_secret(desired, status)
             brought, problem = await self._brought_password(desired)
             observed = dataclasses.replace(
-                observed, secret=secret, brought_password=brought, brought_password_problem=problem
+                observed,
+                secret=secret,
+                previous_secret=previous,
+                brought_password=brought,
+                brought_password_problem=problem,
             )
             observed = await self._observe_configuration(client, desired, observed)
             observed = await self._observe_source(desired, observed, snap.services)
         return observed
+
+    async def _previous_secret(self, desired: Desired, status: ManagedPostgresStatus) -> ObservedSecret | None:
+        """The connection Secret status names, when the spec names another one now (read only then)."""
+        name = status.connection_secret_name
+        if not name or name == desired.connection_secret_name:
+            return None
+        return await self.kube.observe_connection_secret(desired.namespace, name)
 
     # --- read replicas and restores: their source ---------------------------------------------
 
@@ -286,7 +302,7 @@ class Executor:
         its current confirmed password); or whether the LIST shows spec.restoreFrom.serviceId."""
         restore = desired.restore_from
         if restore is not None and restore.service_id is not None:
-            listed = any((s.id or "").lower() == restore.service_id for s in services)
+            listed = any(s.id == restore.service_id for s in services)
             return dataclasses.replace(observed, source_service_listed=listed)
         name = desired.read_replica_of or (restore.managed_postgres if restore else None)
         if name is None:
@@ -322,7 +338,7 @@ class Executor:
         secret = await self.kube.observe_connection_secret(other.namespace, other.connection_secret_name)
         if secret is None or not secret.owned_by(other.uid) or not status.service_id:
             return None
-        secret = dataclasses.replace(secret, key_prefix=other.secret_shape.key_prefix)
+        secret = dataclasses.replace(secret, legacy_prefix=other.secret_shape.key_prefix)
         if not secret.password_confirmed(status.service_id, status.password_version):
             return None
         return secret.password
@@ -359,7 +375,7 @@ class Executor:
             if namespace and name:
                 try:
                     owner = await self.kube.get_resource(namespace, name)
-                    alive = owner is not None and owner["metadata"].get("uid") == located.previous_owner
+                    alive = owner is not None and same_id(owner["metadata"].get("uid"), located.previous_owner)
                 except Exception:  # noqa: BLE001 -- cannot look (e.g. another namespace, no access)
                     log.warning(
                         "Cannot check whether %s/%s (uid %s) exists; not taking its service over",
@@ -388,13 +404,57 @@ class Executor:
         return values[key], None
 
     async def _plan(self, client: CloudClient, desired: Desired, observed: Observed) -> Plan:
-        """The core's plan; when it asks, GET the service first and plan again with the answer."""
-        plan = planner.plan(desired, observed, create_grace=self._create_grace, update_confirm=self._update_confirm)
+        """The core's plan; when it asks, GET the service first (or claim it) and plan again with the answer."""
+        plan = self._plan_once(desired, observed)
         confirm = next((a for a in plan.actions if isinstance(a, ConfirmGone)), None)
-        if confirm is None:
-            return plan
-        observed = await self._confirm_gone(client, observed, confirm.service_id, desired)
+        if confirm is not None:
+            observed = await self._confirm_gone(client, observed, confirm.service_id, desired)
+            plan = self._plan_once(desired, observed)
+        claim = next((a for a in plan.actions if isinstance(a, ClaimService)), None)
+        if claim is not None:
+            observed = await self._claim(client, desired, observed, claim.service_id)
+            plan = self._plan_once(desired, observed)
+        return plan
+
+    @contextlib.asynccontextmanager
+    async def _mutating(self, uid: str) -> AsyncIterator[None]:
+        """Around a request that changes the service: a LIST sent before its answer (or its failure)
+        came back may not show it, so it counts as older than this operator's last action."""
+        self._last_mutation[uid] = time.time()
+        try:
+            yield
+        finally:
+            self._last_mutation[uid] = time.time()
+
+    def _plan_once(self, desired: Desired, observed: Observed) -> Plan:
         return planner.plan(desired, observed, create_grace=self._create_grace, update_confirm=self._update_confirm)
+
+    async def _claim(self, client: CloudClient, desired: Desired, observed: Observed, service_id: str) -> Observed:
+        """Claim a service to take over; the observation read back after the claim.
+
+        Claims of one service in this operator take turns, and each reads the service afresh once it
+        has the turn, so a claim never decides from a LIST older than another resource's claim: the
+        first claimant writes its owner tags, every later one reads them, finds a live owner and is
+        refused. Only what the API shows after the write counts: the plan adopts the service if the
+        service then carries this resource's uid, and is refused if another resource's.
+        """
+        lock = self._claim_locks.setdefault((client.organization_id, service_id), asyncio.Lock())
+        async with lock:
+            observed = await self._confirm_gone(client, observed, service_id, desired)
+            if not any(isinstance(a, ClaimService) for a in self._plan_once(desired, observed).actions):
+                return observed  # refused, gone, or already this resource's
+            try:
+                async with self._mutating(desired.uid):
+                    await client.update_service(service_id, desired.claim_request())
+            except TemporaryCloudError as e:  # it may have been applied: what the API shows now decides
+                log.warning("%s/%s: claim of service %s unanswered: %s", desired.namespace, desired.name, service_id, e)
+            after = await self._confirm_gone(client, observed, service_id, desired)
+        if after.remote is not None and planner.owner_uid(after.remote) == desired.uid:
+            # Claimed: the service is taken over as it was found (for the Adopted event's account of it).
+            after = dataclasses.replace(
+                after, found_by=observed.found_by, previous_owner=observed.previous_owner, previous_owner_alive=False
+            )
+        return dataclasses.replace(after, claim_sent=True)
 
     async def _confirm_gone(
         self, client: CloudClient, observed: Observed, service_id: str, desired: Desired | None = None
@@ -420,8 +480,8 @@ class Executor:
             elif isinstance(action, CreateService):
                 await self._create(resource, client, observed, outcome, action)
             elif isinstance(action, UpdateService):
-                await client.update_service(action.service_id, desired.patch_request())
-                self._last_mutation[desired.uid] = time.time()
+                async with self._mutating(desired.uid):
+                    await client.update_service(action.service_id, desired.patch_request())
                 outcome.status["pendingUpdate"] = {"digest": action.digest, "sentAt": rfc3339(_now())}
                 outcome.events.append(
                     Event.normal(
@@ -436,8 +496,8 @@ class Executor:
             elif isinstance(action, SendCommand):
                 await self._send_command(resource, client, action, outcome)
             elif isinstance(action, DeleteService):
-                self._last_mutation[desired.uid] = time.time()
-                await client.delete_service(action.service_id)
+                async with self._mutating(desired.uid):
+                    await client.delete_service(action.service_id)
                 outcome.events.append(
                     Event.normal(EventReason.DELETE_REQUESTED, f"Requested deletion of service {action.service_id}")
                 )
@@ -451,8 +511,8 @@ class Executor:
         assert desired is not None
         stored = dict(resource.stored_status.get("configuration") or {})
         await self._patch_status(resource, {"configuration": {**stored, "sendingDigest": action.digest}})
-        self._last_mutation[desired.uid] = time.time()
-        answer = await client.replace_config(action.service_id, action.config)
+        async with self._mutating(desired.uid):
+            answer = await client.replace_config(action.service_id, action.config)
         status = ManagedPostgresStatus.model_validate(resource.stored_status)
         fields = configuration.applied_status(status, action, answer.message, _now())
         changes = decisions.status_changes(resource.stored_status, fields)
@@ -489,9 +549,9 @@ class Executor:
             await self._patch_status(resource, {"commands": {**stored, action.command: entry}})
 
         await record(commands.CommandPhase.SENDING)
-        self._last_mutation[desired.uid] = time.time()
         try:
-            await client.set_state(action.service_id, action.command)
+            async with self._mutating(desired.uid):
+                await client.set_state(action.service_id, action.command)
         except AmbiguousCreateError as e:
             await record(commands.CommandPhase.UNKNOWN, e.detail)
             outcome.events.append(
@@ -586,9 +646,9 @@ class Executor:
             # Deletion began meanwhile; nothing is sent, and the finalizer needs not wait.
             await self._patch_status(resource, {"createPendingSince": None, "createAttempts": None})
             raise DeletionStarted()
-        self._last_mutation[desired.uid] = time.time()
         try:
-            service = await self._send_create(client, desired, action)
+            async with self._mutating(desired.uid):
+                service = await self._send_create(client, desired, action)
         except (InvalidRequestError, ConflictError, AuthError, NotFoundError) as e:
             if isinstance(e, NotFoundError) and not action.source_service_id:
                 raise  # not an answer a create gets: the pending mark stays, the service is looked for first
@@ -615,7 +675,7 @@ class Executor:
         try:
             # 3. The password is returned this once: persist it before anything else.
             if service.password is not None and service.id:
-                await self._store_initial_password(resource, client, service, version)
+                await self._store_initial_password(resource, client, service, version, observed.secret)
         finally:
             await self._patch_status(resource, recorded)
             outcome.status.update(recorded)
@@ -664,7 +724,12 @@ class Executor:
         }
 
     async def _store_initial_password(
-        self, resource: Resource, client: CloudClient, service: PostgresService, version: str
+        self,
+        resource: Resource,
+        client: CloudClient,
+        service: PostgresService,
+        version: str,
+        before: ObservedSecret | None,
     ) -> None:
         desired = resource.desired
         assert desired is not None and service.password is not None and service.id
@@ -674,7 +739,7 @@ class Executor:
         for attempt in range(SECRET_WRITE_ATTEMPTS):
             try:
                 # No service name yet: until the CA is in, the Secret is not current.
-                await self._write_secret(resource, endpoint, password, service.id, "", version)
+                await self._write_secret(resource, endpoint, password, service.id, "", version, before)
                 break
             except (SecretConflictError, SecretRejectedError):
                 raise  # the next pass reports it; the password is then set anew
@@ -704,7 +769,7 @@ class Executor:
             return  # the next pass fetches it
         endpoint = Endpoint(hostname=endpoint.hostname, username=endpoint.username, ca_pem=ca)
         await self._write_secret(
-            resource, endpoint, password, service.id, service.name or desired.service_name, version
+            resource, endpoint, password, service.id, service.name or desired.service_name, version, before
         )
 
     # --- the connection Secret ------------------------------------------------------------------
@@ -729,7 +794,9 @@ class Executor:
         outcome.status.update({"hostname": endpoint.hostname, "username": endpoint.username})
 
         async def write(password: str | None, version: str | None) -> None:
-            await self._write_secret(resource, endpoint, password, action.service_id, action.service_name, version)
+            await self._write_secret(
+                resource, endpoint, password, action.service_id, action.service_name, version, secret
+            )
 
         name = desired.connection_secret_name
         mode = action.password
@@ -769,6 +836,17 @@ class Executor:
                     f"Published the password of the primary {desired.read_replica_of} in Secret {name}",
                 )
             )
+        elif mode == PasswordMode.CARRY:
+            # A renamed Secret: the current password, as the earlier Secret holds it; no API call.
+            assert observed.previous_secret is not None
+            await write(observed.previous_secret.password, observed.status.password_version)
+            outcome.events.append(
+                Event.normal(
+                    EventReason.SECRET_UPDATED,
+                    f"Published the current password in Secret {name} (as Secret "
+                    f"{observed.status.connection_secret_name} holds it; that one is left as it is)",
+                )
+            )
         elif mode == PasswordMode.OBSERVED:
             # Observe only: nothing is sent; the password is published only if the user brings it.
             await write(observed.brought_password, None)
@@ -798,24 +876,29 @@ class Executor:
         service_id: str,
         service_name: str,
         version: str | None,
+        before: ObservedSecret | None = None,
     ) -> None:
-        """Write the connection Secret in the shape the spec asks for (``endpoint=None``: only make
-        sure it exists and is this resource's)."""
+        """Write the connection Secret in the layout the spec asks for, removing what the operator wrote
+        under an earlier one (``before``: the Secret as this pass found it); ``endpoint=None``: only make
+        sure it exists and is this resource's."""
         desired = resource.desired
         assert desired is not None
-        shape = desired.secret_shape
-        annotations: dict[str, str | None] = dict(shape.annotations)
-        if endpoint is not None:
-            annotations.update(
-                secret_annotations(service_id, service_name, password or "", version if password else None)
-            )
+        write = secret_write(
+            desired.secret_shape,
+            endpoint,
+            password,
+            service_id=service_id,
+            service_name=service_name,
+            version=version,
+            before=before,
+        )
         await self.kube.write_connection_secret(
             namespace=desired.namespace,
             name=desired.connection_secret_name,
             owner=resource.body,
-            data=secret_data(endpoint, password, shape.key_prefix) if endpoint is not None else None,
-            annotations=annotations,
-            labels=shape.labels,
+            data=write.data,
+            annotations=write.annotations,
+            labels=write.labels,
         )
 
     # --- the credentials Secret outlives the resource ----------------------------------------
@@ -833,10 +916,16 @@ class Executor:
         if self._protected.get(desired.uid) == wanted and recorded == wanted:
             return
         finalizer = self.credentials_finalizer(desired.uid)
+        if wanted and not await self.kube.set_secret_finalizer(desired.namespace, wanted, finalizer, present=True):
+            # Being deleted (Kubernetes takes no new finalizer then): a service made with it now could
+            # not be deleted once it is gone, so nothing is done with it.
+            raise CredentialsError(
+                f"The API-key Secret {desired.namespace}/{wanted} (spec.credentialsRef) is being deleted, and "
+                "this resource holds no finalizer on it: nothing is created or changed with a key that is "
+                "going away. Point spec.credentialsRef at a Secret that stays, or recreate it once it is gone"
+            )
         if recorded and recorded != wanted:
             await self.kube.set_secret_finalizer(desired.namespace, recorded, finalizer, present=False)
-        if wanted:
-            await self.kube.set_secret_finalizer(desired.namespace, wanted, finalizer, present=True)
         if recorded != wanted:
             await self._patch_status(resource, {"credentialsSecretName": wanted})
         self._protected[desired.uid] = wanted

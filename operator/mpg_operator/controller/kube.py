@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import random
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -156,6 +157,7 @@ class KubeApi:
             data=_decode(secret.get("data") or {}),
             annotations=dict(meta.get("annotations") or {}),
             controller_uid=_controller_uid(meta),
+            labels=dict(meta.get("labels") or {}),
         )
 
     @staticmethod
@@ -176,9 +178,9 @@ class KubeApi:
         namespace: str,
         name: str,
         owner: dict[str, Any],
-        data: dict[str, str] | None,
+        data: dict[str, str | None] | None,
         annotations: dict[str, str | None],
-        labels: dict[str, str] | None = None,
+        labels: dict[str, str | None] | None = None,
     ) -> None:
         """Create the Secret, owned by the resource, or update it if the resource owns it.
 
@@ -186,11 +188,12 @@ class KubeApi:
         handed over with the ``hand-over-to`` annotation) is never modified:
         :class:`SecretConflictError`. ``data=None`` only claims the Secret (before a create, so
         that the password the create returns is sure to have a place). Kubernetes refusing the
-        Secret itself raises :class:`SecretRejectedError`.
+        Secret itself raises :class:`SecretRejectedError`. ``None`` values in ``data``, ``labels``
+        and ``annotations`` remove those keys.
         """
         owner_meta = owner["metadata"]
         labels = {**(labels or {}), LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE_OF: label_value(owner_meta["name"])}
-        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in (data or {}).items()}
+        encoded = {k: None if v is None else base64.b64encode(v.encode()).decode() for k, v in (data or {}).items()}
         body = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -198,13 +201,15 @@ class KubeApi:
             "metadata": {
                 "name": name,
                 "namespace": namespace,
-                "labels": labels,
-                "annotations": {k: v for k, v in annotations.items() if v is not None},
+                "labels": _present(labels),
+                "annotations": _present(annotations),
                 "ownerReferences": [self._owner_reference(owner)],
             },
-            "data": encoded,
+            "data": _present(encoded),
         }
-        for _ in range(5):
+        for attempt in range(CONFLICT_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(conflict_backoff(attempt))
             try:
                 await _request("POST", _secret_path(namespace), body)
                 return
@@ -244,37 +249,56 @@ class KubeApi:
                     raise
         raise RuntimeError(f"could not write Secret {namespace}/{name}: it kept changing")
 
-    async def set_secret_finalizer(self, namespace: str, name: str, finalizer: str, present: bool) -> None:
-        """Add or remove one finalizer on a Secret (optimistic concurrency; a gone Secret is fine).
+    async def set_secret_finalizer(self, namespace: str, name: str, finalizer: str, present: bool) -> bool:
+        """Add or remove one finalizer on a Secret (optimistic concurrency); True when the Secret
+        carries it afterwards. A gone Secret carries nothing, and neither does one being deleted that
+        did not carry it before (Kubernetes takes no new finalizers on an object being deleted).
 
         Many resources share one API-key Secret: their changes are serialized here, so they do not
-        conflict with each other (only with writers outside this process)."""
+        conflict with each other; a conflict with a writer outside this process is retried after a
+        short, growing, jittered wait."""
         lock = self._secret_locks.setdefault((namespace, name), asyncio.Lock())
         async with lock:
-            await self._set_secret_finalizer(namespace, name, finalizer, present)
+            return await self._set_secret_finalizer(namespace, name, finalizer, present)
 
-    async def _set_secret_finalizer(self, namespace: str, name: str, finalizer: str, present: bool) -> None:
-        for _ in range(5):
+    async def _set_secret_finalizer(self, namespace: str, name: str, finalizer: str, present: bool) -> bool:
+        for attempt in range(CONFLICT_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(conflict_backoff(attempt))
             secret = await self.read_secret(namespace, name)
             if secret is None:
-                return
+                return False
             meta = secret["metadata"]
             finalizers = list(meta.get("finalizers") or [])
             if (finalizer in finalizers) == present:
-                return
+                return present
             if present and meta.get("deletionTimestamp"):
-                return  # no new finalizers on an object being deleted
+                return False  # no new finalizers on an object being deleted
             finalizers = finalizers + [finalizer] if present else [f for f in finalizers if f != finalizer]
             patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
             try:
                 await _request("PATCH", _secret_path(namespace, name), patch, content_type=MERGE_PATCH)
-                return
+                return present
             except KubeApiError as e:
                 if e.status == 404:
-                    return
+                    return False
                 if e.status != 409:
                     raise
         raise RuntimeError(f"could not update the finalizers of Secret {namespace}/{name}: too many conflicts")
+
+
+CONFLICT_ATTEMPTS = 8
+
+
+def conflict_backoff(attempt: int) -> float:
+    """Seconds to wait before attempt ``attempt`` (1, 2, ...) after a conflict: growing, capped at
+    2 s, jittered so that writers that collided once do not collide again in step."""
+    return random.uniform(0.5, 1.0) * min(2.0, 0.05 * 2**attempt)
+
+
+def _present(values: dict[str, str | None]) -> dict[str, str]:
+    """The entries to create with (``None`` means "remove", which a new object has nothing to)."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _decode(data: dict[str, str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from enum import Enum
 
 from mpg_operator.cloud.errors import CloudError, ConflictError
 from mpg_operator.cloud.models import ServiceState
-from mpg_operator.reconcile.desired import Desired
+from mpg_operator.reconcile.desired import TAG_NAME, TAG_NAMESPACE, Desired
 from mpg_operator.reconcile.model import (
     Condition,
     ConfirmGone,
@@ -165,6 +165,18 @@ def plan_delete(desired: Desired, observed: Observed, *, create_grace: timedelta
         return p
     if remote.state == ServiceState.DELETING:
         p.ready = Condition.false(Reason.DELETING, f"Service {remote.id} is being deleted")
+        return p
+    if observed.previous_owner_alive:
+        tags = remote.tag_map()
+        p.events.append(
+            Event.warning(
+                EventReason.ORPHANED,
+                f"Service {remote.id} carries the owner tag of another ManagedPostgres ({tags.get(TAG_NAMESPACE)}/"
+                f"{tags.get(TAG_NAME)}, uid {observed.previous_owner}) that exists: it is that resource's service "
+                "now and is not deleted",
+            )
+        )
+        p.release_finalizer = True
         return p
     p.actions.append(DeleteService(remote.id or ""))
     p.ready = Condition.false(Reason.DELETING, f"Deleting service {remote.id}")

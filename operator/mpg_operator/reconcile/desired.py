@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from mpg_operator.cloud.ids import canonical_id
 from mpg_operator.cloud.models import (
     PostgresReadReplicaRequest,
     PostgresRestoreRequest,
@@ -159,6 +160,11 @@ class Desired:
             name=self.service_name, size=self.size, ha_type=self.ha_type, tags=self.tag_list()
         )
 
+    def claim_request(self) -> PostgresServicePatchRequest:
+        """The PATCH that claims a service to take over: only the tags, complete (this resource's owner
+        tags and the spec's), nothing else changed before the claim is confirmed."""
+        return PostgresServicePatchRequest(tags=self.tag_list())
+
     def mutable_digest(self) -> str:
         """A short digest of the mutable fields, to recognise an update already sent."""
         payload = {
@@ -186,7 +192,7 @@ def desired_from(
     return Desired(
         namespace=namespace,
         name=name,
-        uid=uid,
+        uid=canonical_id(uid),
         generation=generation,
         service_name=spec.service_name or name,
         provider=spec.provider,
@@ -206,7 +212,7 @@ def desired_from(
         password_secret=(spec.password_secret_ref.name, spec.password_secret_ref.key)
         if spec.password_secret_ref
         else None,
-        adopt_service_id=spec.service_id.lower() if spec.service_id else None,
+        adopt_service_id=canonical_id(spec.service_id) if spec.service_id else None,
         adoption_policy=spec.adoption_policy or AdoptionPolicy.REATTACH.value,
         management_policy=spec.management_policy or ManagementPolicy.FULL.value,
         deletion_protection=bool(spec.deletion_protection),
@@ -229,7 +235,7 @@ def desired_from(
         restore_from=RestoreSource(
             point_in_time=restore.point_in_time,
             managed_postgres=restore.managed_postgres,
-            service_id=restore.service_id.lower() if restore.service_id else None,
+            service_id=canonical_id(restore.service_id) if restore.service_id else None,
         )
         if restore
         else None,

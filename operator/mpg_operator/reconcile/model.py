@@ -25,6 +25,7 @@ class Reason(StrEnum):
     RECONCILED = "ReconcileSuccess"
     API_ERROR = "ApiError"
     CREATE_PENDING = "CreatePending"
+    CLAIMING = "ClaimingService"
     PAUSED = "ReconcilePaused"
     OBSERVING = "Observing"
     TERMINAL_INVALID_SPEC = "TerminalInvalidSpec"
@@ -164,6 +165,9 @@ class PasswordMode(StrEnum):
     """Observe only: publish what can be known; the user's password if they bring one, else none."""
     INHERIT = "inherit"
     """A read replica: publish its primary's current password (the API refuses to set one on a replica)."""
+    CARRY = "carry"
+    """The spec names another Secret than before: publish the password the API accepted last, from the
+    Secret published before (nothing is sent to the API; the earlier Secret is left as it is)."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,8 @@ class Observed:
     duplicates: tuple[str, ...] = ()
     """Other services that carry this resource's owner tag (never touched)."""
     secret: ObservedSecret | None = None
+    previous_secret: ObservedSecret | None = None
+    """The connection Secret status names, when the spec now names another one (a rename)."""
     confirmed_gone: bool = False
     """A GET of ``status.serviceId`` answered 404 (the LIST alone is not trusted for that)."""
     fetched_by_id: bool = False
@@ -219,9 +225,12 @@ class Observed:
     """How ``remote`` was found: ``id`` (status.serviceId), ``tag`` (owner uid tag), ``adopt``
     (spec.serviceId) or ``reattach`` (a previous owner's namespace/name tags)."""
     previous_owner: str | None = None
-    """The owner uid tag of an adopted or re-attached service, when it is not this resource's."""
+    """The service's owner uid tag, when it names another resource than this one."""
     previous_owner_alive: bool = False
-    """A ManagedPostgres with that uid exists in the cluster (such a service is never taken over)."""
+    """A ManagedPostgres with that uid exists in the cluster (such a service is never taken over, and
+    one recorded in status that now carries it is no longer this resource's)."""
+    claim_sent: bool = False
+    """``remote`` was read back after this pass wrote this resource's owner tags to it (a claim)."""
     brought_password: str | None = None
     """The value of spec.passwordSecretRef, when set and readable."""
     brought_password_problem: str | None = None
@@ -240,7 +249,19 @@ class Action:
 
 @dataclass(frozen=True)
 class AdoptService(Action):
-    """Record a service found by its owner tag as this resource's service."""
+    """Record a service that carries this resource's owner tag as this resource's service."""
+
+    service_id: str
+
+
+@dataclass(frozen=True)
+class ClaimService(Action):
+    """Take a service found by spec.serviceId or by a previous owner's name: read it afresh, write this
+    resource's owner tags to it, read it back, and plan again from what the API shows after that write.
+
+    Claims of one service by resources of this operator are serialized, each reading the service after
+    the previous claim: the first writes its tags, every later one finds a live owner and is refused.
+    """
 
     service_id: str
 

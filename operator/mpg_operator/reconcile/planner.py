@@ -20,12 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from mpg_operator.cloud.ids import canonical_id_or_none, same_id
 from mpg_operator.cloud.models import PostgresServiceListItem, ServiceState
 from mpg_operator.reconcile import commands, configuration, replication
 from mpg_operator.reconcile.connection import ANN_HAND_OVER_TO, PORT, password_acceptable
 from mpg_operator.reconcile.desired import OWNER_TAGS, TAG_NAME, TAG_NAMESPACE, TAG_UID, Desired
 from mpg_operator.reconcile.model import (
     AdoptService,
+    ClaimService,
     Condition,
     ConfirmGone,
     CreateService,
@@ -106,6 +108,11 @@ def immutable_differences(desired: Desired, remote: PostgresServiceListItem) -> 
     return out
 
 
+def owner_uid(service: PostgresServiceListItem) -> str | None:
+    """The uid of the ManagedPostgres the service's owner tag names (canonical), if any."""
+    return canonical_id_or_none(service.tag_map().get(TAG_UID))
+
+
 @dataclass(frozen=True)
 class Located:
     """This resource's service in a LIST, and how it was found."""
@@ -126,13 +133,13 @@ def locate(services: list[PostgresServiceListItem], status_service_id: str | Non
         kept = [s for s in candidates if s.state != ServiceState.DELETING]
         return sorted(kept, key=lambda s: (s.created_at or "", s.id or ""))
 
-    tagged = [s for s in services if s.tag_map().get(TAG_UID) == desired.uid]
+    tagged = [s for s in services if owner_uid(s) == desired.uid]
     chosen: PostgresServiceListItem | None = None
     found_by, previous = "id", None
     if status_service_id:
         chosen = next((s for s in services if s.id == status_service_id), None)
     elif desired.adopt_service_id:
-        chosen = next((s for s in services if (s.id or "").lower() == desired.adopt_service_id), None)
+        chosen = next((s for s in services if s.id == desired.adopt_service_id), None)
         found_by = "adopt"
     if chosen is None and not status_service_id and (found := live(tagged)):
         chosen, found_by = found[0], "tag"
@@ -142,12 +149,12 @@ def locate(services: list[PostgresServiceListItem], status_service_id: str | Non
             for s in services
             if s.tag_map().get(TAG_NAMESPACE) == desired.namespace
             and s.tag_map().get(TAG_NAME) == desired.name
-            and s.tag_map().get(TAG_UID) != desired.uid
+            and owner_uid(s) != desired.uid
         ]
         if found := live(same_name):
             chosen, found_by = found[0], "reattach"
-    if chosen is not None and found_by in ("adopt", "reattach"):
-        owner = chosen.tag_map().get(TAG_UID)
+    if chosen is not None:
+        owner = owner_uid(chosen)
         previous = owner if owner and owner != desired.uid else None
     others = tuple(s.id or "" for s in tagged if chosen is None or s.id != chosen.id)
     return Located(chosen, others, found_by, previous)
@@ -163,7 +170,7 @@ def organization_mismatch(desired: Desired, observed: Observed) -> str | None:
     reading that as "the service is gone" would create a second, empty database.
     """
     recorded = observed.status.organization_id
-    if not recorded or not observed.organization_id or recorded == observed.organization_id:
+    if not recorded or not observed.organization_id or same_id(recorded, observed.organization_id):
         return None
     which = observed.status.service_id or "(create pending)"
     source = "spec.credentialsRef" if desired.credentials_secret_name else "the operator default"
@@ -249,6 +256,8 @@ def plan(
         p.events.append(event)
         p.active = False
         return p
+    if _claim_first(p, desired, observed, remote):
+        return p
 
     _record_remote(p, observed, remote)
     _record_replica(p, desired, observed, remote)
@@ -282,7 +291,20 @@ def _refuse_takeover(
     desired: Desired, observed: Observed, remote: PostgresServiceListItem
 ) -> tuple[Condition, Event] | None:
     """A service found by spec.serviceId or by a previous owner's name is not taken over when its
-    owner still exists (two resources never share a service), or re-attaching is turned off."""
+    owner still exists (two resources never share a service), or re-attaching is turned off; a
+    service recorded in status that now carries the owner tag of another live resource was claimed
+    by it, and this resource changes nothing (and deletes nothing)."""
+    if observed.found_by == "id":
+        if not observed.previous_owner_alive:
+            return None  # no owner tag, or a gone resource's: this resource's own tags are put back
+        tags = remote.tag_map()
+        msg = (
+            f"Service {remote.id} now carries the owner tag of another ManagedPostgres ({tags.get(TAG_NAMESPACE)}/"
+            f"{tags.get(TAG_NAME)}, uid {observed.previous_owner}) that exists: it claimed the service, so this "
+            "resource changes nothing and will not delete it. Delete one of the two resources (the other with "
+            "deletionPolicy: Orphan if the service must stay)"
+        )
+        return Condition.false(Reason.TERMINAL_SERVICE_OWNED, msg), Event.warning(EventReason.ADOPTION_REFUSED, msg)
     if observed.found_by not in ("adopt", "reattach"):
         return None
     if observed.previous_owner_alive:
@@ -300,6 +322,22 @@ def _refuse_takeover(
         )
         return Condition.false(Reason.TERMINAL_ADOPTION_REQUIRED, msg), Event.warning(EventReason.ADOPTION_REFUSED, msg)
     return None
+
+
+def _claim_first(p: Plan, desired: Desired, observed: Observed, remote: PostgresServiceListItem) -> bool:
+    """A service to take over (spec.serviceId, a previous owner's name) becomes this resource's only once
+    the API shows this resource's owner tag on it after this operator wrote it: nothing else (no
+    update, no password) is sent to it before. True when the plan stops here."""
+    if desired.observe_only or observed.found_by not in ("adopt", "reattach") or owner_uid(remote) == desired.uid:
+        return False
+    if observed.claim_sent:
+        msg = f"Wrote this resource's owner tags to service {remote.id}; waiting for the API to show them"
+    else:
+        p.actions.append(ClaimService(remote.id or ""))
+        msg = f"Claiming service {remote.id}: writing this resource's owner tags, then reading them back"
+    p.synced = p.ready = Condition.false(Reason.CLAIMING, msg)
+    p.active = True
+    return True
 
 
 def _record_remote(p: Plan, observed: Observed, remote: PostgresServiceListItem) -> None:
@@ -388,7 +426,9 @@ def _plan_update(
         if rejected:
             problems.append(rejected)
             return _UpdateProgress(diffs, False)
-        if not already_sent and remote.state == ServiceState.RUNNING:
+        # A LIST older than this operator's own last request (a claim, an update) may not show it yet.
+        stale = observed.snapshot_stale and not observed.fetched_by_id
+        if not already_sent and not stale and remote.state == ServiceState.RUNNING:
             p.actions.append(UpdateService(remote.id or "", digest, diffs))
         return _UpdateProgress(diffs, True)  # sent, settling, or waiting for running
     if pending is None:
@@ -448,7 +488,11 @@ def _plan_credentials(
     secret = observed.secret
     service_id = remote.id or ""
     name = remote.name or desired.service_name
-    refresh = secret is None or not secret.endpoint_current(service_id, remote.name)
+    refresh = (
+        secret is None
+        or not secret.endpoint_current(service_id, remote.name)
+        or not secret.layout_current(desired.secret_shape)
+    )
     brought = observed.brought_password
     if observed.brought_password_problem:
         problems.append(Condition.false(Reason.TERMINAL_PASSWORD, observed.brought_password_problem))
@@ -481,6 +525,8 @@ def _plan_credentials(
         mode = PasswordMode.KEEP if confirmed and not rotation else PasswordMode.BRING
     elif confirmed:
         mode = PasswordMode.GENERATE if rotation else PasswordMode.KEEP
+    elif not rotation and _carried_password(desired, observed, service_id):
+        mode = PasswordMode.CARRY
     elif secret is not None and secret.password and not password_acceptable(secret.password):
         mode = PasswordMode.KEEP
         credentials_ok = False
@@ -494,6 +540,18 @@ def _plan_credentials(
             PublishSecret(service_id, name, refresh, mode, rotation if mode != PasswordMode.KEEP else None)
         )
     return credentials_ok
+
+
+def _carried_password(desired: Desired, observed: Observed, service_id: str) -> bool:
+    """The spec names another connection Secret than before, and the earlier one (this resource's)
+    holds the password the API accepted last: that password moves to the new Secret, unless the new
+    one holds a password a user put there to have it set."""
+    before, now = observed.previous_secret, observed.secret
+    if before is None or not before.owned_by(desired.uid):
+        return False
+    if not before.password_confirmed(service_id, observed.status.password_version):
+        return False
+    return now is None or not now.password or now.password_written_here(service_id)
 
 
 def _password_rules(desired: Desired, *, brought: bool) -> str:
