@@ -45,6 +45,7 @@ class FakeKube:
         self.log: list[str] = []
         self.credentials: dict[str, str] | None = {"keyId": "k", "keySecret": "s3cret", "organizationId": ORG}
         self.fail_secret_writes = 0
+        self.credentials_deleting = False
 
     async def get_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.resource) if self.resource else None
@@ -93,8 +94,11 @@ class FakeKube:
                 secret["annotations"][key] = value
         self.secrets[name] = secret
 
-    async def set_secret_finalizer(self, namespace, name, finalizer, present) -> None:
+    async def set_secret_finalizer(self, namespace, name, finalizer, present) -> bool:
+        if present and self.credentials_deleting:
+            return False  # Kubernetes takes no new finalizer on an object being deleted
         self.log.append(f"finalizer:{'add' if present else 'remove'}")
+        return present
 
 
 @dataclass
@@ -365,6 +369,14 @@ async def test_missing_credentials_are_named(world):
     cond = world.condition("Synced")
     assert cond["reason"] == "TerminalCredentialsError" and "creds" in cond["message"] and "keyId" in cond["message"]
     assert world.cloud.calls == [] and result.error
+
+
+async def test_an_api_key_secret_being_deleted_is_not_used_to_create(world):
+    world.kube.credentials_deleting = True
+    result = await world.executor.run_pass(NS, NAME)
+    cond = world.condition("Synced")
+    assert cond["reason"] == "TerminalCredentialsError" and "being deleted" in cond["message"]
+    assert world.cloud.calls == [] and "createPendingSince" not in world.status() and result.error
 
 
 async def test_an_invalid_stored_spec_is_a_condition(world):

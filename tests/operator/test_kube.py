@@ -197,3 +197,43 @@ async def test_writes_over_an_outside_change_are_retried(emu: KubeEmulator, kube
     stored = secret(emu, "db-conn") or {}
     assert decoded(stored) == {"password": "pw"} and stored["metadata"]["finalizers"] == ["example.com/f"]
     assert {"outside-1", "outside-3"} <= set(stored["metadata"]["annotations"])
+
+
+async def test_a_secret_being_deleted_keeps_the_finalizers_it_has_and_takes_no_new_one(
+    emu: KubeEmulator, kube: KubeApi
+) -> None:
+    emu.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": NS},
+               "stringData": {"keyId": "k"}})  # fmt: skip
+    assert await kube.set_secret_finalizer(NS, "creds", "example.com/held", present=True) is True
+    emu.delete("v1", "Secret", "creds", NS)  # stays: a finalizer holds it
+    assert (secret(emu, "creds") or {})["metadata"].get("deletionTimestamp")
+    assert await kube.set_secret_finalizer(NS, "creds", "example.com/held", present=True) is True
+    assert await kube.set_secret_finalizer(NS, "creds", "example.com/new", present=True) is False
+    assert (secret(emu, "creds") or {})["metadata"]["finalizers"] == ["example.com/held"]
+    assert await kube.set_secret_finalizer(NS, "creds", "example.com/held", present=False) is False
+    assert secret(emu, "creds") is None
+    assert await kube.set_secret_finalizer(NS, "creds", "example.com/held", present=True) is False
+
+
+async def test_a_finalizer_write_outlasts_a_run_of_outside_conflicts(emu: KubeEmulator, kube: KubeApi) -> None:
+    """Somebody else rewrites the Secret between every read and patch of ours, six times running: the
+    change is retried after growing waits, and lands once the other writer pauses."""
+    emu.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": NS},
+               "stringData": {"keyId": "k"}})  # fmt: skip
+    reads = 0
+    read_secret = kube.read_secret
+
+    async def read_then_changed_outside(namespace: str, name: str) -> dict[str, Any] | None:
+        nonlocal reads
+        reads += 1
+        seen = await read_secret(namespace, name)
+        if reads <= 6:
+            current = secret(emu, name) or {}
+            emu.apply({**current, "metadata": {**current["metadata"], "labels": {"rotation": str(reads)}}})
+        return seen
+
+    kube.read_secret = read_then_changed_outside  # type: ignore[method-assign]
+    assert await kube.set_secret_finalizer(NS, "creds", "example.com/f", present=True) is True
+    assert reads == 7
+    stored = secret(emu, "creds") or {}
+    assert stored["metadata"]["finalizers"] == ["example.com/f"] and stored["metadata"]["labels"]["rotation"] == "6"

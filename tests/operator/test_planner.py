@@ -12,8 +12,11 @@ from mpg_operator.reconcile.connection import (
     ANN_SERVICE_ID,
     ANN_SERVICE_NAME,
     REQUIRED_KEYS,
+    Endpoint,
     ObservedSecret,
+    SecretShape,
     password_digest,
+    secret_write,
 )
 from mpg_operator.reconcile.desired import TAG_UID, OperatorDefaults, desired_from
 from mpg_operator.resource import ManagedPostgresSpec, ManagedPostgresStatus, PendingUpdate
@@ -670,14 +673,30 @@ def adopted(desired, found_by, previous=None, alive=False, secret=None, status=N
 
 
 @pytest.mark.parametrize("found_by", ["adopt", "reattach"])
-def test_takeover_tags_the_service_and_sets_a_new_password(found_by):
+def test_takeover_claims_the_service_before_anything_else(found_by):
     desired = make_desired(**({"serviceId": SID} if found_by == "adopt" else {}))
     plan = adopted(desired, found_by, previous="old-uid")
-    # The owner tags go on with the update; the password is replaced (the API never returns it).
-    assert kinds(plan) == ["AdoptService", "UpdateService", "PublishSecret"]
-    assert "tags" in plan.actions[1].changed and plan.actions[2].password == model.PasswordMode.GENERATE
+    # Owner tags first, read back; no update and no password from an observation before the claim.
+    assert kinds(plan) == ["ClaimService"] and plan.synced.reason == "ClaimingService"
+    assert plan.ready.status == "False" and plan.active
+
+
+@pytest.mark.parametrize("found_by", ["adopt", "reattach"])
+def test_a_claim_the_api_shows_adopts_the_service_and_sets_a_new_password(found_by):
+    desired = make_desired(**({"serviceId": SID} if found_by == "adopt" else {}))
+    remote = make_remote(desired)  # read back after the claim: this resource's tags
+    observed = observe(remote=remote, found_by=found_by, previous_owner="old-uid", claim_sent=True)
+    plan = planner.plan(desired, observed)
+    assert kinds(plan) == ["AdoptService", "PublishSecret"]  # the tags are on: nothing to update
+    assert plan.actions[1].password == model.PasswordMode.GENERATE  # the API never returns a password
     (event,) = [e for e in plan.events if e.reason == "Adopted"]
     assert SID in event.message and "old-uid" in event.message and "new one is set" in event.message
+
+
+def test_a_claim_the_api_does_not_show_yet_waits_without_claiming_again():
+    desired = make_desired(serviceId=SID)
+    plan = adopted(desired, "adopt", previous="old-uid", claim_sent=True)
+    assert plan.actions == [] and plan.synced.reason == "ClaimingService" and plan.active
 
 
 def test_takeover_of_a_running_service_with_a_secret_is_published_with_a_new_password():
@@ -780,3 +799,144 @@ def test_a_brought_password_that_cannot_be_read_is_named():
     )
     assert plan.synced.reason == "TerminalInvalidPassword" and "shop/pw" in plan.synced.message
     assert not any(a.password != model.PasswordMode.KEEP for a in plan.actions)
+
+
+# --- promises, round 3: identifiers, claims, the Secret's layout -------------------------------------
+
+ORG = "85e6c2a4-1f0e-4c7b-9d2a-3b5f6e7d8c9a"
+
+
+@pytest.mark.parametrize(
+    "recorded, current, moved",
+    [
+        (ORG, ORG.upper(), False),
+        (ORG.upper(), ORG, False),  # recorded in upper case by an older version
+        (f"{{{ORG}}}", f" {ORG} ", False),
+        (ORG.replace("-", ""), ORG, False),
+        (ORG, "0e6c2a4f-1f0e-4c7b-9d2a-3b5f6e7d8c9a", True),
+    ],
+)
+def test_an_organization_is_compared_as_an_id(recorded, current, moved):
+    status = ManagedPostgresStatus(serviceId=SID, organizationId=recorded)
+    observed = observe(remote=make_remote(), status=status, organization_id=current)
+    assert (planner.organization_mismatch(make_desired(), observed) is not None) is moved
+    plan = planner.plan(make_desired(), observed)
+    assert (plan.synced.reason == "TerminalOrganizationChanged") is moved
+
+
+def test_ids_from_status_and_spec_are_canonical():
+    status = ManagedPostgresStatus.model_validate({"serviceId": SID.upper(), "organizationId": f" {ORG.upper()} "})
+    assert status.service_id == SID and status.organization_id == ORG
+    desired = make_desired(serviceId=SID.upper(), restoreFrom=None)
+    assert desired.adopt_service_id == SID
+    remote = PostgresServiceListItem(id=SID.upper(), tags=[Tag(key=TAG_UID, value=UID.upper())])
+    assert remote.id == SID and planner.owner_uid(remote) == UID
+    located = planner.locate([remote], None, make_desired())
+    assert located.remote is remote and located.found_by == "tag"
+
+
+def test_observe_only_adoption_claims_nothing():
+    desired = make_desired(serviceId=SID, managementPolicy="Observe")
+    plan = adopted(desired, "adopt")
+    assert "ClaimService" not in kinds(plan) and kinds(plan)[0] == "AdoptService"
+
+
+def test_a_service_another_live_resource_claimed_is_left_alone_and_not_deleted():
+    desired = make_desired()
+    remote = make_remote(desired, tags=[Tag(key=TAG_UID, value="other-uid")])
+    status = ManagedPostgresStatus(serviceId=SID, passwordVersion="v1")
+    observed = observe(
+        remote=remote, status=status, secret=good_secret(), previous_owner="other-uid", previous_owner_alive=True
+    )
+    plan = planner.plan(desired, observed)
+    assert plan.actions == [] and plan.synced.reason == plan.ready.reason == "TerminalServiceOwned"
+    assert "will not delete it" in plan.synced.message
+    gone = deletion.plan_delete(desired, dataclasses.replace(observed, fetched_by_id=True))
+    assert gone.actions == [] and gone.release_finalizer and [e.reason for e in gone.events] == ["Orphaned"]
+
+
+def test_an_owner_tag_of_a_gone_resource_on_our_service_is_put_back():
+    desired = make_desired()
+    remote = make_remote(desired, tags=[Tag(key=TAG_UID, value="gone-uid")])
+    observed = observe(remote=remote, status=ManagedPostgresStatus(serviceId=SID), secret=good_secret())
+    plan = planner.plan(desired, dataclasses.replace(observed, previous_owner="gone-uid"))
+    assert kinds(plan)[0] == "UpdateService" and "tags" in plan.actions[0].changed
+
+
+def test_no_update_from_a_list_older_than_the_last_request():
+    desired = make_desired(size="r8gd.xlarge")
+    observed = observe(remote=make_remote(), status=ManagedPostgresStatus(serviceId=SID), secret=good_secret())
+    assert "UpdateService" in kinds(planner.plan(desired, observed))
+    assert "UpdateService" not in kinds(planner.plan(desired, dataclasses.replace(observed, snapshot_stale=True)))
+    fresh = dataclasses.replace(observed, snapshot_stale=True, fetched_by_id=True)
+    assert "UpdateService" in kinds(planner.plan(desired, fresh))
+
+
+def secret_with_layout(prefix="", labels=None, annotations=None, password="Secr3tPassw0rdXYZ", version=None):
+    shape = SecretShape(key_prefix=prefix, labels=labels or {}, annotations=annotations or {})
+    write = secret_write(
+        shape,
+        Endpoint(hostname="h", username="postgres", ca_pem="ca"),
+        password,
+        service_id=SID,
+        service_name="orders-db",
+        version=version,
+        before=None,
+    )
+    return ObservedSecret(
+        data={k: v for k, v in write.data.items() if v is not None},
+        annotations={k: v for k, v in write.annotations.items() if v is not None},
+        controller_uid=UID,
+        labels={k: v for k, v in write.labels.items() if v is not None},
+    )
+
+
+@pytest.mark.parametrize(
+    "spec_secret",
+    [
+        {"keyPrefix": "DB_"},
+        {"labels": {"team": "orders"}},
+        {"annotations": {"reloader.stakater.com/match": "true"}},
+    ],
+)
+def test_a_layout_change_republishes_the_confirmed_password(spec_secret):
+    desired = make_desired(connectionSecret={"name": "orders-db-connection", **spec_secret})
+    status = ManagedPostgresStatus(serviceId=SID, passwordVersion="v1")
+    secret = secret_with_layout(version="v1")
+    plan = planner.plan(desired, observe(remote=make_remote(desired), status=status, secret=secret))
+    (action,) = plan.actions
+    assert action.password == model.PasswordMode.KEEP and action.refresh_endpoint
+    # The same Secret laid out as asked is current: nothing to do.
+    secret = secret_with_layout(
+        prefix=spec_secret.get("keyPrefix", ""),
+        labels=spec_secret.get("labels"),
+        annotations=spec_secret.get("annotations"),
+        version="v1",
+    )
+    assert planner.plan(desired, observe(remote=make_remote(desired), status=status, secret=secret)).actions == []
+
+
+@pytest.mark.parametrize(
+    "new_secret, previous_confirmed, rotate, mode",
+    [
+        (None, True, None, "carry"),  # renamed: the new Secret does not exist yet
+        ("stale", True, None, "carry"),  # renamed back to a Secret left from earlier
+        ("user", True, None, "apply"),  # a password a user put in the new Secret: set it
+        (None, False, None, "generate"),  # the earlier Secret's password is not the current one
+        (None, True, "t1", "generate"),  # a rotation asked at the same time
+    ],
+)
+def test_a_renamed_secret_gets_the_current_password(new_secret, previous_confirmed, rotate, mode):
+    desired = dataclasses.replace(make_desired(connectionSecret={"name": "second"}), rotate_token=rotate)
+    status = ManagedPostgresStatus(serviceId=SID, passwordVersion="v2", connectionSecretName="first")
+    previous = secret_with_layout(version="v2" if previous_confirmed else "v1")
+    secret = {
+        None: None,
+        "stale": secret_with_layout(password="0ldPassw0rdFromBefore", version="v1"),
+        "user": dataclasses.replace(
+            secret_with_layout(version="v1"), data={**secret_with_layout().data, "password": "Us3rPickedPassw0rd"}
+        ),
+    }[new_secret]
+    observed = observe(remote=make_remote(desired), status=status, secret=secret, previous_secret=previous)
+    (action,) = planner.plan(desired, observed).actions
+    assert action.password.value == mode

@@ -96,3 +96,24 @@ def _result(body: bytes | None) -> dict[str, Any]:
     except (ValueError, AttributeError):
         return {}
     return result if isinstance(result, dict) else {}
+
+
+def assert_same_secret(actual: str | None, expected: str | None, what: str) -> None:
+    """``actual == expected`` for a password, failing with ``what`` only: never the values (pytest's
+    assertion rewriting would print them; this module is not rewritten)."""
+    if actual is None or expected is None or actual != expected:
+        raise AssertionError(f"{what}: not the same password" if actual else f"{what}: no password")
+
+
+def assert_connects(uri: str | None, what: str, sql: str = "select 1") -> None:
+    """A real connection with ``uri`` (which holds a password) runs ``sql``; a failure says ``what``
+    and the driver's error class only, never the URI."""
+    import psycopg
+
+    if not uri:
+        raise AssertionError(f"{what}: no URI")
+    try:
+        with psycopg.connect(uri, connect_timeout=10) as conn:
+            conn.execute(sql).fetchone()
+    except psycopg.Error as e:
+        raise AssertionError(f"{what}: cannot connect ({type(e).__name__})") from None
