@@ -344,3 +344,48 @@ def test_an_api_key_secret_shared_and_rewritten_holds_every_user_and_goes_with_t
     print(f"[claims] API-key Secret rewritten {rewrites[0]} times while {len(names)} resources used it")
     c.remember_service_secrets()
     assert problems == [], f"seed {seed}:\n" + "\n".join(problems)
+
+
+# --- a copy that carries another resource's status ---------------------------------------------------
+
+
+def test_a_copy_carrying_another_resources_status_touches_nothing(claims: Campaign, seed: int):
+    """A backup restored under another name (Velero restores status too): the copy's status names the
+    service of a resource that exists. The copy changes nothing (no tags, no password), does not delete
+    the service when it goes, and the original stays Ready with a working Secret."""
+    c = claims
+    tag = seed % 10000
+    key = c.new_key()
+    creds = f"copy-{tag}-key"
+    c.credentials(creds, key)
+    original, copy = f"copy-{tag}-original", f"copy-{tag}-restored"
+    uid = c.apply(c.manifest(original, creds))["metadata"]["uid"]
+    problems = c.wait_converged(original)
+    status = (c.get(original) or {}).get("status") or {}
+    sid = status.get("serviceId")
+    assert sid, problems
+    sent_before = list(c.mutations.by_service[sid])  # type: ignore[attr-defined]
+    manifest = c.manifest(copy, creds)
+    manifest["metadata"]["annotations"] = {"clickhouse.cloud/paused": "true"}
+    copy_uid = c.apply(manifest)["metadata"]["uid"]
+    c.wait_for(lambda: "ReconcilePaused" in reasons(c, copy), timeout=30, what=f"{copy} paused")
+    restored = {k: status[k] for k in ("serviceId", "organizationId", "passwordVersion", "state") if k in status}
+    c.kube.patch_status("clickhouse.cloud/v1alpha1", "ManagedPostgres", copy, NS, restored)
+    manifest["metadata"]["annotations"] = {}
+    c.apply(manifest)
+    try:
+        c.wait_for(lambda: OWNED in reasons(c, copy), timeout=60, what=f"{copy}: {OWNED}")
+    except TimeoutError as e:
+        problems.append(f"{e}: {sorted(reasons(c, copy))}")
+    if c.is_ready(copy):
+        problems.append(f"{copy} is Ready on another resource's service")
+    c.delete(copy)
+    problems += c.wait_gone(copy, copy_uid, orphan=True, timeout=60)
+    sent = c.mutations.by_service[sid]  # type: ignore[attr-defined]
+    if sent != sent_before:
+        problems.append(f"the copy sent {sent[len(sent_before) :]} to the original's service")
+    problems += c.wait_converged(original)
+    c.delete(original)
+    problems += c.wait_gone(original, uid)
+    c.remember_service_secrets()
+    assert problems == [], f"seed {seed}:\n" + "\n".join(problems)

@@ -17,6 +17,7 @@ Reduced: 2 forms (drawn from the seed); full: all 5.
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from campaign_harness import FULL, NS, TIMEOUT, Campaign
@@ -108,17 +109,8 @@ def life(c: Campaign, name: str, creds: str, key: tuple[str, str, str], form: st
     return problems
 
 
-def test_ids_in_any_form_are_the_same_ids(campaign: Campaign, seed: int):
-    c = campaign
-    rng = random.Random(seed)
-    tag = seed % 10000
-    forms = list(FORMS) if FULL else rng.sample(sorted(FORMS), k=2)
-    print(f"[identifiers] seed {seed}: forms {forms}")
-    problems: list[str] = []
-    for i, form in enumerate(forms):
-        problems += one_form(c, form, i, tag)
-
-    # Adoption with spec.serviceId in upper case.
+def adopt_in_upper_case(c: Campaign, tag: int) -> list[str]:
+    """A service created elsewhere, adopted with spec.serviceId in upper case."""
     key = c.new_key()
     console = c.new_key(org_id=key[2])
     request = PostgresServiceCreateRequest(
@@ -127,14 +119,26 @@ def test_ids_in_any_form_are_the_same_ids(campaign: Campaign, seed: int):
     service = e2e.as_someone_else(c.sim.url, console, lambda client: client.create_service(request))
     c.credentials(f"ids-adopt-{tag}-key", key)
     name = f"ids-adopt-{tag}"
-    uid = c.apply(c.manifest(name, f"ids-adopt-{tag}-key", serviceId=service.id.upper(), serviceName=service.name))[
-        "metadata"
-    ]["uid"]
+    manifest = c.manifest(name, f"ids-adopt-{tag}-key", serviceId=service.id.upper(), serviceName=service.name)
+    uid = c.apply(manifest)["metadata"]["uid"]
     found = c.wait_converged(name)
     if (c.get(name) or {}).get("status", {}).get("serviceId") != service.id:
         found.append("status.serviceId is not the adopted service's id in canonical form")
     c.delete(name)
     found += c.wait_gone(name, uid, timeout=60)
-    problems += [f"[adopt, upper case] {p}" for p in found]
+    return [f"[adopt, upper case] {p}" for p in found]
+
+
+def test_ids_in_any_form_are_the_same_ids(campaign: Campaign, seed: int):
+    c = campaign
+    rng = random.Random(seed)
+    tag = seed % 10000
+    forms = list(FORMS) if FULL else rng.sample(sorted(FORMS), k=2)
+    print(f"[identifiers] seed {seed}: forms {forms}")
+    # Side by side: each case has its own organization (and so its own LIST and rate limit).
+    with ThreadPoolExecutor(len(forms) + 1) as pool:
+        cases = [pool.submit(one_form, c, form, i, tag) for i, form in enumerate(forms)]
+        cases.append(pool.submit(adopt_in_upper_case, c, tag))
+        problems = [p for case in cases for p in case.result()]
     c.remember_service_secrets()
     assert problems == [], f"seed {seed}:\n" + "\n".join(problems)

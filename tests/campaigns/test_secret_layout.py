@@ -4,19 +4,23 @@ the API accepted is the one the Secret holds, under the layout the spec asks for
 
 * the connection Secret's layout: ``keyPrefix`` ('' / ``DB_`` / ``PG_`` / ``APP.db-``), its ``labels``
   and ``annotations``, its ``name`` (A <-> B);
-* the service: ``tags``, ``serviceName``, ``deletionPolicy``;
+* the service: ``tags``, ``serviceName``, ``size``, ``deletionPolicy``, ``deletionProtection``;
 * the API key: ``credentialsRef`` switched to another key of the same organization (a key rotation);
-* the operator killed (SIGKILL) a seeded 0-0.6 s after some changes, and started again.
+* the operator killed (SIGKILL) a seeded 0-0.6 s after some changes, and started again;
+* before some changes, the Secret made to look as an older version wrote it (no record of its layout):
+  its keys are still found and moved; labels and annotations of specs before that cannot be told from
+  an application's, and stay.
 
 An application's own key and label sit in Secret A beside the operator's. After every change the
 resource must converge (Ready, Synced, the generation observed) and then: the Secret it names holds the
 first password under the current prefix and its URIs connect; no key of the operator's stays under an
 earlier prefix; labels and annotations the spec dropped are gone, the application's stay; and, over the
-whole walk, no PATCH /password reached the API. Reduced: 6 changes, 2 kills; full: 24 changes, 8 kills.
+whole walk, no PATCH /password reached the API. Reduced: 6 changes, 2 kills, 2 older Secrets; full: 24 changes, 8 kills, 6 older Secrets.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from typing import Any
@@ -25,12 +29,14 @@ import pytest
 from campaign_harness import FULL, NS, TIMEOUT, Campaign
 from support import e2e
 
-from mpg_operator.reconcile.connection import REQUIRED_KEYS
+from kubeemu.store import MERGE
+from mpg_operator.reconcile.connection import ANN_LAYOUT, REQUIRED_KEYS
 
 pytestmark = [pytest.mark.campaign, pytest.mark.no_conformance, pytest.mark.timeout(TIMEOUT)]
 
 CHANGES = 24 if FULL else 6
 KILL_EVERY = 3
+LEGACY_EVERY = 4
 PREFIXES = ("", "DB_", "PG_", "APP.db-")
 USER_KEY, USER_LABEL = "app.note", "app.example/own"
 
@@ -39,9 +45,8 @@ def next_spec(rng: random.Random, spec: dict[str, Any], i: int, names: tuple[str
     """Change 1-3 things of ``spec`` in place; returns what was changed (for the log)."""
     secret = dict(spec.get("connectionSecret") or {})
     done = []
-    for what in rng.sample(["prefix", "labels", "annotations", "rename", "tags", "name", "policy", "key"], k=3)[
-        : rng.randint(1, 3)
-    ]:
+    kinds = ["prefix", "labels", "annotations", "rename", "tags", "name", "size", "policy", "protection", "key"]
+    for what in rng.sample(kinds, k=3)[: rng.randint(1, 3)]:
         if what == "prefix":
             secret["keyPrefix"] = rng.choice([p for p in PREFIXES if p != secret.get("keyPrefix", "")])
         elif what == "labels":
@@ -54,6 +59,10 @@ def next_spec(rng: random.Random, spec: dict[str, Any], i: int, names: tuple[str
             spec["tags"] = {"step": str(i)}
         elif what == "name":
             spec["serviceName"] = f"{names[0]} {i}"
+        elif what == "size":
+            spec["size"] = "r8gd.xlarge" if spec.get("size", "r8gd.large") == "r8gd.large" else "r8gd.large"
+        elif what == "protection":
+            spec["deletionProtection"] = not spec.get("deletionProtection", False)
         elif what == "policy":
             spec["deletionPolicy"] = "Orphan" if spec.get("deletionPolicy", "Delete") == "Delete" else "Delete"
         elif what == "key":
@@ -89,8 +98,8 @@ def check_secret(c: Campaign, spec: dict[str, Any], password: str, names: tuple[
     for key, value in (shape.get("annotations") or {}).items():
         if annotations.get(key) != value:
             problems.append(f"{name}: annotation {key} not as the spec asks")
-    dropped_labels = seen["labels"] - set(shape.get("labels") or {})
-    dropped_annotations = seen["annotations"] - set(shape.get("annotations") or {})
+    dropped_labels = seen["labels"] - set(shape.get("labels") or {}) - seen["unknowable"]
+    dropped_annotations = seen["annotations"] - set(shape.get("annotations") or {}) - seen["unknowable"]
     if dropped_labels & set(labels) or dropped_annotations & set(annotations):
         problems.append(
             f"{name}: the spec dropped {sorted(dropped_labels & set(labels))} (labels) and "
@@ -116,6 +125,16 @@ def wait_applied(c: Campaign, name: str, timeout: float = 90) -> list[str]:
         cond = c.condition(name, "Synced")
         return [f"{e}; Synced reason {cond.get('reason')}: {cond.get('message')}"]
     return c.check_one_service(name)
+
+
+def as_an_older_version_wrote_it(c: Campaign, name: str) -> set[str]:
+    """Drop the operator's record of the Secret's layout; returns the labels and annotations that
+    become indistinguishable from an application's."""
+    annotations = ((c.raw_secret(name) or {}).get("metadata") or {}).get("annotations") or {}
+    recorded = json.loads(annotations.get(ANN_LAYOUT) or "{}")
+    store = c.kube.store
+    store.patch(store.find_type("v1", "Secret"), NS, name, MERGE, {"metadata": {"annotations": {ANN_LAYOUT: None}}})
+    return set(recorded.get("labels") or ()) | set(recorded.get("annotations") or ())
 
 
 def password_patches(c: Campaign, service_id: str) -> int:
@@ -150,12 +169,15 @@ def test_spec_changes_that_need_no_password_keep_it(campaign: Campaign, seed: in
         }
     )
     spec["credentialsRef"] = {"name": keys[0]}
-    seen: dict[str, set[str]] = {"labels": set(), "annotations": set()}
+    seen: dict[str, set[str]] = {"labels": set(), "annotations": set(), "unknowable": set()}
     walk = []
     for i in range(CHANGES):
+        legacy = i % LEGACY_EVERY == 1
+        if legacy:
+            seen["unknowable"] |= as_an_older_version_wrote_it(c, spec["connectionSecret"]["name"])
         what = next_spec(rng, spec, i, names, keys)
         killed = (i + 1) % KILL_EVERY == 0
-        walk.append(what + (" (killed)" if killed else ""))
+        walk.append(what + (" (killed)" if killed else "") + (" (older Secret)" if legacy else ""))
         seen["labels"] |= set(spec["connectionSecret"].get("labels") or {})
         seen["annotations"] |= set(spec["connectionSecret"].get("annotations") or {})
         c.patch_spec(name, **spec)
@@ -172,7 +194,7 @@ def test_spec_changes_that_need_no_password_keep_it(campaign: Campaign, seed: in
     after = password_patches(c, service_id)
     if after != before:
         problems.append(f"{after - before} PATCH /password sent over changes that need no password")
-    spec["deletionPolicy"] = "Delete"
+    spec["deletionPolicy"], spec["deletionProtection"] = "Delete", False
     c.patch_spec(name, **spec)
     problems += wait_applied(c, name, timeout=60)
     c.delete(name)
