@@ -31,7 +31,8 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -707,6 +708,22 @@ class Campaign:
                 j += 1
             best = max(best, i - j + 1)
         return best
+
+
+@contextmanager
+def own_campaign(produced: Produced, live: list[Campaign], **options: Any) -> Iterator[Campaign]:
+    """A campaign sandbox of a module's own (``options`` as :class:`Campaign` takes them), its operator
+    started, listed in ``live`` for the leak scan's collection and closed when the module is done."""
+    c = Campaign(produced, **options)
+    live.append(c)
+    c.start_operator()
+    try:
+        yield c
+        assert c.kube.server_errors == []
+    finally:
+        if c in live:
+            live.remove(c)
+            c.close()
 
 
 def unique(prefix: str) -> str:

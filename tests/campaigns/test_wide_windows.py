@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from campaign_harness import FULL, TIMEOUT, Campaign, Produced
+from campaign_harness import FULL, TIMEOUT, Campaign, Produced, own_campaign
 
 pytestmark = [pytest.mark.campaign, pytest.mark.no_conformance, pytest.mark.timeout(TIMEOUT)]
 
@@ -41,16 +41,8 @@ STATUS_KEYS = {"pending": "createPendingSince", "service-recorded": "serviceId",
 
 @pytest.fixture(scope="module")
 def fast(produced: Produced, live_campaigns: list[Campaign]) -> Iterator[Campaign]:
-    c = Campaign(produced, rate_limit=None, real_postgres=False, create_seconds=0.05)
-    live_campaigns.append(c)
-    c.start_operator()
-    try:
+    with own_campaign(produced, live_campaigns, rate_limit=None, real_postgres=False, create_seconds=0.05) as c:
         yield c
-        assert c.kube.server_errors == []
-    finally:
-        if c in live_campaigns:
-            live_campaigns.remove(c)
-            c.close()
 
 
 def one_round(c: Campaign, rng: random.Random, seed: int, r: int) -> list[str]:

@@ -11,7 +11,6 @@ import time
 import psycopg
 import pytest
 from support import e2e
-from support.e2e import MutationLog
 
 from clickhouse_cloud_simulator.postgres import PostgresFleet
 from mpg_operator.cloud.models import PostgresServiceCreateRequest, Tag
@@ -28,17 +27,7 @@ NS = "day2"
 
 @pytest.fixture(scope="module")
 def sb():
-    options = {
-        "create_seconds": 0.3,
-        "resize_seconds": 0.5,
-        "delete_seconds": 0.3,
-        "rate_limit": None,
-        "real_postgres": True,
-    }
-    with Sandbox(simulator_options=options, namespaces=(NS,)) as sandbox:
-        sandbox.console = sandbox.simulator.add_key(org_id=sandbox.simulator.org_id)
-        sandbox.mutations = MutationLog(accepted_only=True)
-        sandbox.simulator.add_observer(sandbox.mutations)
+    with e2e.sandbox_with_console(NS) as sandbox:
         yield sandbox
 
 

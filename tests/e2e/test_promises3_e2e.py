@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 from support import e2e
-from support.e2e import MutationLog
 
 from clickhouse_cloud_simulator.postgres import PostgresFleet
 from mpg_operator.cloud.models import PostgresServiceCreateRequest
@@ -26,17 +25,7 @@ NS = "promises3"
 
 @pytest.fixture(scope="module")
 def sb():
-    options = {
-        "create_seconds": 0.3,
-        "resize_seconds": 0.3,
-        "delete_seconds": 0.3,
-        "rate_limit": None,
-        "real_postgres": True,
-    }
-    with Sandbox(simulator_options=options, namespaces=(NS,)) as sandbox:
-        sandbox.console = sandbox.simulator.add_key(org_id=sandbox.simulator.org_id)
-        sandbox.mutations = MutationLog(accepted_only=True)
-        sandbox.simulator.add_observer(sandbox.mutations)
+    with e2e.sandbox_with_console(NS, resize_seconds=0.3) as sandbox:
         yield sandbox
 
 

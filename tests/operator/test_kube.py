@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,29 +171,45 @@ async def test_finalizers_from_many_resources_and_another_writer(emu: KubeEmulat
     await kube.set_secret_finalizer(NS, "absent", names[0], present=True)  # a gone Secret is fine
 
 
+def changed_after_reads(
+    emu: KubeEmulator,
+    kube: KubeApi,
+    which: Iterable[int],
+    change: Callable[[dict[str, Any], int], dict[str, Any]],
+) -> list[int]:
+    """Make ``kube`` see another writer: right after its reads number ``which`` (1, 2, ...) of a Secret,
+    the Secret's metadata is replaced by ``change(secret, read)``. Returns the list of reads so far."""
+    reads: list[int] = []
+    targets = set(which)
+    read_secret = kube.read_secret
+
+    async def read_then_changed_outside(namespace: str, name: str) -> dict[str, Any] | None:
+        reads.append(len(reads) + 1)
+        seen = await read_secret(namespace, name)
+        if len(reads) in targets:
+            current = secret(emu, name) or {}
+            emu.apply({**current, "metadata": change(current, len(reads))})
+        return seen
+
+    kube.read_secret = read_then_changed_outside  # type: ignore[method-assign]
+    return reads
+
+
 async def test_writes_over_an_outside_change_are_retried(emu: KubeEmulator, kube: KubeApi) -> None:
     """Another writer changes the Secret between our read and our patch: the stale resourceVersion
     gets a 409, and the write is redone on what is there now (the other writer's change kept)."""
     db = owner(emu)
     await kube.write_connection_secret(namespace=NS, name="db-conn", owner=db, data=None, annotations={})
-    reads = 0
-    read_secret = kube.read_secret
 
-    async def read_then_changed_outside(namespace: str, name: str) -> dict[str, Any] | None:
-        nonlocal reads
-        reads += 1
-        seen = await read_secret(namespace, name)
-        if reads in (1, 3):
-            current = secret(emu, name) or {}
-            annotations = {**(current["metadata"].get("annotations") or {}), f"outside-{reads}": "x"}
-            emu.apply({**current, "metadata": {**current["metadata"], "annotations": annotations}})
-        return seen
+    def annotate(current: dict[str, Any], read: int) -> dict[str, Any]:
+        annotations = {**(current["metadata"].get("annotations") or {}), f"outside-{read}": "x"}
+        return {**current["metadata"], "annotations": annotations}
 
-    kube.read_secret = read_then_changed_outside  # type: ignore[method-assign]
+    reads = changed_after_reads(emu, kube, (1, 3), annotate)
     await kube.write_connection_secret(namespace=NS, name="db-conn", owner=db, data={"password": "pw"}, annotations={})
-    assert reads == 2
+    assert reads == [1, 2]
     await kube.set_secret_finalizer(NS, "db-conn", "example.com/f", present=True)
-    assert reads == 4
+    assert len(reads) == 4
     stored = secret(emu, "db-conn") or {}
     assert decoded(stored) == {"password": "pw"} and stored["metadata"]["finalizers"] == ["example.com/f"]
     assert {"outside-1", "outside-3"} <= set(stored["metadata"]["annotations"])
@@ -220,20 +236,12 @@ async def test_a_finalizer_write_outlasts_a_run_of_outside_conflicts(emu: KubeEm
     change is retried after growing waits, and lands once the other writer pauses."""
     emu.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": NS},
                "stringData": {"keyId": "k"}})  # fmt: skip
-    reads = 0
-    read_secret = kube.read_secret
 
-    async def read_then_changed_outside(namespace: str, name: str) -> dict[str, Any] | None:
-        nonlocal reads
-        reads += 1
-        seen = await read_secret(namespace, name)
-        if reads <= 6:
-            current = secret(emu, name) or {}
-            emu.apply({**current, "metadata": {**current["metadata"], "labels": {"rotation": str(reads)}}})
-        return seen
+    def relabel(current: dict[str, Any], read: int) -> dict[str, Any]:
+        return {**current["metadata"], "labels": {"rotation": str(read)}}
 
-    kube.read_secret = read_then_changed_outside  # type: ignore[method-assign]
+    reads = changed_after_reads(emu, kube, range(1, 7), relabel)
     assert await kube.set_secret_finalizer(NS, "creds", "example.com/f", present=True) is True
-    assert reads == 7
+    assert len(reads) == 7
     stored = secret(emu, "creds") or {}
     assert stored["metadata"]["finalizers"] == ["example.com/f"] and stored["metadata"]["labels"]["rotation"] == "6"

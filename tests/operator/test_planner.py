@@ -940,3 +940,21 @@ def test_a_renamed_secret_gets_the_current_password(new_secret, previous_confirm
     observed = observe(remote=make_remote(desired), status=status, secret=secret, previous_secret=previous)
     (action,) = planner.plan(desired, observed).actions
     assert action.password.value == mode
+
+
+@pytest.mark.parametrize(
+    "found_by, owner, deleted",
+    [
+        ("adopt", "other-uid", False),  # a claim lost (or never made): another resource's, or nobody's
+        ("reattach", "gone-uid", False),
+        ("adopt", UID, True),  # claimed (its tags landed) before a crash left the status unwritten
+        ("tag", UID, True),
+    ],
+)
+def test_a_service_never_taken_over_is_not_deleted(found_by, owner, deleted):
+    desired = make_desired(serviceId=SID)
+    remote = make_remote(desired, tags=[Tag(key=TAG_UID, value=owner)])
+    observed = observe(remote=remote, found_by=found_by, previous_owner=None if owner == UID else owner)
+    plan = deletion.plan_delete(desired, observed)
+    assert ("DeleteService" in kinds(plan)) is deleted
+    assert plan.release_finalizer is not deleted

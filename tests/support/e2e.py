@@ -7,12 +7,14 @@ import asyncio
 import json
 import threading
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from mpg_operator.cloud.client import CloudClient
 from mpg_operator.cloud.ratelimit import UnlimitedRateLimiter
 from mpg_operator.reconcile.desired import TAG_UID
+from mpg_operator.sandbox import Sandbox
 
 
 def manifest(name: str, namespace: str, annotations: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
@@ -117,3 +119,23 @@ def assert_connects(uri: str | None, what: str, sql: str = "select 1") -> None:
             conn.execute(sql).fetchone()
     except psycopg.Error as e:
         raise AssertionError(f"{what}: cannot connect ({type(e).__name__})") from None
+
+
+@contextmanager
+def sandbox_with_console(namespace: str, **simulator_options: Any) -> Iterator[Sandbox]:
+    """A Sandbox (simulator with real PostgreSQL, no rate limit, fast state changes, ``simulator_options``
+    on top) for ``namespace``, with ``console``: another API key of the same organization (someone
+    else's), and ``mutations``: a :class:`MutationLog` of the accepted mutating requests."""
+    options = {
+        "create_seconds": 0.3,
+        "resize_seconds": 0.5,
+        "delete_seconds": 0.3,
+        "rate_limit": None,
+        "real_postgres": True,
+        **simulator_options,
+    }
+    with Sandbox(simulator_options=options, namespaces=(namespace,)) as sandbox:
+        sandbox.console = sandbox.simulator.add_key(org_id=sandbox.simulator.org_id)  # type: ignore[attr-defined]
+        sandbox.mutations = MutationLog(accepted_only=True)  # type: ignore[attr-defined]
+        sandbox.simulator.add_observer(sandbox.mutations)  # type: ignore[attr-defined]
+        yield sandbox

@@ -26,7 +26,7 @@ from mpg_operator.reconcile.model import (
     Reason,
     parse_time,
 )
-from mpg_operator.reconcile.planner import CREATE_GRACE, create_wait, organization_mismatch
+from mpg_operator.reconcile.planner import CREATE_GRACE, create_wait, organization_mismatch, owner_uid
 from mpg_operator.resource import DeletionPolicy, ManagedPostgresStatus
 
 
@@ -161,6 +161,17 @@ def plan_delete(desired: Desired, observed: Observed, *, create_grace: timedelta
         ):
             p.ready = Condition.false(Reason.DELETING, "Waiting for the outcome of a create request before deleting")
             return p
+        p.release_finalizer = True
+        return p
+    if observed.found_by in ("adopt", "reattach") and owner_uid(remote) != desired.uid:
+        # Found by spec.serviceId or a previous owner's name, never claimed: not this resource's to delete.
+        p.events.append(
+            Event.normal(
+                EventReason.ORPHANED,
+                f"Service {remote.id} was never taken over by this resource (it does not carry its owner tag): "
+                "it is not deleted",
+            )
+        )
         p.release_finalizer = True
         return p
     if remote.state == ServiceState.DELETING:
