@@ -9,7 +9,9 @@
 The long forms (``MPG_CAMPAIGN=full``): the crash matrix kills the operator at every kill point of
 every step ``--rounds`` times; the API-fault campaign runs 3 rounds with a 40-request 429 storm, a
 60 s outage and 4 s answers; wide windows run ``--rounds`` rounds of 8 deletions right after
-create; the others as in CI; the bad-input corpus (another module) as it is. ``make test`` runs the
+create; concurrent claims run ``--rounds`` x 3 rounds of 4 claimants (a kill after the claim every
+third), 3 Secret races and 8 resources on one API-key Secret; identifiers try all 5 id forms; the
+no-password walk makes 24 changes; the others as in CI; the bad-input corpus (another module) as it is. ``make test`` runs the
 reduced forms (seed 7) as part of the suite. Exit status is pytest's.
 """
 
