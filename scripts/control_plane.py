@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import ctypes
 import datetime
 import fcntl
 import hashlib
@@ -285,11 +286,14 @@ class ControlPlane:
     """etcd, kube-apiserver and kube-controller-manager on loopback, with their state in ``workdir``.
 
     ``start()`` returns once ``/readyz`` answers ok and the controllers have created the default
-    ServiceAccount; ``kubeconfig`` is then an admin kubeconfig (group system:masters)."""
+    ServiceAccount; ``kubeconfig`` is then an admin kubeconfig (group system:masters). Unless
+    ``outlive_parent``, the servers get SIGTERM when this process dies without calling ``stop()``
+    (a test run killed by a timeout leaves no server behind; Linux)."""
 
-    def __init__(self, workdir: Path, binaries: Path | None = None) -> None:
+    def __init__(self, workdir: Path, binaries: Path | None = None, outlive_parent: bool = False) -> None:
         self.workdir = Path(workdir)
         self.binaries = binaries or cache_dir()
+        self.outlive_parent = outlive_parent
         self.kubeconfig = self.workdir / "admin.kubeconfig"
         self.server = ""
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -395,6 +399,7 @@ class ControlPlane:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in a terminal reaches the test runner, which stops them in order
+                preexec_fn=None if self.outlive_parent else _terminate_with_parent,
             )
 
     def _wait(self, binary: str, deadline: float, ready: Callable[[], object]) -> None:
@@ -418,6 +423,12 @@ class ControlPlane:
         context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
         return _get(self.server + path, context)
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 == PR_SET_PDEATHSIG
 
 
 def _get(url: str, context: ssl.SSLContext | None = None) -> bytes | None:
@@ -451,7 +462,7 @@ def _up(workdir: Path) -> None:
         raise ControlPlaneError(f"a control plane may be running from {workdir}: run `down` first")
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    plane = ControlPlane(workdir)
+    plane = ControlPlane(workdir, outlive_parent=True)
     started = time.monotonic()
     plane.start()
     (workdir / "pids.json").write_text(json.dumps(plane.pids()))
