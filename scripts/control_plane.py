@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -438,16 +438,6 @@ def _get(url: str, context: ssl.SSLContext | None = None) -> bytes | None:
             return response.read() if response.status == 200 else None
     except (OSError, http.client.HTTPException):
         return None
-
-
-@contextlib.contextmanager
-def running(workdir: Path | None = None) -> Iterator[ControlPlane]:
-    """A started control plane in ``workdir`` (default a temporary directory, removed after)."""
-    with contextlib.ExitStack() as stack:
-        if workdir is None:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mpg-control-plane-")))
-        with ControlPlane(workdir) as plane:
-            yield plane
 
 
 # --- command line ------------------------------------------------------------------------------
