@@ -12,16 +12,20 @@ simulator answered something non-conforming fails in teardown (opt out with
   reason, when the PostgreSQL fleet cannot run here).
 * ``make_simulator`` -- a factory for simulators with other settings (same checks).
 * ``sim_api`` / ``pg_api`` -- raw HTTP helpers bound to them (:class:`support.simulator_testing.SimApi`).
+* ``real_kubeconfig`` -- an admin kubeconfig of a real Kubernetes API server: ``MPG_TEST_KUBECONFIG``,
+  else the local control plane (:mod:`support.controlplane`), started on first use for the session.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from support import controlplane
 from support.conformance import ConformanceRecorder
 from support.simulator_testing import FAST, SimApi
 
@@ -137,3 +141,9 @@ async def make_simulator() -> AsyncIterator[Callable[..., Awaitable[tuple[Simula
             return sim, SimApi(sim, session)
 
         yield make
+
+
+@pytest.fixture(scope="session")
+def real_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An admin kubeconfig of a real API server (``MPG_TEST_KUBECONFIG`` or the local control plane)."""
+    yield from controlplane.session_kubeconfig(tmp_path_factory.mktemp("control-plane"))

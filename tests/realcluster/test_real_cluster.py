@@ -1,8 +1,10 @@
-"""End to end against a real Kubernetes cluster (kind, k3d, or any kubeconfig).
+"""End to end against a real Kubernetes API server.
 
-Runs only when ``MPG_TEST_KUBECONFIG`` (or ``KUBECONFIG``) names a reachable cluster where the
-caller may create CRDs and namespaces; otherwise it is skipped with the reason. The operator
-runs out of the cluster (as in development), against the local simulator with real PostgreSQL.
+By default the server is the local control plane (etcd, kube-apiserver, kube-controller-manager;
+``scripts/control_plane.py``), started once for the session. ``MPG_TEST_KUBECONFIG`` names another
+cluster (kind, k3d, any kubeconfig) where the caller may create CRDs and namespaces; if that one is
+unreachable the suite is skipped with the reason. The operator runs out of the cluster (as in
+development), against the local simulator with real PostgreSQL.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from mpg_operator.resource import GROUP, PLURAL, VERSION
 pytestmark = pytest.mark.realcluster
 
 
-def _cluster():
-    path = os.environ.get("MPG_TEST_KUBECONFIG") or os.environ.get("KUBECONFIG")
-    if not path or not os.path.exists(path):
-        pytest.skip("no real cluster: set MPG_TEST_KUBECONFIG (or KUBECONFIG) to a kubeconfig to run this suite")
+def _cluster(path: str):
+    if not os.path.exists(path):
+        pytest.skip(f"no kubeconfig at {path} (MPG_TEST_KUBECONFIG)")
     import kubernetes
 
     configuration = kubernetes.client.Configuration()
@@ -37,8 +38,8 @@ def _cluster():
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    path, api = _cluster()
+def cluster(real_kubeconfig):
+    path, api = _cluster(str(real_kubeconfig))
     import kubernetes
 
     ext = kubernetes.client.ApiextensionsV1Api(api)
