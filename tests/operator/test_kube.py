@@ -1,4 +1,4 @@
-"""KubeApi against the Kubernetes emulator, through kopf's authenticated session (as in the operator)."""
+"""KubeApi against the Kubernetes emulator, logged in as the operator is (kopf's public kubeconfig login)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
-from kopf._cogs.clients import auth as kopf_auth
-from kopf._cogs.structs import credentials
 from support.e2e import manifest
 
 from mpg_operator import crd
@@ -40,16 +37,11 @@ def emu(tmp_path: Path) -> Iterator[KubeEmulator]:
 
 @pytest.fixture
 async def kube(emu: KubeEmulator, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[KubeApi]:
-    """Logged in as the operator is (its login handler's kubeconfig login), in kopf's vault."""
+    """Logged in as the operator is (its default login: no ServiceAccount here, so the kubeconfig)."""
     monkeypatch.setenv("KUBECONFIG", str(emu.kubeconfig_path))
-    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
-    assert info is not None
-    vault = credentials.Vault()
-    await vault.populate({"kubeconfig": info})
-    token = kopf_auth.vault_var.set(vault)
-    yield KubeApi()
-    kopf_auth.vault_var.reset(token)
-    await vault.close()
+    api = KubeApi()
+    yield api
+    await api.aclose()
 
 
 def owner(emu: KubeEmulator, name: str = "db") -> dict[str, Any]:
@@ -169,6 +161,7 @@ async def test_finalizers_from_many_resources_and_another_writer(emu: KubeEmulat
     await asyncio.gather(*(kube.set_secret_finalizer(NS, "creds", n, present=False) for n in names[1:]))
     assert (secret(emu, "creds") or {})["metadata"]["finalizers"] == [names[0]]
     await kube.set_secret_finalizer(NS, "absent", names[0], present=True)  # a gone Secret is fine
+    await other.aclose()
 
 
 def changed_after_reads(
