@@ -222,8 +222,9 @@ class KubeSession:
 
     def _session_for(self, info: kopf.ConnectionInfo) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            tls = ssl_context(info) if info.server.startswith("https:") else True  # no TLS to set up for http:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ssl=ssl_context(info)),
+                connector=aiohttp.TCPConnector(limit=0, ssl=tls),
                 trust_env=info.trust_env,
                 headers={"User-Agent": "mpg-operator"},
             )
