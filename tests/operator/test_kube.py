@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 from support.e2e import manifest
 
@@ -42,6 +43,16 @@ async def kube(emu: KubeEmulator, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     api = KubeApi()
     yield api
     await api.aclose()
+
+
+async def test_kopf_and_the_operator_log_in_alike(emu: KubeEmulator, kube: KubeApi) -> None:
+    """kopf's login handler and the operator's own requests use the same login (the kubeconfig here)."""
+    from mpg_operator.controller.handlers import login  # here: importing it registers the handlers with kopf
+
+    info = login(settings=kopf.OperatorSettings())
+    assert info is not None and info.server == emu.url
+    assert await kube.get_resource(NS, "absent") is None
+    assert kube.session.server == info.server and kube.session.logins == 1
 
 
 def owner(emu: KubeEmulator, name: str = "db") -> dict[str, Any]:
