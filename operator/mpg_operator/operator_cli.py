@@ -51,8 +51,8 @@ def configure_logging(fmt: str, verbose: bool) -> None:
 def without_kubernetes_client() -> None:
     """Keep kopf from importing the ``kubernetes`` package when it happens to be installed.
 
-    The operator does not use it (:mod:`~mpg_operator.controller.kube` talks through kopf's own
-    session), but kopf imports it, if present, to recognise its models and to offer its login:
+    The operator does not use it (:mod:`~mpg_operator.controller.kube` talks through its own aiohttp
+    session, :mod:`~mpg_operator.controller.kubehttp`), but kopf imports it, if present, to recognise its models and to offer its login:
     about 20 MiB for nothing. Only for this process's ``run``: it must happen before kopf's import.
     """
     import sys

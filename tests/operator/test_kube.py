@@ -1,4 +1,4 @@
-"""KubeApi against the Kubernetes emulator, through kopf's authenticated session (as in the operator)."""
+"""KubeApi against the Kubernetes emulator, logged in as the operator is (kopf's public kubeconfig login)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from typing import Any
 
 import kopf
 import pytest
-from kopf._cogs.clients import auth as kopf_auth
-from kopf._cogs.structs import credentials
 from support.e2e import manifest
 
 from mpg_operator import crd
@@ -40,16 +38,21 @@ def emu(tmp_path: Path) -> Iterator[KubeEmulator]:
 
 @pytest.fixture
 async def kube(emu: KubeEmulator, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[KubeApi]:
-    """Logged in as the operator is (its login handler's kubeconfig login), in kopf's vault."""
+    """Logged in as the operator is (its default login: no ServiceAccount here, so the kubeconfig)."""
     monkeypatch.setenv("KUBECONFIG", str(emu.kubeconfig_path))
-    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
-    assert info is not None
-    vault = credentials.Vault()
-    await vault.populate({"kubeconfig": info})
-    token = kopf_auth.vault_var.set(vault)
-    yield KubeApi()
-    kopf_auth.vault_var.reset(token)
-    await vault.close()
+    api = KubeApi()
+    yield api
+    await api.aclose()
+
+
+async def test_kopf_and_the_operator_log_in_alike(emu: KubeEmulator, kube: KubeApi) -> None:
+    """kopf's login handler and the operator's own requests use the same login (the kubeconfig here)."""
+    from mpg_operator.controller.handlers import login  # here: importing it registers the handlers with kopf
+
+    info = login(settings=kopf.OperatorSettings())
+    assert info is not None and info.server == emu.url
+    assert await kube.get_resource(NS, "absent") is None
+    assert kube.session.server == info.server and kube.session.logins == 1
 
 
 def owner(emu: KubeEmulator, name: str = "db") -> dict[str, Any]:
@@ -169,6 +172,7 @@ async def test_finalizers_from_many_resources_and_another_writer(emu: KubeEmulat
     await asyncio.gather(*(kube.set_secret_finalizer(NS, "creds", n, present=False) for n in names[1:]))
     assert (secret(emu, "creds") or {})["metadata"]["finalizers"] == [names[0]]
     await kube.set_secret_finalizer(NS, "absent", names[0], present=True)  # a gone Secret is fine
+    await other.aclose()
 
 
 def changed_after_reads(

@@ -27,6 +27,7 @@ import kopf
 from mpg_operator.controller.cloudaccess import ClientPool, ServiceSnapshots, current_resource
 from mpg_operator.controller.executor import Executor
 from mpg_operator.controller.kube import KubeApi
+from mpg_operator.controller.kubehttp import login_as_operator
 from mpg_operator.controller.metrics import OperatorMetrics, serve_metrics
 from mpg_operator.controller.observer import Observer
 from mpg_operator.controller.relay import MetricsRelay
@@ -100,6 +101,7 @@ class Runtime:
         if self.relay is not None:
             await self.relay.aclose()
         await self.clients.aclose()
+        await self.kube.aclose()
         if self.metrics_runner is not None:
             await self.metrics_runner.cleanup()
 
@@ -199,8 +201,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+    """kopf's credentials: the same the operator's own requests use (:mod:`.kubehttp`)."""
+    return login_as_operator(settings)
 
 
 @kopf.on.cleanup()

@@ -1,24 +1,21 @@
 """Kubernetes I/O of the operator: the resource, its status, Secrets. Thin async wrappers.
 
-Requests go through kopf's own authenticated aiohttp session (the credentials of the operator's
-``@kopf.on.login`` handler, renewed by kopf on a 401), so the operator needs no Kubernetes client
-library of its own. Events go through kopf (``kopf.event``) as well.
+Requests go through the operator's own aiohttp session (:class:`~.kubehttp.KubeSession`: the
+credentials of kopf's public login functions, as the ``@kopf.on.login`` handler gives them to kopf;
+logged in again on a 401), so the operator needs no Kubernetes client library of its own. Events
+go through kopf (``kopf.event``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import random
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-from kopf._cogs.clients import auth as kopf_auth
-from kopf._cogs.clients import errors as kopf_errors
-
+from mpg_operator.controller.kubehttp import KubeApiError, KubeSession
 from mpg_operator.reconcile.connection import (
     ANN_HAND_OVER_TO,
     LABEL_INSTANCE_OF,
@@ -31,38 +28,9 @@ from mpg_operator.reconcile.connection import (
 )
 from mpg_operator.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
+__all__ = ["KubeApi", "KubeApiError", "KubeSession", "SecretKeyError"]
+
 MERGE_PATCH = "application/merge-patch+json"
-
-KubeApiError = kopf_errors.APIError
-"""Kubernetes answered with an error: ``.status`` is the HTTP status, ``.message`` the API's own
-message (kopf keeps only ``Status`` bodies, never an echoed object)."""
-
-REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
-
-
-@kopf_auth.authenticated
-async def _request(
-    method: str,
-    path: str,
-    body: dict[str, Any] | None = None,
-    *,
-    content_type: str = "application/json",
-    context: kopf_auth.APIContext | None = None,  # injected by kopf: its session for the current credentials
-) -> Any:
-    """One request in kopf's session; the decoded JSON answer, or :data:`KubeApiError`."""
-    if context is None:
-        raise RuntimeError("kopf did not inject its API context")
-    url = context.server.rstrip("/") + path
-    data = None if body is None else json.dumps(body)
-    headers = None if body is None else {"Content-Type": content_type}
-    try:
-        async with context.session.request(method, url, data=data, headers=headers, timeout=REQUEST_TIMEOUT) as resp:
-            await kopf_errors.check_response(resp)
-            return await resp.json()
-    except RuntimeError as e:
-        if context.session.closed:  # credentials replaced meanwhile: kopf retries with the new session
-            raise kopf_errors.APISessionClosed("Session is closed.") from e
-        raise
 
 
 def _secret_path(namespace: str, name: str | None = None) -> str:
@@ -97,17 +65,28 @@ def _controller_uid(meta: dict[str, Any]) -> str | None:
 
 
 class KubeApi:
-    """The few Kubernetes calls the operator makes."""
+    """The few Kubernetes calls the operator makes, through ``session`` (by default its own
+    :class:`KubeSession` with the operator's login: one per operator, so one per process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, session: KubeSession | None = None) -> None:
+        self.session = session if session is not None else KubeSession()
         self._secret_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, content_type: str = "application/json"
+    ) -> Any:
+        return await self.session.request(method, path, body, content_type=content_type)
+
+    async def aclose(self) -> None:
+        """Close the session (at operator shutdown)."""
+        await self.session.aclose()
 
     # --- ManagedPostgres -----------------------------------------------------------------
 
     async def get_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The ManagedPostgres as stored now (a fresh read, not a watch cache)."""
         try:
-            resource: dict[str, Any] = await _request("GET", _resource_path(namespace, name))
+            resource: dict[str, Any] = await self._request("GET", _resource_path(namespace, name))
             return resource
         except KubeApiError as e:
             if e.status == 404:
@@ -116,21 +95,21 @@ class KubeApi:
 
     async def list_resources(self, namespace: str) -> list[dict[str, Any]]:
         """The ManagedPostgres of a namespace, as stored now."""
-        answer = await _request("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace, safe='')}/{PLURAL}")
+        answer = await self._request("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace, safe='')}/{PLURAL}")
         items: list[dict[str, Any]] = answer.get("items") or []
         return items
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the status subresource (``None`` values remove fields); returns the object."""
         path = _resource_path(namespace, name) + "/status"
-        stored: dict[str, Any] = await _request("PATCH", path, {"status": status}, content_type=MERGE_PATCH)
+        stored: dict[str, Any] = await self._request("PATCH", path, {"status": status}, content_type=MERGE_PATCH)
         return stored
 
     # --- Secrets -------------------------------------------------------------------------
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            secret: dict[str, Any] = await _request("GET", _secret_path(namespace, name))
+            secret: dict[str, Any] = await self._request("GET", _secret_path(namespace, name))
         except KubeApiError as e:
             if e.status == 404:
                 return None
@@ -211,7 +190,7 @@ class KubeApi:
             if attempt:
                 await asyncio.sleep(conflict_backoff(attempt))
             try:
-                await _request("POST", _secret_path(namespace), body)
+                await self._request("POST", _secret_path(namespace), body)
                 return
             except KubeApiError as e:
                 if e.status in (400, 422):
@@ -242,7 +221,7 @@ class KubeApi:
                 others = [r for r in meta.get("ownerReferences") or [] if not r.get("controller")]
                 patch["metadata"]["ownerReferences"] = others + [self._owner_reference(owner)]
             try:
-                await _request("PATCH", _secret_path(namespace, name), patch, content_type=MERGE_PATCH)
+                await self._request("PATCH", _secret_path(namespace, name), patch, content_type=MERGE_PATCH)
                 return
             except KubeApiError as e:
                 if e.status not in (404, 409):
@@ -277,7 +256,7 @@ class KubeApi:
             finalizers = finalizers + [finalizer] if present else [f for f in finalizers if f != finalizer]
             patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
             try:
-                await _request("PATCH", _secret_path(namespace, name), patch, content_type=MERGE_PATCH)
+                await self._request("PATCH", _secret_path(namespace, name), patch, content_type=MERGE_PATCH)
                 return present
             except KubeApiError as e:
                 if e.status == 404:
