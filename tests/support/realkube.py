@@ -70,3 +70,45 @@ def fresh_namespace(api: kubernetes.client.ApiClient, prefix: str = "t") -> Iter
         except kubernetes.client.ApiException as e:
             if e.status != 404:
                 raise
+
+
+def _plural(kind: str) -> str:
+    lower = kind.lower()
+    return lower[:-1] + "ies" if lower.endswith("y") else lower + "s"
+
+
+class Reader:
+    """``get``/``list`` by apiVersion and kind, like :class:`kubeemu.KubeEmulator`'s (``None`` when
+    missing), so a test can read the real server and the emulator alike. Plurals are the regular ones
+    (``Policy`` → ``policies``), which covers every kind the project's manifests use."""
+
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        self.api = api
+
+    def _path(self, api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
+        base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+        path = base + (f"/namespaces/{namespace}" if namespace else "") + f"/{_plural(kind)}"
+        return path + (f"/{name}" if name else "")
+
+    def _get(self, path: str, query: list[tuple[str, str]] | None = None) -> dict[str, Any] | None:
+        """The JSON body of a GET, ``None`` on 404."""
+        method, url, headers, body, _ = self.api.param_serialize(
+            "GET", path, query_params=query or [], header_params={"Accept": "application/json"}
+        )
+        response = self.api.call_api(method, url, header_params=headers, body=body)
+        response.read()
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            raise kubernetes.client.ApiException(status=response.status, reason=response.reason, http_resp=response)
+        return json.loads(response.data)
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        return self._get(self._path(api_version, kind, namespace, name))
+
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = [("labelSelector", label_selector)] if label_selector else []
+        found = self._get(self._path(api_version, kind, namespace), query)
+        return found["items"] if found is not None else []  # None: the kind is not served (its CRD is gone)
