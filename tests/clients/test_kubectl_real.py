@@ -231,3 +231,33 @@ def test_crd_rules_answer_through_kubectl_patch(kubectl: Client, ns: str, tmp_pa
     example["metadata"]["namespace"] = ns
     path.write_text(yaml.safe_dump(example))
     assert "managedpostgres.clickhouse.cloud/orders-db created" in kubectl("apply", "-f", str(path))
+
+
+def test_error_texts_match_the_emulators(kubectl: Client, emulated: Client, ns: str, tmp_path: Path) -> None:
+    """The same mistakes through kubectl on both servers: the same words (names and paths aside)."""
+
+    def answers(client: Client, namespace: str) -> list[str]:
+        def run(*args: str, manifest: dict[str, Any] | None = None) -> str:
+            if manifest is not None:
+                path = tmp_path / f"{namespace}.yaml"
+                path.write_text(yaml.safe_dump(manifest))
+                args = (*args, "-f", str(path))
+            proc = client.run(*args, check=False)
+            assert proc.returncode != 0, args
+            return proc.stderr.replace(namespace, "NS").replace(str(tmp_path), "TMP")
+
+        cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "errs", "namespace": namespace}}
+        client("apply", "--server-side", "-f", "-", input=yaml.safe_dump({**cm, "data": {"a": "1"}}))
+        client("patch", "configmap", "errs", "-n", namespace, "--type=merge", "-p", '{"data":{"a":"2"}}')
+        return [
+            run("apply", manifest=mpg("typo-db", namespace, sise="x")),
+            run("apply", "--server-side", manifest=mpg("typo-db", namespace, sise="x")),
+            run("apply", "--server-side", manifest={**cm, "data": {"a": "1"}}),
+            run("get", "mpg", "nope", "-n", namespace),
+            run("create", "namespace", namespace),
+            run("apply", manifest=mpg("bad-db", namespace, provider="azure", tags={"chc_x": True})),
+        ]
+
+    emu, real = answers(emulated, "default"), answers(kubectl, ns)
+    assert "failed to create typed patch object (NS/typo-db;" in real[1] and "field not declared in schema" in real[1]
+    assert emu == real
