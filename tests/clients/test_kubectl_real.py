@@ -260,4 +260,8 @@ def test_error_texts_match_the_emulators(kubectl: Client, emulated: Client, ns: 
 
     emu, real = answers(emulated, "default"), answers(kubectl, ns)
     assert "failed to create typed patch object (NS/typo-db;" in real[1] and "field not declared in schema" in real[1]
-    assert emu == real
+    assert emu[:-1] == real[:-1]
+    # Several schema errors: the real server lists them in no stable order (Go map iteration), the
+    # emulator by path; the same lines either way.
+    assert sorted(emu[-1].splitlines()) == sorted(real[-1].splitlines())
+    assert len(real[-1].splitlines()) == 4
