@@ -27,7 +27,7 @@ class ApiError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.reason = reason or REASONS.get(code, "Unknown")
+        self.reason = reason if reason is not None else REASONS.get(code, "Unknown")  # "": none, as some answers have
         self.details = details
 
     def status(self) -> dict[str, Any]:
@@ -38,7 +38,7 @@ class ApiError(Exception):
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
+            **({"reason": self.reason} if self.reason else {}),
             "code": self.code,
         }
         if self.details is not None:

@@ -75,6 +75,10 @@ COMMON_SCHEMAS: dict[str, dict[str, Any]] = {
         },
         "x-kubernetes-map-type": "atomic",
     },
+    f"{META}.FieldsV1": {
+        "description": "FieldsV1 stores a set of fields in a data structure like a Trie, in JSON format.",
+        "type": "object",
+    },
     f"{META}.ManagedFieldsEntry": {
         "type": "object",
         "description": "ManagedFieldsEntry is a workflow-id, a FieldSet and the group version of the resource "
@@ -82,7 +86,10 @@ COMMON_SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "apiVersion": _STR,
             "fieldsType": _STR,
-            "fieldsV1": {"type": "object"},
+            "fieldsV1": {  # a named type, as on the real server (kubectl explain shows <FieldsV1>)
+                "description": 'FieldsV1 holds the first JSON version format as described in the "FieldsV1" type.',
+                "allOf": [{"$ref": f"{_REF}{META}.FieldsV1"}],
+            },
             "manager": _STR,
             "operation": _STR,
             "subresource": _STR,

@@ -733,6 +733,8 @@ class Store:
             if key not in ("name", "namespace"):
                 config.get("metadata", {}).pop(key, None)
         schema = self._schema(rt)
+        if schema:
+            self._check_declared(rt, namespace, name, config, schema)
         with self.lock:
             self._check_scope(rt, namespace)
             existing = self._bucket(rt).get((namespace, name))
@@ -756,6 +758,20 @@ class Store:
                 "resourceVersion", existing["metadata"]["resourceVersion"]
             )
             return self._update(rt, existing, new, subresource, dry_run, options, applied=True)
+
+    @staticmethod
+    def _check_declared(
+        rt: ResourceType, namespace: str | None, name: str, config: dict[str, Any], schema: dict[str, Any]
+    ) -> None:
+        """An applied configuration may only hold fields the schema declares: the real server answers a
+        500 without a reason, whatever ``fieldValidation`` says (structured-merge-diff's typed patch)."""
+        unknown = fields.unknown_fields(config, prune(copy.deepcopy(config), schema, root=True))
+        if not unknown:
+            return
+        problems = [f".{path}: field not declared in schema" for path in unknown]
+        detail = problems[0] if len(problems) == 1 else "\n".join(["errors:", *("  " + p for p in problems)])
+        gvk = f"{rt.group}/{rt.version}, Kind={rt.kind}"
+        raise ApiError(500, f"failed to create typed patch object ({namespace or ''}/{name}; {gvk}): {detail}", "")
 
     def _update(
         self,

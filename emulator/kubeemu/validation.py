@@ -4,7 +4,13 @@ Mirrors the API server's order: prune unknown fields, validate the schema (``jso
 translating the Kubernetes extensions), then evaluate ``x-kubernetes-validations`` with
 ``cel-python`` (transition rules with ``oldSelf`` only on updates where the old value exists;
 root-level rules see ``self.metadata.name`` and ``self.metadata.generateName``, as on the server).
-Messages follow the real server: ``spec.region: Invalid value: "string": region is immutable``.
+Messages follow the real server (kube-apiserver 1.36, checked by
+``tests/campaigns/test_bad_input.py::test_the_emulator_refuses_with_the_real_servers_words``): a rule
+failing on a scalar shows the value (``spec.region: Invalid value: "eu-west-1": region is
+immutable``), on an object or a list no value (``spec: Invalid value: postgresVersion is
+immutable...``), at the root the path ``<nil>``; the entries of a map are ``spec.tags[team]``. A
+schema error of type, enum, required, maxLength, maxItems or maxProperties blocks the rules (and
+says so); other schema errors (pattern, minLength...) do not.
 """
 
 from __future__ import annotations
@@ -92,16 +98,44 @@ def to_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _Key(str):
+    """A map entry's key in a path: ``spec.tags[team]`` (the server's ``field.Path.Key``)."""
+
+
 def _path_text(path: list[Any]) -> str:
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int | _Key):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
     return text
+
+
+def _go_quote(text: str) -> str:
+    """Go's ``%q`` (``strconv.Quote``): printable characters as they are, the rest escaped."""
+    named = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif char in named:
+            out.append(named[char])
+        elif char.isprintable() or char == " ":
+            out.append(char)
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
 
 
 def _go_value(value: Any) -> str:
     if isinstance(value, str):
-        return json.dumps(value)
+        return _go_quote(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
@@ -201,7 +235,7 @@ def _cel_errors(
         if _is_transition(rule) and not has_old and not item.get("optionalOldSelf"):
             continue
         field = _path_text(path + [p for p in (item.get("fieldPath") or "").lstrip(".").split(".") if p])
-        where = field or "<root>"
+        where = field = field or "<nil>"
         try:
             ok = bool(_cel_eval(rule, value, old, has_old))
         except Exception as exc:  # noqa: BLE001 -- the server reports evaluation errors as Invalid
@@ -213,8 +247,10 @@ def _cel_errors(
                 yield field, f"{where}: Forbidden: {message}"
             elif item.get("reason") == "FieldValueRequired":
                 yield field, f"{where}: Required value: {message}"
+            elif schema.get("type") in ("object", "array") or isinstance(value, dict | list):
+                yield field, f"{where}: Invalid value: {message}"  # the server omits the value
             else:
-                yield field, f'{where}: Invalid value: "{_type_name(value)}": {message}'
+                yield field, f"{where}: Invalid value: {_go_value(value)}: {message}"
     if isinstance(value, dict):
         props = schema.get("properties") or {}
         additional = schema.get("additionalProperties")
@@ -223,7 +259,8 @@ def _cel_errors(
             sub_schema = props.get(key) if key in props else (additional if isinstance(additional, dict) else None)
             if sub_schema is None:
                 continue
-            yield from _cel_errors(sub, sub_schema, old_dict.get(key), key in old_dict, path + [key])
+            part = key if key in props else _Key(key)
+            yield from _cel_errors(sub, sub_schema, old_dict.get(key), key in old_dict, path + [part])
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         items_schema = schema["items"]
         old_by_key = _correlate_list(old if has_old else None, schema)
@@ -281,6 +318,22 @@ def _duplicates(value: Any, schema: dict[str, Any], path: list[Any]) -> Iterator
 
 # ---------------------------------------------------------------- public API
 
+# Schema errors the server counts as blocking: the CEL rules are then not evaluated at all
+# (apiextensions-apiserver, registry/customresource/strategy.go, hasBlockingErr).
+_BLOCKING = frozenset({"type", "enum", "required", "maxLength", "maxItems", "maxProperties"})
+_NOT_CHECKED = "<nil>"
+_RULES_NOT_CHECKED = "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation"
+
+
+def _has_rules(schema: Any) -> bool:
+    """Whether a schema has ``x-kubernetes-validations`` anywhere (the server's cel.NewValidator)."""
+    if not isinstance(schema, dict):
+        return False
+    if schema.get("x-kubernetes-validations"):
+        return True
+    children = [*(schema.get("properties") or {}).values(), schema.get("additionalProperties"), schema.get("items")]
+    return any(_has_rules(child) for child in children)
+
 
 def validate_schema(
     obj: dict[str, Any], schema: dict[str, Any], old: dict[str, Any] | None = None
@@ -298,13 +351,15 @@ def validate_schema(
     validator = jsonschema.Draft4Validator(translated)
     errors = sorted(validator.iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
     result = [_schema_error(error) for error in errors] + list(_duplicates(body, schema, []))
-    if result:
-        return result  # the server skips CEL when the schema itself fails
+    if not _has_rules(schema):  # no CEL validator at all: nothing is said about rules
+        return result
+    if any(error.validator in _BLOCKING for error in errors):
+        return [*result, (_NOT_CHECKED, f"{_NOT_CHECKED}: Invalid value: null: {_RULES_NOT_CHECKED}")]
     old_body = {k: v for k, v in (old or {}).items() if k not in _META_KEYS}
     # Root-level rules may read self.metadata.name and self.metadata.generateName (nothing else).
     cel_body = {**body, **_cel_metadata(obj)}
     cel_old = {**old_body, **_cel_metadata(old or {})}
-    return list(_cel_errors(cel_body, schema, cel_old, old is not None, []))
+    return result + list(_cel_errors(cel_body, schema, cel_old, old is not None, []))  # pattern, minLength...: both
 
 
 def _cel_metadata(obj: dict[str, Any]) -> dict[str, Any]:
@@ -319,7 +374,7 @@ def validate_custom_resource(crd: dict[str, Any], obj: dict[str, Any], old: dict
     """Validate a custom resource against its CRD, as the API server would on create/update.
 
     Returns the error messages (empty when valid), e.g.
-    ``['spec.region: Invalid value: "string": region is immutable']``. Unknown fields are pruned
+    ``['spec.region: Invalid value: "eu-west-1": region is immutable']``. Unknown fields are pruned
     first (never reported); ``old`` enables transition rules (``oldSelf``).
     """
     api_version = obj.get("apiVersion", "")

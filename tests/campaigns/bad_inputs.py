@@ -316,7 +316,7 @@ def _crd_cases() -> list[BadInput]:
         _crd(
             "credentials-bad-name",
             "credentialsRef.name Bad_Name",
-            f'spec.credentialsRef.name: Invalid value: "string": {SECRET_NAME}',
+            f'spec.credentialsRef.name: Invalid value: "Bad_Name": {SECRET_NAME}',
             credentialsRef={"name": "Bad_Name"},
         )
     )
@@ -371,7 +371,7 @@ def _crd_cases() -> list[BadInput]:
         _crd(
             "connection-bad-name",
             "connectionSecret.name Bad_Name",
-            f'spec.connectionSecret.name: Invalid value: "string": {SECRET_NAME}',
+            f'spec.connectionSecret.name: Invalid value: "Bad_Name": {SECRET_NAME}',
             connectionSecret={"name": "Bad_Name"},
         )
     )
@@ -469,7 +469,7 @@ def _crd_cases() -> list[BadInput]:
         _update(
             "provider-changed",
             "provider aws -> gcp",
-            'spec.provider: Invalid value: "string": provider is immutable',
+            'spec.provider: Invalid value: "gcp": provider is immutable',
             {},
             {"provider": "gcp"},
         )
@@ -478,7 +478,7 @@ def _crd_cases() -> list[BadInput]:
         _update(
             "region-changed",
             "region us-west-2 -> eu-west-1",
-            'spec.region: Invalid value: "string": region is immutable',
+            'spec.region: Invalid value: "eu-west-1": region is immutable',
             {},
             {"region": "eu-west-1"},
         )

@@ -1,7 +1,8 @@
 """The bad-input corpus (``bad_inputs.py``): every case rejected by the CRD, or conditioned by the
 operator with a clear message, a Warning event and no avoidable mutating API call.
 
-* CRD cases run against the Kubernetes emulator with the project's CRD (fast, no operator).
+* CRD cases run against the real kube-apiserver (``real_kubeconfig``) and against the Kubernetes
+  emulator, both with the project's CRD (fast, no operator): the emulator must give the real verdicts.
 * Operator cases run end to end in one Sandbox (simulator without PostgreSQL, emulator, the real
   operator): all applied at once, each with its own API key and organization, so the simulator's
   requests are counted per case by the organization in their path.
@@ -32,10 +33,11 @@ from bad_inputs import (  # noqa: E402
     manifest_of,
     mp,
 )
+from support import realkube  # noqa: E402
 
 from kubeemu import ApiError, KubeEmulator  # noqa: E402
 from mpg_operator import crd as crd_module  # noqa: E402
-from mpg_operator.resource import API_VERSION, KIND  # noqa: E402
+from mpg_operator.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION  # noqa: E402
 
 MUTATING = ("POST", "PATCH", "DELETE", "PUT")
 _ORG_IN_PATH = re.compile(r"/v1/organizations/([^/]+)")
@@ -67,15 +69,92 @@ def test_docs_list_every_case():
 # --------------------------------------------------------------------------- CRD level (fast)
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    with KubeEmulator(crds=[crd_module.crd()], namespaces=[NAMESPACE]) as emu:
-        yield emu
-        assert emu.server_errors == []
+class Refused(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
 
 
-def test_a_valid_resource_is_accepted(emulator):
-    stored = emulator.apply(
+class EmulatorTarget:
+    """The emulator with the project's CRD (namespace ``default``)."""
+
+    def __init__(self, emu: KubeEmulator) -> None:
+        self.emu, self.namespace = emu, NAMESPACE
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.emu.apply(obj)
+        except ApiError as e:
+            raise Refused(e.code, e.message) from None
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self.emu.get(API_VERSION, KIND, name, NAMESPACE)
+
+    def delete(self, name: str) -> None:
+        self.emu.delete(API_VERSION, KIND, name, NAMESPACE)
+
+
+class RealTarget:
+    """The real kube-apiserver (``real_kubeconfig``) with the project's CRD, in a namespace of its own.
+
+    ``apply`` creates, or replaces what is stored (with its resourceVersion), like ``kubectl apply``
+    does in effect; a refusal is the server's Status, unchanged."""
+
+    def __init__(self, api: Any, namespace: str) -> None:
+        import kubernetes
+
+        self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.namespace = namespace
+        self.api_exception = kubernetes.client.ApiException
+
+    def _in_namespace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["namespace"] = self.namespace
+        return obj
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        body = self._in_namespace(obj)
+        name = body["metadata"]["name"]
+        try:
+            try:
+                return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+            except self.api_exception as e:
+                if e.status != 409:
+                    raise
+            current = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            return self.custom.replace_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, body)
+        except self.api_exception as e:
+            raise Refused(*realkube.status_of(e)) from None
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        except self.api_exception as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+
+@pytest.fixture(scope="module", params=["emulator", "real"])
+def server(request: pytest.FixtureRequest):
+    """The CRD's verdicts from both the emulator and the real kube-apiserver: they must agree."""
+    if request.param == "emulator":
+        with KubeEmulator(crds=[crd_module.crd()], namespaces=[NAMESPACE]) as emu:
+            yield EmulatorTarget(emu)
+            assert emu.server_errors == []
+        return
+    api = realkube.client(request.getfixturevalue("real_kubeconfig"))
+    realkube.ensure_crd(api, crd_module.crd())
+    with realkube.fresh_namespace(api, "bad-input") as namespace:
+        yield RealTarget(api, namespace)
+
+
+def test_a_valid_resource_is_accepted(server):
+    stored = server.apply(
         mp(
             "baseline-ok",
             serviceName="orders db (eu).v2",
@@ -88,34 +167,64 @@ def test_a_valid_resource_is_accepted(emulator):
         )
     )
     assert stored["spec"]["serviceName"] == "orders db (eu).v2"
-    assert emulator.apply(mp("n" * 50))  # the longest default serviceName
-    assert emulator.apply(mp("m" * 63, serviceName="short"))  # the longest name (a label value)
+    assert server.apply(mp("n" * 50))  # the longest default serviceName
+    assert server.apply(mp("m" * 63, serviceName="short"))  # the longest name (a label value)
 
 
 @pytest.mark.parametrize("case", CRD_CASES, ids=lambda c: c.name)
-def test_crd_rejects(emulator, case: BadInput):
+def test_crd_rejects(server, case: BadInput):
     if case.old is not None:
-        emulator.apply(copy.deepcopy(case.old))  # the valid object the update starts from
-    with pytest.raises(ApiError) as err:
-        emulator.apply(manifest_of(case))
+        server.apply(copy.deepcopy(case.old))  # the valid object the update starts from
+    with pytest.raises(Refused) as err:
+        server.apply(manifest_of(case))
     assert err.value.code == 422, err.value.message
     assert case.message in err.value.message, f"{case.name}: {err.value.message}"
     name = case.manifest["metadata"]["name"]
-    stored = emulator.get(API_VERSION, KIND, name, NAMESPACE)
+    stored = server.get(name)
     if case.old is None:
         assert stored is None, "a rejected object must not be stored"
     else:
         assert stored["spec"] == case.old["spec"], "a rejected update must not change the object"
-        emulator.delete(API_VERSION, KIND, name, NAMESPACE)
+        server.delete(name)
 
 
 @pytest.mark.parametrize("case", OPERATOR_CASES, ids=lambda c: c.name)
-def test_operator_cases_pass_the_crd(emulator, case: BadInput):
+def test_operator_cases_pass_the_crd(server, case: BadInput):
     """Input only the operator or the API can judge must reach them (not be refused as malformed)."""
     body = manifest_of(case)
     body["metadata"]["name"] = "crd-ok-" + case.name
     body["spec"].pop("connectionSecret", None)  # the name-specific default-secret rule needs the real name
-    assert emulator.apply(body)
+    assert server.apply(body)
+
+
+def test_the_emulator_refuses_with_the_real_servers_words(real_kubeconfig):
+    """Every CRD case, applied to the emulator and to the real kube-apiserver: the same code and the
+    same whole message (not just the corpus's substring), so a user of the emulator sees what a user
+    of a cluster sees."""
+    api = realkube.client(real_kubeconfig)
+    realkube.ensure_crd(api, crd_module.crd())
+    differences = []
+    with (
+        KubeEmulator(crds=[crd_module.crd()], namespaces=[NAMESPACE]) as emu,
+        realkube.fresh_namespace(api, "bad-input-words") as namespace,
+    ):
+        targets = (EmulatorTarget(emu), RealTarget(api, namespace))
+        for case in CRD_CASES:
+            answers = []
+            for target in targets:
+                if case.old is not None:
+                    target.apply(copy.deepcopy(case.old))
+                try:
+                    target.apply(manifest_of(case))
+                    answers.append((200, "accepted"))
+                except Refused as refused:
+                    answers.append((refused.code, refused.message))
+                if case.old is not None:
+                    target.delete(case.manifest["metadata"]["name"])
+            if answers[0] != answers[1]:
+                differences.append(f"{case.name}:\n  emulator: {answers[0]}\n  real:     {answers[1]}")
+        assert emu.server_errors == []
+    assert differences == [], "\n".join(differences)
 
 
 # --------------------------------------------------------------------------- operator level (end to end)

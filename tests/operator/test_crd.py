@@ -90,7 +90,7 @@ def _mp(name="db", **spec):
 
 
 def test_postgres_version_cannot_be_added_removed_or_changed():
-    message = 'spec: Invalid value: "object": postgresVersion is immutable: it cannot be added, removed or changed after creation'
+    message = "spec: Invalid value: postgresVersion is immutable: it cannot be added, removed or changed after creation"
     assert _validate(_mp(postgresVersion="18")) == []  # creation
     assert _validate(_mp(postgresVersion="18"), old=_mp()) == [message]  # added
     assert _validate(_mp(), old=_mp(postgresVersion="18")) == [message]  # removed
