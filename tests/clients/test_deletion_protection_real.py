@@ -24,8 +24,6 @@ import yaml
 from clients_support import REPO_ROOT, Client, make_client
 from support import realkube
 
-from mpg_operator import crd as crd_module
-
 MANIFEST = REPO_ROOT / "deploy" / "admission" / "deletion-protection.yaml"
 POLICY = "mpg-operator-deletion-protection"
 
@@ -51,10 +49,8 @@ def mpg(name: str, namespace: str, **spec: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def api(real_kubeconfig: Path) -> Any:
-    client = realkube.client(real_kubeconfig)
-    realkube.ensure_crd(client, crd_module.crd())
-    return client
+def api(real_api: Any) -> Any:
+    return real_api
 
 
 @pytest.fixture(scope="module")

@@ -27,10 +27,8 @@ HOST = "orders-db-6d8d2e3e.pg.example.test"
 
 
 @pytest.fixture(scope="module")
-def api(real_kubeconfig: Path) -> Any:
-    client = realkube.client(real_kubeconfig)
-    realkube.ensure_crd(client, crd_module.crd())
-    return client
+def api(real_api: Any) -> Any:
+    return real_api
 
 
 @pytest.fixture(scope="module")
