@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import kubernetes
 import pytest
+from support import realkube
 from support.controlplane import control_plane_script
 
 pytestmark = pytest.mark.realcluster
@@ -55,14 +55,8 @@ def core(real_kubeconfig: Path) -> kubernetes.client.CoreV1Api:
 
 @pytest.fixture
 def namespace(core: kubernetes.client.CoreV1Api) -> Iterator[str]:
-    name = f"cp-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    try:
-        core.delete_namespace(name)
-    except kubernetes.client.ApiException as e:
-        if e.status != 404:
-            raise
+    with realkube.fresh_namespace(core.api_client, "cp") as name:
+        yield name
 
 
 def test_the_server_reports_the_pinned_release(real_kubeconfig: Path) -> None:
