@@ -316,9 +316,11 @@ def test_an_api_key_secret_shared_and_rewritten_holds_every_user_and_goes_with_t
     late = f"shared-key-{tag}-late"
     uids[late] = c.apply(c.manifest(late, creds))["metadata"]["uid"]
     try:
-        c.wait_for(lambda: reasons(c, late) - {"ReconcileSuccess"}, timeout=60, what=f"{late} has a condition")
+        c.wait_for(
+            lambda: "TerminalCredentialsError" in reasons(c, late), timeout=60, what=f"{late}: TerminalCredentialsError"
+        )
     except TimeoutError:
-        problems.append(f"{late}: no condition within 60 s")
+        problems.append(f"{late}: no TerminalCredentialsError within 60 s (reasons {sorted(reasons(c, late))})")
     time.sleep(2)  # time enough to create, if it were going to
     if c.services_tagged(uids[late], include_deleting=True):
         problems.append(f"{late}: created a service with an API-key Secret that is being deleted")
