@@ -192,10 +192,9 @@ async def test_the_observer_refreshes_and_wakes_changed_resources():
     assert woken == [{"u1"}] and observer.lists["steady"] == 1
 
 
-async def test_a_sleeping_daemon_wakes_on_its_event_on_stop_and_on_time_without_tasks():
-    from kopf._cogs.aiokits.aioenums import AsyncFlagWaiter, FlagSetter
-
-    from mpg_operator.controller.handlers import _sleep
+async def test_a_sleeping_daemon_wakes_on_its_call_on_stop_and_on_time_without_tasks():
+    """A sleep is one future and a timer: no task per sleep, however many resources sleep."""
+    from mpg_operator.controller.wakeup import Wakeup
 
     async def timed(coro):
         loop = asyncio.get_running_loop()
@@ -203,18 +202,26 @@ async def test_a_sleeping_daemon_wakes_on_its_event_on_stop_and_on_time_without_
         await asyncio.wait_for(coro, timeout=5)
         return loop.time() - started
 
-    wake, setter = asyncio.Event(), FlagSetter()
-    stopped = AsyncFlagWaiter(setter)
-    assert await timed(_sleep(0.05, wake, stopped)) < 1  # on time
+    class Stopped:  # kopf.DaemonStopped's public side: wait() returns once the daemon is stopped
+        def __init__(self):
+            self.flag = asyncio.Event()
+
+        async def wait(self):
+            await self.flag.wait()
+
+    wake, stopped = Wakeup(), Stopped()
+    watcher = wake.ring_when_stopped(stopped)
+    assert await timed(wake.sleep(0.05)) < 1  # on time
     before = len(asyncio.all_tasks())
-    sleeper = asyncio.ensure_future(_sleep(30, wake, stopped))
+    sleeper = asyncio.ensure_future(wake.sleep(30))
     await asyncio.sleep(0.01)
     assert len(asyncio.all_tasks()) == before + 1  # only the sleeper itself
     wake.set()
-    assert await timed(sleeper) < 1
-    assert not wake._waiters
+    assert await timed(sleeper) < 1  # on its call
+    assert await timed(wake.sleep(30)) < 0.5  # rung before the sleep began: no sleep
     wake.clear()
-    sleeper = asyncio.ensure_future(_sleep(30, wake, stopped))
+    sleeper = asyncio.ensure_future(wake.sleep(30))
     await asyncio.sleep(0.01)
-    setter.set()
-    assert await timed(sleeper) < 1
+    stopped.flag.set()
+    assert await timed(sleeper) < 1  # on stop
+    assert watcher.done()
