@@ -281,6 +281,16 @@ def _free_port() -> int:
 
 # --- the running control plane -----------------------------------------------------------------
 
+AUDIT_LOG = "audit.log"
+# Every resource request, once it is answered: who, which verb on what, and the answer's code. The
+# tests read it to see the operator's own calls (RBAC coverage, writes it must not make).
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted"],
+    "rules": [{"level": "None", "nonResourceURLs": ["*"]}, {"level": "Metadata"}],
+}
+
 
 class ControlPlane:
     """etcd, kube-apiserver and kube-controller-manager on loopback, with their state in ``workdir``.
@@ -295,6 +305,7 @@ class ControlPlane:
         self.binaries = binaries or cache_dir()
         self.outlive_parent = outlive_parent
         self.kubeconfig = self.workdir / "admin.kubeconfig"
+        self.audit_log = self.workdir / AUDIT_LOG
         self.server = ""
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -328,6 +339,8 @@ class ControlPlane:
             f"--listen-peer-url=http://127.0.0.1:{_free_port()}",
         )
         self._wait("etcd", deadline, lambda: _get(f"{etcd_url}/health"))
+        audit_policy = self.workdir / "audit-policy.yaml"
+        audit_policy.write_text(json.dumps(AUDIT_POLICY))
         port = _free_port()
         self.server = f"https://127.0.0.1:{port}"
         self._spawn(
@@ -347,6 +360,10 @@ class ControlPlane:
             "--authorization-mode=RBAC",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             "--profiling=false",
+            f"--audit-policy-file={audit_policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
         )
         self.kubeconfig.touch(mode=0o600)
         self.kubeconfig.write_text(_kubeconfig(self.server, pki, "admin"))

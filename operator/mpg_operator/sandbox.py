@@ -80,8 +80,19 @@ class OperatorThread:
                 os.environ[key] = value
 
 
+KubeFactory = Callable[[list[dict[str, Any]], tuple[str, ...], Path], Any]
+"""(crds, namespaces, workdir) -> the Kubernetes side, not yet started (``start()`` returns it)."""
+
+
+def _emulator(crds: list[dict[str, Any]], namespaces: tuple[str, ...], workdir: Path) -> Any:
+    from kubeemu import KubeEmulator
+
+    return KubeEmulator(crds=crds, namespaces=namespaces)
+
+
 class Sandbox:
-    """Simulator (with real PostgreSQL when available) + Kubernetes emulator + operator."""
+    """Simulator (with real PostgreSQL when available) + Kubernetes (the emulator unless ``kube``
+    makes another: the tests' real API server) + operator."""
 
     def __init__(
         self,
@@ -91,12 +102,14 @@ class Sandbox:
         operator_env: dict[str, str] | None = None,
         start_operator: bool = True,
         crds: list[dict[str, Any]] | None = None,
+        kube: KubeFactory | None = None,
     ) -> None:
         self.simulator_options = {"port": 0, **(simulator_options or {})}
         self.namespaces = namespaces
         self.operator_env = operator_env or {}
         self.start_operator = start_operator
         self.crds = crds
+        self.kube_factory = kube or _emulator
         self.workdir = Path(tempfile.mkdtemp(prefix="mpg-sandbox-"))
         self.simulator: Any = None
         self.kube: Any = None
@@ -104,10 +117,9 @@ class Sandbox:
 
     def start(self) -> Sandbox:
         from clickhouse_cloud_simulator import SimulatorConfig, SimulatorThread
-        from kubeemu import KubeEmulator
 
         self.simulator = SimulatorThread(SimulatorConfig(**self.simulator_options)).start()
-        self.kube = KubeEmulator(crds=self.crds or [crd_module.crd()], namespaces=self.namespaces).start()
+        self.kube = self.kube_factory(self.crds or [crd_module.crd()], self.namespaces, self.workdir).start()
         self.kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig")
         for namespace in self.namespaces:
             self.put_credentials(namespace)
@@ -135,12 +147,10 @@ class Sandbox:
     def rebuild_cluster(self) -> None:
         """A cluster rebuilt from scratch: a new, empty Kubernetes API (the credentials Secrets put
         back, as a GitOps tool would), the same ClickHouse Cloud organization."""
-        from kubeemu import KubeEmulator
-
         running = self.operator is not None
         self.stop_the_operator()
         self.kube.stop()
-        self.kube = KubeEmulator(crds=self.crds or [crd_module.crd()], namespaces=self.namespaces).start()
+        self.kube = self.kube_factory(self.crds or [crd_module.crd()], self.namespaces, self.workdir).start()
         self.kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig")
         for namespace in self.namespaces:
             self.put_credentials(namespace)
@@ -148,7 +158,9 @@ class Sandbox:
             self.start_the_operator()
 
     def start_the_operator(self) -> None:
-        self.operator = OperatorThread(self.operator_environment()).start()
+        # The emulator's operator serves every namespace; a real server's only the sandbox's own.
+        namespaces = getattr(self.kube, "operator_namespaces", None)
+        self.operator = OperatorThread(self.operator_environment(), namespaces=namespaces).start()
 
     def stop_the_operator(self) -> None:
         if self.operator is not None:

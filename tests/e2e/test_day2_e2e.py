@@ -26,8 +26,8 @@ NS = "day2"
 
 
 @pytest.fixture(scope="module")
-def sb():
-    with e2e.sandbox_with_console(NS) as sandbox:
+def sb(real_kubeconfig):
+    with e2e.sandbox_with_console(NS, e2e.on_real_server(real_kubeconfig)) as sandbox:
         yield sandbox
 
 

@@ -36,12 +36,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def sandbox():
+def sandbox(real_kubeconfig):
     options = {"create_seconds": 1.0, "delete_seconds": 0.5, "rate_limit": None, "real_postgres": True}
     saved = handlers.METRICS_ADDRESS
     handlers.METRICS_ADDRESS = ("127.0.0.1", free_port())
     try:
-        with Sandbox(simulator_options=options, namespaces=(NS,)) as sb:
+        with Sandbox(simulator_options=options, namespaces=(NS,), kube=e2e.on_real_server(real_kubeconfig)) as sb:
             sb.metrics_url = f"http://127.0.0.1:{handlers.METRICS_ADDRESS[1]}"
             sb.console_key = sb.simulator.add_key(org_id=sb.simulator.org_id)
             yield sb

@@ -24,8 +24,8 @@ NS = "promises3"
 
 
 @pytest.fixture(scope="module")
-def sb():
-    with e2e.sandbox_with_console(NS, resize_seconds=0.3) as sandbox:
+def sb(real_kubeconfig):
+    with e2e.sandbox_with_console(NS, e2e.on_real_server(real_kubeconfig), resize_seconds=0.3) as sandbox:
         yield sandbox
 
 

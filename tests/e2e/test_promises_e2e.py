@@ -9,6 +9,9 @@ it carries or the service it names, so "nothing was sent" is checked, not assume
 
 from __future__ import annotations
 
+import itertools
+import time
+
 import pytest
 from support import e2e
 from support.e2e import MutationLog
@@ -22,7 +25,7 @@ NS = "promises"
 
 
 @pytest.fixture(scope="module")
-def sb():
+def sb(real_kubeconfig):
     options = {
         "create_seconds": 0.05,
         "resize_seconds": 0.2,
@@ -30,7 +33,7 @@ def sb():
         "rate_limit": None,
         "real_postgres": False,
     }
-    with Sandbox(simulator_options=options, namespaces=(NS,)) as sandbox:
+    with Sandbox(simulator_options=options, namespaces=(NS,), kube=e2e.on_real_server(real_kubeconfig)) as sandbox:
         sandbox.mutations = MutationLog()
         sandbox.simulator.add_observer(sandbox.mutations)
         yield sandbox
@@ -65,9 +68,12 @@ def wait_gone(sb: Sandbox, name: str, timeout: float = 30) -> None:
 # --- defect 1 (and 9: DELETE sent twice) ------------------------------------------------------
 
 
+QUICK_ROUND = itertools.count()
+
+
 @pytest.mark.parametrize("moment", ["at once", "create announced", "service recorded", "state recorded"] * 2)
 def test_delete_right_after_create_never_orphans(sb, moment):
-    name = f"quick-{moment.replace(' ', '-')}-{len(sb.kube.list('clickhouse.cloud/v1alpha1', 'ManagedPostgres', NS))}"
+    name = f"quick-{moment.replace(' ', '-')}-{next(QUICK_ROUND)}"  # a new name each round: no predecessor's Secret
     obj = sb.apply(manifest(name))
     uid = obj["metadata"]["uid"]
     status_key = {
@@ -75,13 +81,8 @@ def test_delete_right_after_create_never_orphans(sb, moment):
         "service recorded": "serviceId",
         "state recorded": "state",
     }.get(moment)
-    if status_key:
-        sb.wait_for(
-            lambda: ((sb.get(name, NS) or {}).get("status") or {}).get(status_key),
-            timeout=30,
-            interval=0.005,
-            what=status_key,
-        )
+    if status_key:  # watched: the moment may last milliseconds
+        sb.kube.wait_for_change(obj, lambda version: (version.get("status") or {}).get(status_key), timeout=30)
     sb.delete(name, NS)
     wait_gone(sb, name)
     created = sb.mutations.created.get(uid, [])
@@ -92,6 +93,44 @@ def test_delete_right_after_create_never_orphans(sb, moment):
     )
     for service_id in created:
         assert sb.mutations.by_service[service_id].count("DELETE") == 1, "DELETE was sent more than once"
+
+
+def test_a_resource_applied_again_waits_for_its_predecessors_secret_to_be_collected(sb):
+    """The real garbage collector deletes a deleted resource's Secret some time after the resource
+    (seconds; ~40 s when the Secret was written after its owner had gone). A resource applied again
+    under the same name meanwhile finds that Secret: it waits, creating and writing nothing, and is not
+    told of a conflict; once the Secret is collected it gets its own, with its new service's password. The predecessor's
+    Secret is held here by a finalizer of the test, so the wait is certain."""
+    name, secret = "again-db", "again-db-connection"
+    first = sb.apply(manifest(name))
+    sb.wait_for(lambda: sb.is_ready(name, NS), timeout=60, what="first Ready")
+    held = sb.kube.get("v1", "Secret", secret, NS)
+    sb.kube.apply({**held, "metadata": {**held["metadata"], "finalizers": ["example.com/hold"]}})
+    sb.delete(name, NS)
+    wait_gone(sb, name)
+    again = sb.apply(manifest(name))
+    uid = again["metadata"]["uid"]
+    assert uid != first["metadata"]["uid"]
+    waiting = sb.wait_for(
+        lambda: (c := condition(sb, name, "Ready")).get("reason") == "PublishingCredentials" and c,
+        timeout=30,
+        what="waiting for the predecessor's Secret",
+    )
+    assert "garbage-collect" in waiting["message"] and first["metadata"]["uid"] in waiting["message"]
+    time.sleep(1.5)  # several passes (0.5 s apart) while the Secret is held
+    assert sb.mutations.creates.get(uid, 0) == 0
+    assert condition(sb, name, "Synced").get("reason") != "TerminalSecretConflict"
+    assert sb.kube.get("v1", "Secret", secret, NS)["metadata"]["ownerReferences"][0]["uid"] == first["metadata"]["uid"]
+    sb.kube.apply({**held, "metadata": {**held["metadata"], "finalizers": []}})
+    sb.wait_for(lambda: sb.is_ready(name, NS), timeout=90, what="Ready again")
+    published = sb.kube.get("v1", "Secret", secret, NS)
+    assert published["metadata"]["ownerReferences"][0]["uid"] == uid
+    (service_id,) = [x.id for x in tagged(sb, uid)]
+    data = sb.secret(secret, NS)
+    assert data["host"] == sb.simulator.services[service_id].hostname
+    e2e.assert_same_secret(data["password"], sb.simulator.services[service_id].password, "the new Secret")
+    sb.delete(name, NS)
+    wait_gone(sb, name, timeout=60)
 
 
 # --- defects 2 and 3: Secrets the operator does not own --------------------------------------

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from support import e2e
 from support.e2e import MutationLog
 from test_day2_e2e import NS, cond, manifest, query, wait_applied, wait_event, wait_gone, wait_reason
 
@@ -26,7 +27,7 @@ FIRST_BACKUP_SECONDS = 6.0
 
 
 @pytest.fixture(scope="module")
-def sb():
+def sb(real_kubeconfig):
     options = {
         "create_seconds": 0.3,
         "delete_seconds": 0.3,
@@ -37,7 +38,7 @@ def sb():
         "rate_limit": None,
         "real_postgres": True,
     }
-    with Sandbox(simulator_options=options, namespaces=(NS,)) as sandbox:
+    with Sandbox(simulator_options=options, namespaces=(NS,), kube=e2e.on_real_server(real_kubeconfig)) as sandbox:
         sandbox.mutations = MutationLog(accepted_only=True)
         sandbox.requests = MutationLog()  # refused ones too (a 400 or a 409 counts)
         sandbox.simulator.add_observer(sandbox.mutations)

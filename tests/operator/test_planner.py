@@ -602,6 +602,35 @@ def test_a_taken_secret_is_never_written_for_a_running_service():
     assert plan.ready.status == "False" and plan.synced.reason == model.Reason.TERMINAL_SECRET_CONFLICT
 
 
+@pytest.mark.parametrize(
+    ("controller_name", "waits"),
+    [
+        ("orders-db", True),  # this resource's name, another uid: an earlier one, deleted and created again
+        ("other-db", False),  # another ManagedPostgres's Secret: a conflict
+        (None, False),  # not a ManagedPostgres's (another kind): a conflict
+    ],
+)
+def test_a_secret_left_by_an_earlier_resource_of_the_name_is_awaited_not_a_conflict(controller_name, waits):
+    """The real garbage collector deletes an owner's Secrets some time after it goes: a resource
+    deleted and applied again finds its predecessor's Secret. Nothing is written or created meanwhile."""
+    left = ObservedSecret(data={"password": "Th31rsNotOurs"}, controller_uid="earlier", controller_name=controller_name)
+    desired = make_desired()
+    for observed in (
+        observe(secret=left),
+        observe(remote=make_remote(desired), status=ManagedPostgresStatus(serviceId=SID), secret=left),
+    ):
+        plan = planner.plan(desired, observed)
+        assert not any(isinstance(a, (model.PublishSecret, model.CreateService)) for a in plan.actions)
+        assert plan.ready.status == "False"
+        if waits:
+            assert plan.ready.reason == model.Reason.CREDENTIALS_PENDING and plan.active
+            assert not plan.synced.reason.is_terminal and plan.events == []
+        else:
+            assert plan.synced.reason == model.Reason.TERMINAL_SECRET_CONFLICT and not plan.active
+    if waits:
+        assert "garbage-collect" in planner.plan(desired, observe(secret=left)).ready.message
+
+
 # --- Ready means the Secret holds the password the API accepted last (defect 5) -------------
 
 

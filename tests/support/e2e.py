@@ -1,5 +1,5 @@
-"""What the end-to-end modules share: a ManagedPostgres manifest, and a log of the mutating
-requests the simulator served."""
+"""What the end-to-end modules share: the real API server as a Sandbox's Kubernetes side, a
+ManagedPostgres manifest, and a log of the mutating requests the simulator served."""
 
 from __future__ import annotations
 
@@ -9,12 +9,24 @@ import threading
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from mpg_operator.cloud.client import CloudClient
 from mpg_operator.cloud.ratelimit import UnlimitedRateLimiter
 from mpg_operator.reconcile.desired import TAG_UID
-from mpg_operator.sandbox import Sandbox
+from mpg_operator.sandbox import KubeFactory, Sandbox
+
+
+def on_real_server(admin_kubeconfig: Path) -> KubeFactory:
+    """A Sandbox's Kubernetes side on the real API server of ``admin_kubeconfig`` (the session's
+    control plane): its own namespaces, the operator with the chart's ServiceAccount and RBAC."""
+    from support.realkube import RealKube
+
+    def make(crds: list[dict[str, Any]], namespaces: tuple[str, ...], workdir: Path) -> RealKube:
+        return RealKube(admin_kubeconfig, crds, namespaces, workdir)
+
+    return make
 
 
 def manifest(name: str, namespace: str, annotations: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
@@ -122,7 +134,9 @@ def assert_connects(uri: str | None, what: str, sql: str = "select 1") -> None:
 
 
 @contextmanager
-def sandbox_with_console(namespace: str, **simulator_options: Any) -> Iterator[Sandbox]:
+def sandbox_with_console(
+    namespace: str, kube: KubeFactory | None = None, **simulator_options: Any
+) -> Iterator[Sandbox]:
     """A Sandbox (simulator with real PostgreSQL, no rate limit, fast state changes, ``simulator_options``
     on top) for ``namespace``, with ``console``: another API key of the same organization (someone
     else's), and ``mutations``: a :class:`MutationLog` of the accepted mutating requests."""
@@ -134,7 +148,7 @@ def sandbox_with_console(namespace: str, **simulator_options: Any) -> Iterator[S
         "real_postgres": True,
         **simulator_options,
     }
-    with Sandbox(simulator_options=options, namespaces=(namespace,)) as sandbox:
+    with Sandbox(simulator_options=options, namespaces=(namespace,), kube=kube) as sandbox:
         sandbox.console = sandbox.simulator.add_key(org_id=sandbox.simulator.org_id)  # type: ignore[attr-defined]
         sandbox.mutations = MutationLog(accepted_only=True)  # type: ignore[attr-defined]
         sandbox.simulator.add_observer(sandbox.mutations)  # type: ignore[attr-defined]

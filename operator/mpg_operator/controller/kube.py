@@ -57,11 +57,15 @@ class SecretKeyError(Exception):
 
 
 def _controller_uid(meta: dict[str, Any]) -> str | None:
+    return _controller(meta).get("uid")
+
+
+def _controller(meta: dict[str, Any]) -> dict[str, Any]:
+    """The Secret's controller ownerReference (``{}``: none)."""
     for ref in meta.get("ownerReferences") or []:
         if ref.get("controller"):
-            uid: str | None = ref.get("uid")
-            return uid
-    return None
+            return dict(ref)
+    return {}
 
 
 class KubeApi:
@@ -132,10 +136,16 @@ class KubeApi:
         if secret is None:
             return None
         meta = secret.get("metadata") or {}
+        controller = _controller(meta)
         return ObservedSecret(
             data=_decode(secret.get("data") or {}),
             annotations=dict(meta.get("annotations") or {}),
-            controller_uid=_controller_uid(meta),
+            controller_uid=controller.get("uid"),
+            controller_name=(
+                controller.get("name")
+                if controller.get("apiVersion") == API_VERSION and controller.get("kind") == KIND
+                else None
+            ),
             labels=dict(meta.get("labels") or {}),
         )
 

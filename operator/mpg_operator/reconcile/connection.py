@@ -176,6 +176,8 @@ class ObservedSecret:
     controller_uid: str | None = None
     """uid of the object named by the Secret's controller ownerReference, if any."""
     labels: dict[str, str] = field(default_factory=dict)
+    controller_name: str | None = None
+    """Name of the ManagedPostgres that is the Secret's controller (``None``: no ManagedPostgres is)."""
 
     @property
     def written(self) -> SecretLayout | None:
@@ -245,6 +247,12 @@ class ObservedSecret:
         if self.controller_uid is not None:
             return self.controller_uid == uid
         return self.annotations.get(ANN_HAND_OVER_TO) == name
+
+    def left_by_earlier(self, uid: str, name: str) -> bool:
+        """The Secret's controller is an earlier ManagedPostgres of this name (deleted, then created
+        again): that owner is gone, so the garbage collector deletes the Secret soon. Until then it is
+        not this resource's to write, but waiting, not a conflict for the user to solve."""
+        return self.controller_name == name and self.controller_uid not in (None, uid)
 
     def password_written_here(self, service_id: str) -> bool:
         """True when the operator wrote the stored password (its digest is on the Secret): not a

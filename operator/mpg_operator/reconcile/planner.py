@@ -189,6 +189,18 @@ def secret_conflict(desired: Desired, observed: Observed) -> str | None:
     return secret_conflict_message(desired, secret.controller_uid)
 
 
+def secret_left_by_earlier(desired: Desired, observed: Observed) -> str | None:
+    """A message when the connection Secret is an earlier same-named resource's, awaiting garbage
+    collection (a resource deleted and created again): a wait, not a conflict."""
+    secret = observed.secret
+    if secret is None or not secret.left_by_earlier(desired.uid, desired.name):
+        return None
+    return (
+        f"Secret {desired.connection_secret_name} belongs to an earlier ManagedPostgres {desired.name} "
+        f"(uid {secret.controller_uid}) that is gone; waiting for Kubernetes to garbage-collect it"
+    )
+
+
 def secret_conflict_message(desired: Desired, controller_uid: str | None) -> str:
     owner = (
         f"is owned by another object (uid {controller_uid})"
@@ -479,6 +491,8 @@ def _plan_credentials(
     """Publish the Secret when it is not current, set the password when it is not the one the API
     accepted last (or the user's, or a rotation is asked for); returns True when, after the plan's
     actions, the Secret holds what it should."""
+    if secret_left_by_earlier(desired, observed):
+        return False  # in flight until the garbage collector has deleted it
     taken = secret_conflict(desired, observed)
     if taken:
         problems.insert(0, Condition.false(Reason.TERMINAL_SECRET_CONFLICT, taken))
@@ -651,6 +665,11 @@ def _plan_without_remote(desired: Desired, observed: Observed, p: Plan, create_g
         )
         p.synced = p.ready = Condition.false(Reason.TERMINAL_SERVICE_NOT_FOUND, msg)
         p.active = False
+        return p
+    waiting = secret_left_by_earlier(desired, observed)
+    if waiting:  # nothing is created before the Secret is free
+        p.synced = p.ready = Condition.false(Reason.CREDENTIALS_PENDING, waiting)
+        p.active = True
         return p
     taken = secret_conflict(desired, observed)
     if taken:
