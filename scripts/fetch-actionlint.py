@@ -38,7 +38,7 @@ def ensure_actionlint(tools_dir: Path | None = None) -> Path:
     if go is None:
         raise ActionlintUnavailable("the Go toolchain (go) is not on PATH: actionlint cannot be built")
     target.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GOBIN": str(target), "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
+    env = {**os.environ, "GOBIN": str(target), "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
     proc = subprocess.run(
         [go, "install", f"{MODULE}@{VERSION}"], env=env, capture_output=True, text=True, timeout=600, check=False
     )

@@ -395,3 +395,44 @@ def test_zizmor_audit_finds_nothing(tmp_path: Path) -> None:
                                      .replace("steps:\n", "steps:\n      - uses: actions/checkout@v4\n"))
     idents = {f["ident"] for f in zizmor(bad_dir)}
     assert {"template-injection", "unpinned-uses", "dangerous-triggers", "artipacked"} <= idents
+
+
+def install_md_commands(program: str) -> list[list[str]]:
+    text = (REPO_ROOT / "docs" / "install.md").read_text()
+    blocks = re.findall(r"^```sh\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    return [shlex.split(line, comments=True) for line in lines if line.startswith(f"{program} ")]
+
+
+def test_install_md_verifies_what_the_release_workflow_signs_and_attests() -> None:
+    # The identity keyless signing gets in the release workflow: its file, at the tag it ran for.
+    identity = f"https://github.com/{OWNER}/mpg-operator/.github/workflows/release.yml@refs/tags/v{VERSION}"
+    others = [identity.replace("release.yml", "ci.yml"), identity.replace(f"{OWNER}/", "a-fork/", 1),
+              identity.replace("refs/tags/v", "refs/heads/v")]
+    cosign = install_md_commands("cosign")
+    verified: dict[str, set[str]] = {}
+    for argv in cosign:
+        option = dict(zip(argv, argv[1:]))
+        assert option["--certificate-oidc-issuer"] == "https://token.actions.githubusercontent.com"
+        pattern = re.compile(option["--certificate-identity-regexp"])
+        assert pattern.search(identity) and not any(pattern.search(other) for other in others), pattern.pattern
+        reference = next(a for a in argv[2:] if a.startswith("ghcr.io/"))
+        verified.setdefault(argv[1], set()).add(reference)
+    chart_reference = PUBLISHED_CHART.removeprefix("oci://")
+    assert verified == {"verify": {f"{PUBLISHED_IMAGE}:{VERSION}", f"{chart_reference}:{VERSION}"},
+                        "verify-attestation": {f"{PUBLISHED_IMAGE}:{VERSION}"}}
+    [attestation] = [a for a in cosign if a[1] == "verify-attestation"]
+    assert attestation[attestation.index("--type") + 1] == "spdxjson", "the type the workflow attests"
+    [gh] = install_md_commands("gh")
+    assert gh[:4] == ["gh", "attestation", "verify", f"oci://{PUBLISHED_IMAGE}:{VERSION}"]
+    assert gh[gh.index("--repo") + 1] == f"{OWNER}/mpg-operator"
+
+
+def test_install_md_upgrades_the_crds_from_the_release_asset() -> None:
+    [apply] = [a for a in install_md_commands("kubectl") if a[:2] == ["kubectl", "apply"] and "--server-side" in a]
+    assert "--force-conflicts" in apply
+    url = apply[apply.index("-f") + 1]
+    assert url == (f"https://github.com/{OWNER}/mpg-operator/releases/download/v{VERSION}/mpg-operator-crds.yaml")
+    assert "dist/mpg-operator-crds.yaml" in run_scripts(workflow("release.yml")["jobs"]["github-release"])
+    text = (REPO_ROOT / "docs" / "install.md").read_text()
+    assert "never updates or deletes them" in text and "CRDs are never deleted by the chart or by the operator" in text
