@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_chart import CHART_DIR, REPO_ROOT, helm
+from deploy_chart import CHART_DIR, REPO_ROOT, helm, tools
 from support.controlplane import under_ci
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
@@ -436,3 +436,130 @@ def test_install_md_upgrades_the_crds_from_the_release_asset() -> None:
     assert "dist/mpg-operator-crds.yaml" in run_scripts(workflow("release.yml")["jobs"]["github-release"])
     text = (REPO_ROOT / "docs" / "install.md").read_text()
     assert "never updates or deletes them" in text and "CRDs are never deleted by the chart or by the operator" in text
+
+
+# --- the release workflow's shell steps, run as GitHub runs them, with stand-ins for the network ---
+
+IMAGE_DIGEST = "sha256:" + "1" * 64
+CHART_DIGEST = "sha256:" + "2" * 64
+TOKEN = "ghs_not-a-real-token"
+# Stand-ins for the commands that would reach a registry: each logs its arguments and its stdin.
+STUB = """#!/bin/sh
+stdin=""; [ -t 0 ] || stdin="$(cat)"
+{ printf '%s\\037' "$@"; printf '\\t%s\\n' "$stdin"; } >> "$STUB_LOG"
+case "$1 $2" in
+  "push "*) echo "Pushed: ${3##*/}"; echo "Digest: $CHART_DIGEST" ;;
+esac
+"""
+
+
+class ReleaseRun:
+    """The release workflow's run: steps executed by bash in a copy of the repository."""
+
+    def __init__(self, tmp_path: Path, ref_name: str = f"v{VERSION}") -> None:
+        self.root = repository_copy(tmp_path / "repo")
+        for rel in ("scripts", "deploy/helm"):
+            shutil.copytree(REPO_ROOT / rel, self.root / rel, dirs_exist_ok=True)
+        self.stubs = tmp_path / "stubs"
+        self.stubs.mkdir()
+        for name in ("helm", "cosign", "gh"):
+            (self.stubs / name).write_text(STUB)
+            (self.stubs / name).chmod(0o755)
+        self.log = tmp_path / "stub.log"
+        self.log.touch()
+        self.contexts = {"github.ref_name": ref_name, "github.repository_owner": "MPG-Operator",
+                         "github.actor": "releaser", "secrets.GITHUB_TOKEN": TOKEN, "github.token": TOKEN,
+                         "steps.build.outputs.digest": IMAGE_DIGEST, "steps.push.outputs.digest": CHART_DIGEST,
+                         "needs.image.outputs.digest": IMAGE_DIGEST, "needs.chart.outputs.digest": CHART_DIGEST}
+        self.jobs = workflow("release.yml")["jobs"]
+
+    def resolve(self, value: Any) -> str:
+        return re.sub(r"\$\{\{\s*(.*?)\s*\}\}", lambda m: self.contexts[m.group(1)], str(value))
+
+    def step(self, job: str, name: str, *, real_helm: bool = False) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+        """Run one named step of a job; its exit status and what it wrote to $GITHUB_OUTPUT."""
+        [step] = [s for s in steps(self.jobs[job]) if s.get("name") == name]
+        output = self.root / "github_output"
+        output.write_text("")
+        path = [str(self.stubs), str(Path(sys.executable).parent), "/usr/bin", "/bin"]
+        if real_helm:
+            path.insert(0, str(tools_helm().parent))
+        env = {"PATH": ":".join(path), "HOME": str(self.root), "GITHUB_OUTPUT": str(output),
+               "GITHUB_REPOSITORY": f"{OWNER}/mpg-operator", "STUB_LOG": str(self.log), "CHART_DIGEST": CHART_DIGEST}
+        env |= {k: self.resolve(v) for k, v in {**self.jobs[job].get("env", {}), **step.get("env", {})}.items()}
+        proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=self.root,
+                              env=env, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+        if job == "version" and proc.returncode == 0:
+            self.contexts |= {f"needs.version.outputs.{k}": v for k, v in outputs(output.read_text()).items()}
+        return proc, outputs(output.read_text())
+
+    def calls(self) -> list[tuple[list[str], str]]:
+        """(arguments, stdin) of each stand-in call since the last look."""
+        lines = self.log.read_text().splitlines()
+        self.log.write_text("")
+        return [(args.split("\x1f")[:-1], stdin) for args, stdin in (line.split("\t", 1) for line in lines)]
+
+
+def tools_helm() -> Path:
+    return tools()["helm"]
+
+
+@pytest.mark.usefixtures("helm_tools")
+def test_release_steps_publish_sign_and_release_what_the_version_says(tmp_path: Path) -> None:
+    run = ReleaseRun(tmp_path)
+    proc, published = run.step("version", "Refuse a tag that differs from the version")
+    assert proc.returncode == 0, proc.stderr
+    assert published == {"version": VERSION, "image": PUBLISHED_IMAGE, "chart": PUBLISHED_CHART,
+                         "chart-registry": f"oci://ghcr.io/{OWNER}/charts"}
+
+    # The image job's cosign steps: by digest, the SBOM as an SPDX attestation.
+    assert run.step("image", "Sign the image")[0].returncode == 0
+    assert run.step("image", "Attach the SBOM to the image")[0].returncode == 0
+    assert run.calls() == [
+        (["sign", "--yes", f"{PUBLISHED_IMAGE}@{IMAGE_DIGEST}"], ""),
+        (["attest", "--yes", "--type", "spdxjson", "--predicate", "sbom.spdx.json", f"{PUBLISHED_IMAGE}@{IMAGE_DIGEST}"],
+         ""),
+    ]
+
+    # The chart job: the real helm packages the chart; the push and the signature go to the published name.
+    proc, _ = run.step("chart", "Package the chart", real_helm=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (run.root / "dist" / f"mpg-operator-{VERSION}.tgz").is_file()
+    proc, chart_outputs = run.step("chart", "Push the chart")
+    assert proc.returncode == 0, proc.stderr
+    assert chart_outputs == {"digest": CHART_DIGEST}
+    proc, _ = run.step("chart", "Sign the chart")
+    assert proc.returncode == 0, proc.stderr
+    assert run.calls() == [
+        ("registry login ghcr.io --username releaser --password-stdin".split(), TOKEN),  # never in argv
+        (["push", f"dist/mpg-operator-{VERSION}.tgz", f"oci://ghcr.io/{OWNER}/charts"], ""),
+        ("login ghcr.io --username releaser --password-stdin".split(), TOKEN),
+        (["sign", "--yes", f"ghcr.io/{OWNER}/charts/mpg-operator@{CHART_DIGEST}"], ""),
+    ]
+
+    # The GitHub release: the CRDs as one asset, the changelog section as the notes.
+    proc, _ = run.step("github-release", "Create the release")
+    assert proc.returncode == 0, proc.stderr
+    assert run.calls() == [(["release", "create", f"v{VERSION}", "dist/mpg-operator-crds.yaml", "--repo",
+                             f"{OWNER}/mpg-operator", "--title", f"mpg-operator {VERSION}", "--notes-file",
+                             "dist/notes.md", "--verify-tag"], "")]
+    assert (run.root / "dist" / "mpg-operator-crds.yaml").read_text() == release_version.crds_stream()
+    notes = (run.root / "dist" / "notes.md").read_text()
+    assert notes.startswith(release_version.changelog_section(VERSION))
+    assert f"`{PUBLISHED_IMAGE}:{VERSION}` (`{IMAGE_DIGEST}`)" in notes
+    assert f"helm install mpg-operator {PUBLISHED_CHART} --version {VERSION}` (`{CHART_DIGEST}`)" in notes
+
+
+def test_release_stops_at_a_tag_that_differs_and_publishes_no_names(tmp_path: Path) -> None:
+    run = ReleaseRun(tmp_path, ref_name="v9.9.9")
+    proc, published = run.step("version", "Refuse a tag that differs from the version")
+    assert proc.returncode == 1 and "not releasing" in proc.stderr
+    assert published == {}
+
+
+def test_chart_push_fails_without_a_digest(tmp_path: Path) -> None:
+    run = ReleaseRun(tmp_path)
+    assert run.step("version", "Refuse a tag that differs from the version")[0].returncode == 0
+    (run.stubs / "helm").write_text(STUB.replace('echo "Digest: $CHART_DIGEST"', "true"))
+    proc, chart_outputs = run.step("chart", "Push the chart")
+    assert proc.returncode == 1 and "no digest" in proc.stderr and chart_outputs == {}
