@@ -1,4 +1,6 @@
-# mpg-operator container image: docker build -t mpg-operator:0.1.0 .
+# mpg-operator container image: docker build --build-arg VERSION=X.Y.Z -t mpg-operator:X.Y.Z .
+# Published for linux/amd64 and linux/arm64 by .github/workflows/release.yml (ARG VERSION below is
+# the release version: scripts/release_version.py checks it).
 # Two stages: the builder turns the source into a wheel and installs it with its runtime
 # dependencies into /opt/venv; the final stage gets only that virtualenv (no compiler, no wheels,
 # no pip), runs as a non-root numeric UID and works with a read-only root filesystem.

@@ -147,7 +147,7 @@ def test_default_deployment() -> None:
     assert spec["replicas"] == 1
     assert spec["strategy"] == {"type": "Recreate"}
     c = container(deployment)
-    assert c["image"] == f"mpg-operator:{CHART['appVersion']}"
+    assert c["image"] == f"ghcr.io/mpg-operator/mpg-operator:{CHART['appVersion']}", "the published image by default"
     assert c["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz",
                          "--metrics-port=9090", "--log-format=json"]
     assert "command" not in c, "the image's ENTRYPOINT is mpg-operator"
@@ -301,6 +301,9 @@ BAD_VALUES = [
                  id="service-monitor-without-metrics"),
     pytest.param({"watchNamespace": ["team-a"]}, "'watchNamespace'", id="misspelt-key"),
     pytest.param({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", id="pull-policy"),
+    pytest.param({"image": {"digest": "sha256:abc"}}, "/image/digest", id="digest-short"),
+    pytest.param({"image": {"digest": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}},
+                 "/image/digest", id="digest-without-algorithm"),
 ]
 
 
@@ -309,6 +312,14 @@ def test_schema_rejects_bad_values_naming_the_field(values: dict[str, Any], fiel
     error = template_error(values)
     assert "values don't meet the specifications of the schema" in error
     assert field in error, error
+
+
+def test_image_digest_pins_the_image_and_overrides_the_tag() -> None:
+    digest = "sha256:" + "0123456789abcdef" * 4
+    values = {"image": {"repository": "registry.example.com/mpg-operator", "tag": "9.9.9", "digest": digest},
+              "peering": {"enabled": True}, "replicaCount": 2}
+    images = {container(d)["image"] for d in deployments(render(values, include_crds=False))}
+    assert images == {f"registry.example.com/mpg-operator@{digest}"}, "main and standby both pinned"
 
 
 def test_equal_peering_priorities_rejected() -> None:

@@ -24,6 +24,8 @@ ARGOCD = REPO_ROOT / "deploy" / "argocd"
 HEALTH_LUA = (ARGOCD / "health.lua").read_text()
 HEALTH_KEY = "resource.customizations.health.clickhouse.cloud_ManagedPostgres"
 CRD = yaml.safe_load((REPO_ROOT / "deploy" / "crds" / "managedpostgreses.clickhouse.cloud.yaml").read_text())
+CHART_VERSION = yaml.safe_load((REPO_ROOT / "deploy" / "helm" / "mpg-operator" / "Chart.yaml").read_text())["version"]
+PUBLISHED_CHART = "oci://ghcr.io/mpg-operator/charts/mpg-operator"
 MPG_SCHEMA = next(v for v in CRD["spec"]["versions"] if v["name"] == "v1alpha1")["schema"]["openAPIV3Schema"]
 
 
@@ -95,8 +97,9 @@ def test_crd_has_no_schema_defaults() -> None:
 def test_install_md_starts_with_a_short_helm_install() -> None:
     first = code_blocks(DOCS / "install.md", "sh")[0].replace("\\\n", " ")
     argv = shlex.split(first)
-    assert argv[:4] == ["helm", "install", "mpg-operator", "deploy/helm/mpg-operator"]
-    assert 2 <= argv.count("--set") <= 3
+    assert argv[:4] == ["helm", "install", "mpg-operator", PUBLISHED_CHART]
+    assert argv[argv.index("--version") + 1] == CHART_VERSION
+    assert argv.count("--set") == 1, "the published chart needs only the credentials"
 
 
 @pytest.mark.parametrize("argv", helm_commands(DOCS / "install.md"), ids=lambda a: " ".join(a[:2]))
@@ -104,13 +107,21 @@ def test_install_md_helm_commands_render(argv: list[str]) -> None:
     assert argv[1] in ("install", "upgrade", "uninstall")
     if argv[1] == "uninstall":
         return
-    assert argv[3] == "deploy/helm/mpg-operator"
+    # The published chart is this chart at its version; a checkout's chart needs your own image.
+    assert argv[3] in (PUBLISHED_CHART, "deploy/helm/mpg-operator")
     values = set_values(argv)
+    if argv[3] == PUBLISHED_CHART:
+        assert argv[argv.index("--version") + 1] == CHART_VERSION
+    else:
+        assert "--version" not in argv and values["image"]["repository"]
     objs = render(values, namespace=argv[argv.index("--namespace") + 1])
     deployment = one(of_kind(objs, "Deployment"))
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     if "credentials" in values:
         assert env["MPG_DEFAULT_CREDENTIALS_SECRET"] == "mpg-system/" + values["credentials"]["existingSecret"]
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    if "digest" in values.get("image", {}):
+        assert image == f"ghcr.io/mpg-operator/mpg-operator@{values['image']['digest']}"
 
 
 def test_install_md_manifests_are_valid_and_fit_together() -> None:

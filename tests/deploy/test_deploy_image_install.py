@@ -36,7 +36,8 @@ def run(*cmd: str | Path, cwd: Path | None = None) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_wheel_installs_into_a_clean_virtualenv_and_runs() -> None:
-    runtime_deps = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    runtime_deps, version = project["dependencies"], project["version"]
     with tempfile.TemporaryDirectory(prefix="mpg-image-") as tmp:
         tmp_path = Path(tmp)
         context = tmp_path / "context"
@@ -51,6 +52,7 @@ def test_wheel_installs_into_a_clean_virtualenv_and_runs() -> None:
         wheels = tmp_path / "wheels"
         run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheels, ".", cwd=context)
         [wheel] = wheels.glob("mpg_operator-*.whl")
+        assert wheel.name == f"mpg_operator-{version}-py3-none-any.whl", "the Dockerfile installs this wheel"
         # Only the operator: the stand-ins are distributions of their own.
         names = zipfile.ZipFile(wheel).namelist()
         stand_ins = [n for n in names if n.split("/")[0] in ("clickhouse_cloud_simulator", "kubeemu")
@@ -71,6 +73,9 @@ def test_wheel_installs_into_a_clean_virtualenv_and_runs() -> None:
         assert not missing, f"`mpg-operator run` lacks flags the chart passes: {missing}"
         run(python, "-c", "import mpg_operator, mpg_operator.operator_cli, mpg_operator.controller.handlers")
         where = run(python, "-c", "import mpg_operator; print(mpg_operator.__file__)")
+        # The version the image's label, tag and chart appVersion carry (scripts/release_version.py).
+        assert run(venv / "bin" / "mpg-operator", "--version").strip() == f"mpg-operator {version}"
+        assert run(python, "-c", "import importlib.metadata as m; print(m.version('mpg-operator'))").strip() == version
         assert where.strip().startswith(str(venv)), "imported from the source tree, not the installed wheel"
         # No test or dev dependency leaked in.
         installed = run(pip, "list", "--format=freeze").lower()
