@@ -107,7 +107,7 @@ class Sandbox:
         from kubeemu import KubeEmulator
 
         self.simulator = SimulatorThread(SimulatorConfig(**self.simulator_options)).start()
-        self.kube = KubeEmulator(crds=self.crds or [crd_module.crd()], namespaces=self.namespaces).start()
+        self.kube = KubeEmulator(crds=self.crds or crd_module.all_crds(), namespaces=self.namespaces).start()
         self.kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig")
         for namespace in self.namespaces:
             self.put_credentials(namespace)
@@ -140,7 +140,7 @@ class Sandbox:
         running = self.operator is not None
         self.stop_the_operator()
         self.kube.stop()
-        self.kube = KubeEmulator(crds=self.crds or [crd_module.crd()], namespaces=self.namespaces).start()
+        self.kube = KubeEmulator(crds=self.crds or crd_module.all_crds(), namespaces=self.namespaces).start()
         self.kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig")
         for namespace in self.namespaces:
             self.put_credentials(namespace)
