@@ -341,6 +341,8 @@ S = sp.PasswordStep
 @pytest.mark.parametrize(
     ("secret", "confirmed", "acceptable", "own", "rotate", "created", "expected"),
     [
+        # a rotation cut short after its password was written: resumed with that password, not replaced
+        pytest.param("Pw-1234567890", False, True, None, True, False, S.SET_PENDING, id="rotation resumed"),
         (None, False, False, None, False, True, S.NEW),  # first pass
         ("Pw-1234567890", True, True, None, False, False, S.KEEP),  # steady
         ("Pw-1234567890", False, True, None, False, False, S.SET_PENDING),  # crash after the Secret write
@@ -352,8 +354,10 @@ S = sp.PasswordStep
         ("Own-1234567890", True, True, "Own-1234567890", False, False, S.KEEP),
     ],
 )
-def test_password_step(secret, confirmed, acceptable, own, rotate, created, expected):
+def test_password_step(secret, confirmed, acceptable, own, rotate, created, expected, request):
+    resumed = request.node.callspec.id == "rotation resumed"
     got = sp.password_step(
+        pending_for_rotation=resumed,
         secret_password=secret,
         confirmed=confirmed,
         acceptable=acceptable,

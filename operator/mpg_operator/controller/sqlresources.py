@@ -25,6 +25,7 @@ from mpg_operator.controller.kube import KubeApi, SecretKeyError
 from mpg_operator.controller.settings import OperatorSettings
 from mpg_operator.reconcile import sqlplan as sp
 from mpg_operator.reconcile.connection import (
+    ANNOTATION_PREFIX,
     Endpoint,
     ObservedSecret,
     SecretConflictError,
@@ -52,6 +53,8 @@ from mpg_operator.resource_sql import (
 )
 
 log = logging.getLogger("mpg_operator.sql")
+ANN_ROTATION_TOKEN = f"{ANNOTATION_PREFIX}/rotation-token"
+"""On a role's Secret while a rotated password is pending: the rotate-password token it was made for."""
 EventSink = Callable[[dict[str, Any], str, str, str], None]
 
 
@@ -297,6 +300,9 @@ class SqlReconciler:
                 own_password=own_password,
                 rotate=rotate and own_password is None,
                 role_created=catalog.role is None,
+                pending_for_rotation=bool(token)
+                and observed_secret is not None
+                and observed_secret.annotations.get(ANN_ROTATION_TOKEN) == token,
             )
             password = {
                 sp.PasswordStep.NEW: generate_password,
@@ -317,7 +323,7 @@ class SqlReconciler:
             )
 
             def write(version: str | None) -> SecretWrite:
-                return secret_write(
+                out = secret_write(
                     shape,
                     endpoint,
                     password,
@@ -326,6 +332,9 @@ class SqlReconciler:
                     version=version,
                     before=observed_secret,
                 )
+                # Which rotation a pending password belongs to (a pass cut short resumes it, not a new one).
+                out.annotations[ANN_ROTATION_TOKEN] = token if rotate and version is None else None
+                return out
 
             # 1. The Secret first: the password to be set is never only in memory.
             pending = write(status.get("passwordVersion") if step == sp.PasswordStep.KEEP else None)

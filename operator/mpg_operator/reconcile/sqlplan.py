@@ -694,15 +694,20 @@ def password_step(
     own_password: str | None,
     rotate: bool,
     role_created: bool,
+    pending_for_rotation: bool = False,
 ) -> PasswordStep:
     """What to do about the role's password this pass. The Secret is always written before the password
-    is set in PostgreSQL, so whatever crash comes between, the next pass sets the Secret's password."""
+    is set in PostgreSQL, so whatever crash comes between, the next pass sets the Secret's password.
+    ``pending_for_rotation``: the Secret's unconfirmed password was generated for the rotation asked
+    for now (the pass was cut short): it is that rotation's password, set as it is, not replaced."""
     if own_password is not None:
         if secret_password == own_password:
             return PasswordStep.KEEP if confirmed and not role_created else PasswordStep.SET_PENDING
         return PasswordStep.BRING_YOUR_OWN
-    if rotate or not secret_password or not acceptable:
+    if not secret_password or not acceptable:
         return PasswordStep.NEW
+    if rotate:
+        return PasswordStep.SET_PENDING if pending_for_rotation and not confirmed else PasswordStep.NEW
     if confirmed and not role_created:
         return PasswordStep.KEEP
     return PasswordStep.SET_PENDING
