@@ -472,7 +472,11 @@ def test_rbac_of_the_chart_allows_exactly_the_calls_the_operator_made(sandbox):
     spec.loader.exec_module(rbac_check)
     calls = list(sandbox.kube.calls)
     assert calls, "the emulator recorded no calls"
-    rbac_check.assert_rbac_covers(calls)
+    # No PostgresRole or PostgresDatabase is made in this module (kopf only lists and watches them):
+    # their other grants are exercised, and checked, by tests/e2e/test_sql_roles_e2e.py.
+    rbac_check.assert_rbac_covers(
+        calls, allow_unused=lambda g: g.resource.split("/")[0] in ("postgresroles", "postgresdatabases")
+    )
 
 
 def test_api_faults_neither_duplicate_nor_lose_anything(sandbox):

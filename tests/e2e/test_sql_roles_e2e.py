@@ -8,9 +8,11 @@ Privileges are proven by connecting with each role's own Secret, never by readin
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -19,6 +21,7 @@ import yaml
 from support import e2e
 
 from clickhouse_cloud_simulator.postgres import PostgresFleet
+from kubeemu import ApiError
 from mpg_operator.controller import sqlexec
 from mpg_operator.resource import ANNOTATION_ROTATE_PASSWORD
 from mpg_operator.sandbox import Sandbox
@@ -128,12 +131,12 @@ def apply_example(sb: Sandbox) -> None:
         sb.apply(doc)
 
 
-def role_manifest(name: str, role: str, **spec) -> dict:
+def role_manifest(name: str, role: str | None = None, **spec) -> dict:
     return {
         "apiVersion": API,
         "kind": ROLE,
         "metadata": {"name": name, "namespace": NS},
-        "spec": {"serviceRef": {"name": "orders-db"}, "roleName": role, **spec},
+        "spec": {"serviceRef": {"name": "orders-db"}, **({"roleName": role} if role else {}), **spec},
     }
 
 
@@ -344,3 +347,225 @@ def test_an_operator_crash_around_alter_role_ends_with_a_password_that_works(sb,
     e2e.assert_same_secret(final["password"], pending["password"], "the password written before the crash")
     assert run_as(final["uri"], "SELECT count(*) > 0 FROM items") == [(True,)]
     assert run_as(old["uri"], "SELECT 1").startswith("cannot connect")
+
+
+def db_manifest(name: str, database: str | None = None, **spec) -> dict:
+    return {
+        "apiVersion": API,
+        "kind": DATABASE,
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"serviceRef": {"name": "orders-db"}, **({"databaseName": database} if database else {}), **spec},
+    }
+
+
+HOSTILE_ROLES = [
+    ("injection in roleName", {"roleName": 'x"; DROP TABLE items; --'}),
+    ("quote in roleName", {"roleName": "o'brien"}),
+    ("pg_ roleName", {"roleName": "pg_evil"}),
+    ("the administrator", {"roleName": "postgres"}),
+    ("public", {"roleName": "public"}),
+    ("over-long roleName", {"roleName": "a" * 64}),
+    ("upper case roleName", {"roleName": "Robert"}),
+    ("unknown privilege ALL", {"roleName": "h1", "tables": [{"database": "orders", "schema": "public", "privileges": ["ALL"]}]}),
+    ("privilege with SQL", {"roleName": "h2", "tables": [{"database": "orders", "schema": "public", "privileges": ["SELECT; DROP TABLE items"]}]}),
+    ("SUPERUSER as a privilege", {"roleName": "h3", "databases": [{"name": "orders", "privileges": ["SUPERUSER"]}]}),
+    ("table privilege on a database", {"roleName": "h4", "databases": [{"name": "orders", "privileges": ["SELECT"]}]}),
+    ("membership in a pg_ role", {"roleName": "h5", "memberOf": ["pg_read_server_files"]}),
+    ("membership in the administrator", {"roleName": "h6", "memberOf": ["postgres"]}),
+    ("injection in a schema", {"roleName": "h7", "schemas": [{"database": "orders", "schema": "public; DROP SCHEMA public", "privileges": ["USAGE"]}]}),
+    ("quote in a table", {"roleName": "h8", "tables": [{"database": "orders", "schema": "public", "tables": ['items"--'], "privileges": ["SELECT"]}]}),
+    ("injection in a database", {"roleName": "h9", "databases": [{"name": "orders' OR '1", "privileges": ["CONNECT"]}]}),
+    ("template database", {"roleName": "h10", "databases": [{"name": "template1", "privileges": ["CONNECT"]}]}),
+    ("validUntil with SQL", {"roleName": "h11", "validUntil": "2030-01-01'; DROP TABLE items; --"}),
+    ("reassign to the administrator", {"roleName": "h12", "ownedObjectsPolicy": "Reassign", "reassignOwnedTo": "postgres"}),
+    ("Reassign without a role", {"roleName": "h13", "ownedObjectsPolicy": "Reassign"}),
+    ("negative connection limit", {"roleName": "h14", "connectionLimit": -5}),
+    ("default privileges of a pg_ role", {"roleName": "h15", "defaultPrivileges": [{"database": "orders", "schema": "public", "forRole": "pg_monitor", "privileges": ["SELECT"]}]}),
+]  # fmt: skip
+HOSTILE_DATABASES = [
+    ("injection in databaseName", {"databaseName": "x; DROP DATABASE orders"}),
+    ("the administrator's database", {"databaseName": "postgres"}),
+    ("template1", {"databaseName": "template1"}),
+    ("pg_ database", {"databaseName": "pg_x"}),
+    ("over-long databaseName", {"databaseName": "d" * 64}),
+    ("pg_ owner", {"databaseName": "h", "owner": "pg_monitor"}),
+    ("encoding with SQL", {"databaseName": "h", "encoding": "UTF8' TEMPLATE template1 --"}),
+    ("locale with a quote", {"databaseName": "h", "locale": "C'"}),
+    ("unknown deletion policy", {"databaseName": "h", "deletionPolicy": "Cascade"}),
+]  # fmt: skip
+
+
+def catalog_fingerprint(sb: Sandbox):
+    roles = admin(sb, "SELECT rolname, rolconnlimit, rolcanlogin FROM pg_roles ORDER BY 1")
+    dbs = admin(sb, "SELECT datname FROM pg_database ORDER BY 1")
+    tables = admin(
+        sb, "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace ORDER BY 1", database="orders"
+    )
+    acl = admin(
+        sb,
+        "SELECT relname, relacl::text FROM pg_class WHERE relnamespace = 'public'::regnamespace ORDER BY 1",
+        database="orders",
+    )
+    return roles, dbs, tables, acl
+
+
+def test_hostile_names_and_grants_are_refused_by_the_crd_and_nothing_runs(sb):
+    before = catalog_fingerprint(sb)
+    refused = []
+    for what, spec in HOSTILE_ROLES:
+        name = f"hostile-{len(refused)}"
+        with pytest.raises(ApiError) as err:
+            sb.apply(role_manifest(name, **spec))
+        assert err.value.code == 422 and "is invalid" in err.value.message, what
+        assert obj(sb, ROLE, name) is None, what
+        refused.append(what)
+    for what, spec in HOSTILE_DATABASES:
+        name = f"hostile-db-{len(refused)}"
+        with pytest.raises(ApiError) as err:
+            sb.apply(db_manifest(name, **spec))
+        assert err.value.code == 422 and "is invalid" in err.value.message, what
+        refused.append(what)
+    assert len(refused) == len(HOSTILE_ROLES) + len(HOSTILE_DATABASES)
+    time.sleep(2.5)  # a steady pass of every object went by
+    assert catalog_fingerprint(sb) == before  # nothing ran: no role, database, table or grant changed
+
+
+def test_a_role_or_database_not_made_by_the_operator_is_never_touched(sb):
+    admin(sb, "CREATE ROLE legacy_app LOGIN CONNECTION LIMIT 7 PASSWORD 'Legacy-Pass-123'")
+    admin(sb, "CREATE DATABASE legacy_db")
+    before = admin(
+        sb,
+        "SELECT rolpassword, rolconnlimit, shobj_description(oid, 'pg_authid') FROM pg_authid WHERE rolname = 'legacy_app'",
+    )
+    sb.apply(
+        role_manifest(
+            "legacy", "legacy_app", connectionLimit=1, databases=[{"name": "orders", "privileges": ["CONNECT"]}]
+        )
+    )
+    sb.apply(db_manifest("legacy-db", "legacy_db", owner="orders_reader", deletionPolicy="Delete"))
+    c = wait_cond(sb, ROLE, "legacy", "Ready", "False", "TerminalRoleConflict")
+    assert "not created for this resource" in c["message"]
+    wait_cond(sb, DATABASE, "legacy-db", "Ready", "False", "TerminalDatabaseConflict")
+    assert any(e["reason"] == "TerminalRoleConflict" and e["type"] == "Warning" for e in events(sb, "legacy"))
+    time.sleep(2.5)
+    after = admin(
+        sb,
+        "SELECT rolpassword, rolconnlimit, shobj_description(oid, 'pg_authid') FROM pg_authid WHERE rolname = 'legacy_app'",
+    )
+    assert after == before  # same password, limit, no marker
+    assert sb.secret("legacy-connection", NS) is None  # no Secret was written for it
+    # Deleting the resources leaves both alone too.
+    sb.kube.delete(API, ROLE, "legacy", NS)
+    sb.kube.delete(API, DATABASE, "legacy-db", NS)
+    sb.wait_for(lambda: obj(sb, ROLE, "legacy") is None and obj(sb, DATABASE, "legacy-db") is None, timeout=30)
+    assert admin(sb, "SELECT count(*) FROM pg_roles WHERE rolname = 'legacy_app'") == [(1,)]
+    assert admin(sb, "SELECT count(*) FROM pg_database WHERE datname = 'legacy_db'") == [(1,)]
+
+
+def test_a_read_replica_is_refused_with_a_clear_condition(sb):
+    sb.apply(
+        {
+            "apiVersion": API,
+            "kind": "ManagedPostgres",
+            "metadata": {"name": "orders-replica", "namespace": NS},
+            "spec": {"readReplicaOf": {"name": "orders-db"}, "credentialsRef": {"name": "clickhouse-cloud"}},
+        }
+    )
+    sb.apply(role_manifest("replica-app", "replica_app", serviceRef={"name": "orders-replica"}))
+    sb.apply(db_manifest("replica-db", "replica_db", serviceRef={"name": "orders-replica"}))
+    c = wait_cond(sb, ROLE, "replica-app", "Ready", "False", "TerminalReadReplica")
+    assert "read replica" in c["message"] and "primary" in c["message"]
+    wait_cond(sb, DATABASE, "replica-db", "Ready", "False", "TerminalReadReplica")
+    assert admin(sb, "SELECT count(*) FROM pg_roles WHERE rolname = 'replica_app'") == [(0,)]
+    sb.kube.delete(API, ROLE, "replica-app", NS)
+    sb.kube.delete(API, DATABASE, "replica-db", NS)
+    sb.wait_for(lambda: obj(sb, ROLE, "replica-app") is None and obj(sb, DATABASE, "replica-db") is None, timeout=30)
+
+
+def test_a_missing_service_is_a_waiting_condition(sb):
+    sb.apply(role_manifest("orphan-app", "orphan_app", serviceRef={"name": "no-such-db"}))
+    c = wait_cond(sb, ROLE, "orphan-app", "Ready", "False", "ServiceNotFound")
+    assert "no-such-db" in c["message"]
+    sb.kube.delete(API, ROLE, "orphan-app", NS)
+    sb.wait_for(lambda: obj(sb, ROLE, "orphan-app") is None, timeout=30)
+
+
+def test_deleting_a_database_retain_keeps_it_delete_waits_for_sessions_then_drops(sb):
+    # Retain (the worked example): the data stays, the marker goes.
+    sb.kube.delete(API, DATABASE, "orders", NS)
+    sb.wait_for(lambda: obj(sb, DATABASE, "orders") is None, timeout=30, what="orders forgotten")
+    assert admin(sb, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'orders'") == [
+        (None,)
+    ]
+    assert admin(sb, "SELECT count(*) FROM items", database="orders")[0][0] > 0
+
+    # Delete: refused while another session is connected, dropped once it is gone.
+    sb.apply(db_manifest("scratch", "scratch", deletionPolicy="Delete", locale="C", encoding="UTF8"))
+    wait_cond(sb, DATABASE, "scratch", "Ready")
+    (row,) = admin(sb, "SELECT datcollate, pg_encoding_to_char(encoding) FROM pg_database WHERE datname = 'scratch'")
+    assert row == ("C", "UTF8")
+    with psycopg.connect(admin_uri(sb, "scratch"), connect_timeout=10) as session:
+        sb.kube.delete(API, DATABASE, "scratch", NS)
+        c = wait_cond(sb, DATABASE, "scratch", "Ready", "False", "DatabaseInUse")
+        assert "other session" in c["message"]
+        assert session.execute("SELECT 1").fetchone() == (1,)  # never terminated
+    sb.wait_for(lambda: obj(sb, DATABASE, "scratch") is None, timeout=30, what="scratch dropped")
+    assert admin(sb, "SELECT count(*) FROM pg_database WHERE datname = 'scratch'") == [(0,)]
+
+
+def test_deleting_a_role_refuses_while_it_owns_objects_then_reassigns(sb):
+    # The reader owns nothing: dropped (its grants revoked first).
+    sb.kube.delete(API, ROLE, "orders-reader", NS)
+    sb.wait_for(lambda: obj(sb, ROLE, "orders-reader") is None, timeout=30, what="reader deleted")
+    assert admin(sb, "SELECT count(*) FROM pg_roles WHERE rolname = 'orders_reader'") == [(0,)]
+
+    # The owner owns the tables and the database: refused, finalizer kept, nothing dropped.
+    sb.kube.delete(API, ROLE, "orders-owner", NS)
+    c = wait_cond(sb, ROLE, "orders-owner", "Ready", "False", "OwnsObjects")
+    assert "owns objects" in c["message"] and "Reassign" in c["message"]
+    assert obj(sb, ROLE, "orders-owner")["metadata"]["finalizers"]
+    assert admin(sb, "SELECT count(*) FROM pg_roles WHERE rolname = 'orders_owner'") == [(1,)]
+
+    # Reassign to the writer: then dropped; the writer owns the tables and the database now.
+    owner = obj(sb, ROLE, "orders-owner")
+    owner["spec"].update(ownedObjectsPolicy="Reassign", reassignOwnedTo="orders_writer")
+    sb.apply({k: owner[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+    sb.wait_for(lambda: obj(sb, ROLE, "orders-owner") is None, timeout=30, what="owner dropped")
+    assert admin(sb, "SELECT count(*) FROM pg_roles WHERE rolname = 'orders_owner'") == [(0,)]
+    owners = admin(
+        sb,
+        "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE relname IN ('items', 'payments')",
+        database="orders",
+    )
+    assert owners == [("orders_writer",)]
+    assert admin(sb, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'orders'") == [("orders_writer",)]
+    assert any(e["reason"] == "OwnsObjects" for e in events(sb, "orders-owner"))
+
+
+def test_no_password_in_logs_events_or_status(sb, all_logs):
+    for s in sb.kube.list("v1", "Secret", NS):
+        if "password" in (s.get("data") or {}):
+            SEEN_PASSWORDS.add(base64.b64decode(s["data"]["password"]).decode())
+    assert len(SEEN_PASSWORDS) >= 6  # the service's, three roles', two rotations', the crash tests'
+    dumped = str(sb.kube.list("v1", "Event", NS))
+    for kind in (ROLE, DATABASE, "ManagedPostgres"):
+        dumped += str(sb.kube.list(API, kind, NS))
+    logs = "\n".join(all_logs)
+    assert "ALTER ROLE" in logs or "SetPassword" in logs  # the operator did log its statements
+    for password in SEEN_PASSWORDS:
+        assert password not in dumped, "a password in an event or a status"
+        assert password not in logs, "a password in a log line"
+
+
+def test_rbac_of_the_chart_allows_exactly_the_calls_the_operator_made(sb):
+    import importlib.util
+    import sys
+
+    path = ROOT / "tests" / "deploy" / "rbac_check.py"
+    spec = importlib.util.spec_from_file_location("rbac_check", path)
+    rbac_check = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("rbac_check", rbac_check)
+    spec.loader.exec_module(rbac_check)
+    calls = list(sb.kube.calls)
+    assert any(c.resource == "postgresroles" and c.subresource == "status" for c in calls)
+    rbac_check.assert_rbac_covers(calls)
