@@ -454,6 +454,61 @@ def test_a_missing_service_is_a_waiting_condition(sb):
     sb.wait_for(lambda: obj(sb, ROLE, "orphan-app") is None, timeout=30)
 
 
+def put_password(sb: Sandbox, name: str, password: str) -> None:
+    sb.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
+              "stringData": {"password": password}})  # fmt: skip
+
+
+def test_bring_your_own_password_and_its_changes(sb, all_logs):
+    first, second = "Batch-Own-Pass-111", "Batch-Own-Pass-222"
+    SEEN_PASSWORDS.update({first, second})
+    put_password(sb, "batch-password", first)
+    sb.apply(
+        role_manifest(
+            "orders-batch",
+            "orders_batch",
+            databases=[{"name": "orders", "privileges": ["CONNECT"]}],
+            passwordSecretRef={"name": "batch-password", "key": "password"},
+            validUntil="2030-01-01T00:00:00Z",
+        )
+    )
+    wait_cond(sb, ROLE, "orders-batch", "Ready")
+    assert admin(sb, "SELECT rolvaliduntil = '2030-01-01T00:00:00Z' FROM pg_roles WHERE rolname = 'orders_batch'") == [
+        (True,)
+    ]
+    time.sleep(2.5)  # a steady pass: the attributes read back equal the spec's, no ALTER ROLE again
+    assert not any("AlterRole(role=orders_batch" in line for line in all_logs)
+    secret = role_secret(sb, "orders-batch-connection")
+    e2e.assert_same_secret(secret["password"], first, "the brought password")
+    assert run_as(secret["uri"], "SELECT current_user") == [("orders_batch",)]
+
+    put_password(sb, "batch-password", second)  # read again on every pass
+    sb.wait_for(lambda: role_secret(sb, "orders-batch-connection")["password"] == second, timeout=30)
+    sb.wait_for(lambda: run_as(role_secret(sb, "orders-batch-connection")["uri"], "SELECT 1") == [(1,)], timeout=30)
+
+    put_password(sb, "batch-password", "weak")  # refused, the working password kept
+    c = wait_cond(sb, ROLE, "orders-batch", "Ready", "False", "TerminalPasswordRejected")
+    assert "weak" not in c["message"]
+    assert run_as(role_secret(sb, "orders-batch-connection")["uri"], "SELECT 1") == [(1,)]
+    sb.kube.delete(API, ROLE, "orders-batch", NS)
+    sb.wait_for(lambda: obj(sb, ROLE, "orders-batch") is None, timeout=30)
+    assert admin(sb, "SELECT count(*) FROM pg_roles WHERE rolname = 'orders_batch'") == [(0,)]
+
+
+def test_a_deleted_role_secret_is_written_again_with_a_password_that_works(sb):
+    old = role_secret(sb, "orders-reader-connection")
+    sb.kube.delete("v1", "Secret", "orders-reader-connection", NS)
+
+    def back():
+        s = role_secret(sb, "orders-reader-connection")
+        return s if s.get("password") and s["password"] != old["password"] else None
+
+    new = sb.wait_for(back, timeout=30, what="the reader's Secret written again")
+    remember(new)
+    sb.wait_for(lambda: run_as(new["uri"], "SELECT 1") == [(1,)], timeout=30, what="the new password set")
+    assert run_as(new["uri"], "SELECT count(*) > 0 FROM items") == [(True,)]
+
+
 def test_deleting_a_database_retain_keeps_it_delete_waits_for_sessions_then_drops(sb):
     # Retain (the worked example): the data stays, the marker goes.
     sb.kube.delete(API, DATABASE, "orders", NS)

@@ -484,3 +484,18 @@ def test_sql_module_is_used_for_every_statement_kind():
     assert text(sp.CreateDatabase("d", "o", "UTF8", "C")) == (
         "CREATE DATABASE \"d\" OWNER \"o\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
     )
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "replica"),
+    [
+        ({}, {}, False),
+        ({"readReplicaOf": {"name": "p"}}, {}, True),
+        ({"readReplicaOf": {"name": "p"}}, {"readReplicaOf": {"name": "p", "released": False}}, True),
+        ({"readReplicaOf": {"name": "p"}}, {"readReplicaOf": {"name": "p", "released": True}}, False),  # promoted
+        ({}, {"isPrimary": False}, True),  # a replica adopted by serviceId
+        ({}, {"isPrimary": True}, False),
+    ],
+)
+def test_read_replicas_are_told_apart_from_primaries(spec, status, replica):
+    assert sp.is_read_replica(spec, status) is replica

@@ -173,7 +173,7 @@ class SqlReconciler:
                 return None
             raise Waiting(R.SERVICE_NOT_FOUND, f"ManagedPostgres {name} does not exist in namespace {namespace}")
         spec, status = mpg.get("spec") or {}, mpg.get("status") or {}
-        if spec.get("readReplicaOf"):
+        if sp.is_read_replica(spec, status):
             if for_deletion:
                 return None
             raise Waiting(
@@ -215,8 +215,10 @@ class SqlReconciler:
         if changes:
             await self.kube.patch_object_status(plural, meta["namespace"], meta["name"], changes)
         old = {c.get("type"): c.get("reason") for c in stored.get("conditions") or []}
-        for type_, verdict in decided.items():
-            if verdict.status == "False" and old.get(type_) != verdict.reason:
+        warned: set[str] = set()
+        for type_, verdict in decided.items():  # one Warning per new reason (Ready and Synced often share it)
+            if verdict.status == "False" and old.get(type_) != verdict.reason and verdict.reason not in warned:
+                warned.add(verdict.reason)
                 events.append((EventType.WARNING, verdict.reason, verdict.message))
         for type_, reason, message in events:
             self.post_event(obj, str(type_), str(reason), message)

@@ -37,6 +37,15 @@ def marker(kind: str, namespace: str, name: str, uid: str) -> str:
     return f"{MARKER_PREFIX} {kind} {namespace}/{name} uid={uid}"
 
 
+def is_read_replica(spec: Mapping[str, object], status: Mapping[str, object]) -> bool:
+    """A ManagedPostgres (spec and status as stored) that is a read replica now: ``readReplicaOf`` not yet
+    released by a promotion, or a service that shows ``isPrimary: false``. Its PostgreSQL is read-only."""
+    released = status.get("readReplicaOf")
+    if spec.get("readReplicaOf") and not (isinstance(released, Mapping) and released.get("released")):
+        return True
+    return status.get("isPrimary") is False
+
+
 def is_reserved_role(name: str, admin: str) -> bool:
     """Roles the operator never creates, alters, grants to or drops."""
     return name.startswith(RESERVED_PREFIX) or name in ADMIN_ROLES or name == admin or name == "public"
