@@ -454,6 +454,33 @@ def test_a_missing_service_is_a_waiting_condition(sb):
     sb.wait_for(lambda: obj(sb, ROLE, "orphan-app") is None, timeout=30)
 
 
+def test_a_failing_alter_role_is_bounded_conditioned_and_leaks_no_password(sb, all_logs):
+    """A real server error on the password statement: the administrator holds the role's row in an open
+    transaction, so ALTER ROLE ... PASSWORD waits, and lock_timeout ends it. The pass reports the SQLSTATE
+    and the server's words (never the statement or the password), and converges once the lock is gone."""
+    with psycopg.connect(admin_uri(sb), connect_timeout=10) as holder:
+        holder.execute("ALTER ROLE orders_writer CONNECTION LIMIT 20")  # same value; the row stays locked
+        role = obj(sb, ROLE, "orders-writer")
+        role["metadata"].setdefault("annotations", {})[ANNOTATION_ROTATE_PASSWORD] = "locked-1"
+        sb.apply({k: role[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+        c = wait_cond(sb, ROLE, "orders-writer", "Ready", "False", "SqlFailed", timeout=40)
+        assert c["message"].startswith("setting the password: LockNotAvailable (SQLSTATE 55P03)"), c["message"]
+        pending = role_secret(sb, "orders-writer-connection")
+        remember(pending)
+        holder.rollback()
+    sb.wait_for(
+        lambda: (obj(sb, ROLE, "orders-writer").get("status") or {}).get("passwordRotationToken") == "locked-1",
+        timeout=40,
+        what="rotation done once the lock is gone",
+    )
+    final = role_secret(sb, "orders-writer-connection")
+    e2e.assert_same_secret(final["password"], pending["password"], "the pending password, set")
+    assert run_as(final["uri"], "SELECT 1") == [(1,)]
+    dumped = str(sb.kube.list("v1", "Event", NS)) + str(obj(sb, ROLE, "orders-writer"))
+    assert pending["password"] not in dumped and pending["password"] not in "\n".join(all_logs)
+    assert any("LockNotAvailable" in line for line in all_logs) or "55P03" in dumped
+
+
 def put_password(sb: Sandbox, name: str, password: str) -> None:
     sb.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
               "stringData": {"password": password}})  # fmt: skip
