@@ -522,6 +522,28 @@ def test_bring_your_own_password_and_its_changes(sb, all_logs):
     assert admin(sb, "SELECT count(*) FROM pg_roles WHERE rolname = 'orders_batch'") == [(0,)]
 
 
+def test_the_role_secret_takes_the_connection_secret_s_shape_options(sb):
+    sb.apply(
+        role_manifest(
+            "orders-shaped",
+            "orders_shaped",
+            databases=[{"name": "orders", "privileges": ["CONNECT"]}],
+            secret={"name": "shaped", "keyPrefix": "PG_", "labels": {"team": "orders"}, "annotations": {"note": "x"}},
+        )
+    )
+    wait_cond(sb, ROLE, "orders-shaped", "Ready")
+    data = sb.secret("shaped", NS)
+    remember({"password": data["PG_password"]})
+    assert set(data) == {"PG_" + k for k in role_secret(sb, "orders-reader-connection")}
+    assert data["PG_username"] == "orders_shaped" and data["PG_database"] == "orders"
+    raw = sb.kube.get("v1", "Secret", "shaped", NS)["metadata"]
+    assert raw["labels"]["team"] == "orders" and raw["annotations"]["note"] == "x"
+    assert run_as(data["PG_uri"], "SELECT current_user") == [("orders_shaped",)]
+    assert obj(sb, ROLE, "orders-shaped")["status"]["secretName"] == "shaped"
+    sb.kube.delete(API, ROLE, "orders-shaped", NS)
+    sb.wait_for(lambda: obj(sb, ROLE, "orders-shaped") is None, timeout=30)
+
+
 def test_a_deleted_role_secret_is_written_again_with_a_password_that_works(sb):
     old = role_secret(sb, "orders-reader-connection")
     sb.kube.delete("v1", "Secret", "orders-reader-connection", NS)

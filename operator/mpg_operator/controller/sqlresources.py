@@ -366,7 +366,7 @@ class SqlReconciler:
             version = new_password_version()
             await self._write_secret(namespace, secret_name, obj, write(version))
             extra["passwordVersion"] = version
-            if step == sp.PasswordStep.NEW and not plan.creates and secret_pw:
+            if rotate or (step == sp.PasswordStep.NEW and not plan.creates and secret_pw):
                 events.append(
                     (EventType.NORMAL, E.PASSWORD_ROTATED, f"the password of role {desired.name} was changed")
                 )
