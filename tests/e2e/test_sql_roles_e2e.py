@@ -350,6 +350,72 @@ def test_an_operator_crash_around_alter_role_ends_with_a_password_that_works(sb,
     assert run_as(old["uri"], "SELECT 1").startswith("cannot connect")
 
 
+@pytest.mark.parametrize("window", ["role-not-created-yet", "database-created-not-marked"])
+def test_an_operator_crash_while_creating_a_role_or_a_database(sb, window, monkeypatch):
+    """Stopped after the new role's Secret was written and before CREATE ROLE ran; or after CREATE
+    DATABASE ran and before its marker (a separate statement: CREATE DATABASE runs outside
+    transactions). Started again, the operator ends with the role made with the Secret's password, or the
+    database marked as its own (the claim recorded in status before CREATE DATABASE)."""
+    original = sqlexec.Session.run
+    reached = threading.Event()
+
+    async def run(self, statements, *, password=None):
+        import asyncio
+
+        first = statements[0]
+        if window == "role-not-created-yet" and any(getattr(s, "role", "") == "orders_crash" for s in statements):
+            reached.set()
+            await asyncio.Event().wait()
+        if (
+            window == "database-created-not-marked"
+            and getattr(first, "database", "") == "crashdb"
+            and type(first).__name__ == "CreateDatabase"
+        ):
+            await original(self, [first])
+            reached.set()
+            await asyncio.Event().wait()
+        return await original(self, statements, password=password)
+
+    monkeypatch.setattr(sqlexec.Session, "run", run)
+    if window == "role-not-created-yet":
+        sb.apply(
+            role_manifest("orders-crash", "orders_crash", databases=[{"name": "orders", "privileges": ["CONNECT"]}])
+        )
+    else:
+        sb.apply(db_manifest("crashdb", "crashdb", deletionPolicy="Delete"))
+    assert reached.wait(30), "the pass never got there"
+    if window == "role-not-created-yet":
+        pending = role_secret(sb, "orders-crash-connection")
+        remember(pending)
+        assert pending.get("password"), "the Secret holds the password before the role exists"
+        assert admin(sb, "SELECT count(*) FROM pg_roles WHERE rolname = 'orders_crash'") == [(0,)]
+    else:
+        assert admin(sb, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'crashdb'") == [
+            (None,)
+        ]
+        assert obj(sb, DATABASE, "crashdb")["status"]["createRequested"]
+    sb.stop_the_operator()
+    monkeypatch.setattr(sqlexec.Session, "run", original)
+    sb.start_the_operator()
+
+    if window == "role-not-created-yet":
+        wait_cond(sb, ROLE, "orders-crash", "Ready", timeout=60)
+        final = role_secret(sb, "orders-crash-connection")
+        e2e.assert_same_secret(final["password"], pending["password"], "the password written before the crash")
+        assert run_as(final["uri"], "SELECT current_user") == [("orders_crash",)]
+        sb.kube.delete(API, ROLE, "orders-crash", NS)
+        sb.wait_for(lambda: obj(sb, ROLE, "orders-crash") is None, timeout=30)
+    else:
+        wait_cond(sb, DATABASE, "crashdb", "Ready", timeout=60)
+        uid = obj(sb, DATABASE, "crashdb")["metadata"]["uid"]
+        (row,) = admin(sb, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'crashdb'")
+        assert row == (f"mpg-operator: PostgresDatabase {NS}/crashdb uid={uid}",)
+        assert "createRequested" not in obj(sb, DATABASE, "crashdb")["status"]
+        sb.kube.delete(API, DATABASE, "crashdb", NS)
+        sb.wait_for(lambda: obj(sb, DATABASE, "crashdb") is None, timeout=30)
+        assert admin(sb, "SELECT count(*) FROM pg_database WHERE datname = 'crashdb'") == [(0,)]
+
+
 def db_manifest(name: str, database: str | None = None, **spec) -> dict:
     return {
         "apiVersion": API,
