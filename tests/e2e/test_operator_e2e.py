@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 
 import psycopg
 import pytest
@@ -30,28 +29,11 @@ pytestmark = [
 NS = "shop"
 
 
-class _Collect(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        try:
-            self.lines.append(self.format(record))
-        except Exception:  # noqa: BLE001
-            pass
-
-
 @pytest.fixture(scope="module")
 def all_logs():
-    """Every log record of the module (operator, kopf, httpx, simulator, emulator), at DEBUG."""
-    root = logging.getLogger()
-    handler, level = _Collect(), root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield handler.lines
-    root.removeHandler(handler)
-    root.setLevel(level)
+    """Every log record of the module (operator, kopf, HTTP clients, psycopg, simulator, emulator), at DEBUG."""
+    with e2e.collected_logs() as lines:
+        yield lines
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ Privileges are proven by connecting with each role's own Secret, never by readin
 from __future__ import annotations
 
 import base64
-import contextlib
-import logging
 import threading
 import time
 from pathlib import Path
@@ -39,26 +37,11 @@ API = "clickhouse.cloud/v1alpha1"
 ROLE, DATABASE = "PostgresRole", "PostgresDatabase"
 
 
-class _Collect(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        with contextlib.suppress(Exception):
-            self.lines.append(self.format(record))
-
-
 @pytest.fixture(scope="module")
 def all_logs():
-    """Every log record of the module (operator, kopf, psycopg, simulator, emulator), at DEBUG."""
-    root = logging.getLogger()
-    handler, level = _Collect(), root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield handler.lines
-    root.removeHandler(handler)
-    root.setLevel(level)
+    """Every log record of the module (operator, kopf, HTTP clients, psycopg, simulator, emulator), at DEBUG."""
+    with e2e.collected_logs() as lines:
+        yield lines
 
 
 @pytest.fixture(scope="module")

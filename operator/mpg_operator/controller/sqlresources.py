@@ -223,6 +223,14 @@ class SqlReconciler:
         for type_, reason, message in events:
             self.post_event(obj, str(type_), str(reason), message)
 
+    async def _deletion_waits(
+        self, plural: str, obj: dict[str, Any], e: Waiting | sqlexec.SqlError
+    ) -> tuple[bool, str]:
+        """A deletion step that cannot finish now: Ready=False says why; the finalizer stays."""
+        reason = e.reason if isinstance(e, Waiting) else R.SQL_FAILED
+        await self._persist(plural, obj, {"Ready": sp.Verdict("False", reason, str(e))}, {}, [])
+        return False, str(e)
+
     async def _refuse(self, plural: str, obj: dict[str, Any], waiting: Waiting, extra: dict[str, Any]) -> PassResult:
         verdict = sp.Verdict("False", waiting.reason, waiting.message)
         await self._persist(plural, obj, {"Ready": verdict, "Synced": verdict}, extra, [])
@@ -432,10 +440,7 @@ class SqlReconciler:
                     self.post_event(obj, EventType.NORMAL.value, E.ROLE_DROPPED.value, f"role {spec.role_name} dropped")
             return True, "dropped" if plan.statements else "not the operator's: forgotten"
         except (Waiting, sqlexec.SqlError) as e:
-            reason = e.reason if isinstance(e, Waiting) else R.SQL_FAILED
-            verdict = sp.Verdict("False", reason, str(e))
-            await self._persist(ROLE_PLURAL, obj, {"Ready": verdict}, {}, [])
-            return False, str(e)
+            return await self._deletion_waits(ROLE_PLURAL, obj, e)
 
     # --- PostgresDatabase --------------------------------------------------------------------------------
 
@@ -548,7 +553,4 @@ class SqlReconciler:
                     self.post_event(obj, EventType.NORMAL.value, event.value, message)
             return True, "done"
         except (Waiting, sqlexec.SqlError) as e:
-            reason = e.reason if isinstance(e, Waiting) else R.SQL_FAILED
-            verdict = sp.Verdict("False", reason, str(e))
-            await self._persist(DATABASE_PLURAL, obj, {"Ready": verdict}, {}, [])
-            return False, str(e)
+            return await self._deletion_waits(DATABASE_PLURAL, obj, e)

@@ -120,7 +120,9 @@ class DefaultPrivilege:
 
 
 @dataclass(frozen=True)
-class Grant:
+class _OnObject:
+    """Privileges of ``role`` on one object (see :class:`Privilege` for the fields)."""
+
     role: str
     kind: ObjectKind
     database: str
@@ -130,17 +132,19 @@ class Grant:
 
 
 @dataclass(frozen=True)
-class Revoke:
-    role: str
-    kind: ObjectKind
-    database: str
-    schema: str | None
-    table: str | None
-    privileges: tuple[str, ...]
+class Grant(_OnObject):
+    pass
 
 
 @dataclass(frozen=True)
-class GrantDefault:
+class Revoke(_OnObject):
+    pass
+
+
+@dataclass(frozen=True)
+class _OnFutureTables:
+    """Default privileges of ``role`` on the tables ``for_role`` creates later in ``schema``."""
+
     role: str
     database: str
     schema: str
@@ -149,12 +153,13 @@ class GrantDefault:
 
 
 @dataclass(frozen=True)
-class RevokeDefault:
-    role: str
-    database: str
-    schema: str
-    for_role: str
-    privileges: tuple[str, ...]
+class GrantDefault(_OnFutureTables):
+    pass
+
+
+@dataclass(frozen=True)
+class RevokeDefault(_OnFutureTables):
+    pass
 
 
 @dataclass(frozen=True)
