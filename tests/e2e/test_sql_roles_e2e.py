@@ -399,6 +399,51 @@ def test_an_operator_crash_while_creating_a_role_or_a_database(sb, window, monke
         assert admin(sb, "SELECT count(*) FROM pg_database WHERE datname = 'crashdb'") == [(0,)]
 
 
+def test_an_operator_crash_after_the_secret_is_confirmed_before_status_ends_with_that_password(sb, monkeypatch):
+    """Stopped after the rotated password was set and the Secret confirmed (digest, new version), before
+    status recorded the version: restarted, the Secret is not trusted as confirmed (its version is not
+    status's), its password is set again, and it stays the one the application may have read."""
+    from mpg_operator.controller.kube import KubeApi
+
+    original = KubeApi.patch_object_status
+    reached = threading.Event()
+
+    async def patch(self, plural, namespace, name, status):
+        import asyncio
+
+        if name == "orders-writer" and "passwordVersion" in status:
+            reached.set()
+            await asyncio.Event().wait()
+        return await original(self, plural, namespace, name, status)
+
+    monkeypatch.setattr(KubeApi, "patch_object_status", patch)
+    role = obj(sb, ROLE, "orders-writer")
+    role["metadata"].setdefault("annotations", {})[ANNOTATION_ROTATE_PASSWORD] = "crash-before-status"
+    sb.apply({k: role[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+    assert reached.wait(30), "the pass never reached the status write"
+    confirmed = role_secret(sb, "orders-writer-connection")
+    remember(confirmed)
+    assert run_as(confirmed["uri"], "SELECT 1") == [(1,)]  # set and confirmed on the Secret
+    sb.stop_the_operator()
+    monkeypatch.setattr(KubeApi, "patch_object_status", original)
+    sb.start_the_operator()
+    sb.wait_for(
+        lambda: (
+            (obj(sb, ROLE, "orders-writer").get("status") or {}).get("passwordRotationToken") == "crash-before-status"
+        ),
+        timeout=60,
+        what="rotation recorded after the restart",
+    )
+    final = role_secret(sb, "orders-writer-connection")
+    e2e.assert_same_secret(final["password"], confirmed["password"], "the password of the interrupted rotation")
+    raw = sb.kube.get("v1", "Secret", "orders-writer-connection", NS)["metadata"]["annotations"]
+    assert (
+        raw["mpg-operator.clickhouse.cloud/password-version"]
+        == obj(sb, ROLE, "orders-writer")["status"]["passwordVersion"]
+    )
+    assert run_as(final["uri"], "SELECT 1") == [(1,)]
+
+
 def db_manifest(name: str, database: str | None = None, **spec) -> dict:
     return {
         "apiVersion": API,

@@ -54,7 +54,7 @@ from mpg_operator.resource_sql import (
 
 log = logging.getLogger("mpg_operator.sql")
 ANN_ROTATION_TOKEN = f"{ANNOTATION_PREFIX}/rotation-token"
-"""On a role's Secret while a rotated password is pending: the rotate-password token it was made for."""
+"""On a role's Secret: the rotate-password token its password was made for (none: not rotated yet)."""
 EventSink = Callable[[dict[str, Any], str, str, str], None]
 
 
@@ -342,8 +342,10 @@ class SqlReconciler:
                     version=version,
                     before=observed_secret,
                 )
-                # Which rotation a pending password belongs to (a pass cut short resumes it, not a new one).
-                out.annotations[ANN_ROTATION_TOKEN] = token if rotate and version is None else None
+                # Which rotation the password was made for: a rotation cut short (before the Secret was
+                # written, or after it but before status recorded it) resumes with it, not a new one.
+                kept = observed_secret.annotations.get(ANN_ROTATION_TOKEN) if observed_secret else None
+                out.annotations[ANN_ROTATION_TOKEN] = token if rotate else kept
                 return out
 
             # 1. The Secret first: the password to be set is never only in memory.

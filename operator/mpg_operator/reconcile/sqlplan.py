@@ -712,8 +712,9 @@ def password_step(
 ) -> PasswordStep:
     """What to do about the role's password this pass. The Secret is always written before the password
     is set in PostgreSQL, so whatever crash comes between, the next pass sets the Secret's password.
-    ``pending_for_rotation``: the Secret's unconfirmed password was generated for the rotation asked
-    for now (the pass was cut short): it is that rotation's password, set as it is, not replaced."""
+    ``pending_for_rotation``: the Secret's password, not confirmed by status, was generated for the
+    rotation asked for now (a pass cut short before status recorded it): it is that rotation's password,
+    set (again) as it is, not replaced by another one an application has not read."""
     if own_password is not None:
         if secret_password == own_password:
             return PasswordStep.KEEP if confirmed and not role_created else PasswordStep.SET_PENDING
