@@ -51,6 +51,8 @@ campaigns: $(VENV)/.installed-test
 
 crds: $(VENV)/.installed-test
 	$(BIN)/mpg-operator crd -o deploy/crds/managedpostgreses.clickhouse.cloud.yaml
+	$(BIN)/mpg-operator crd --kind PostgresRole -o deploy/crds/postgresroles.clickhouse.cloud.yaml
+	$(BIN)/mpg-operator crd --kind PostgresDatabase -o deploy/crds/postgresdatabases.clickhouse.cloud.yaml
 	$(BIN)/python scripts/sync-chart-crds.py
 
 clean:

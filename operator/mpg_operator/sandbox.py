@@ -119,7 +119,7 @@ class Sandbox:
         from clickhouse_cloud_simulator import SimulatorConfig, SimulatorThread
 
         self.simulator = SimulatorThread(SimulatorConfig(**self.simulator_options)).start()
-        self.kube = self.kube_factory(self.crds or [crd_module.crd()], self.namespaces, self.workdir).start()
+        self.kube = self.kube_factory(self.crds or crd_module.all_crds(), self.namespaces, self.workdir).start()
         self.kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig")
         for namespace in self.namespaces:
             self.put_credentials(namespace)
@@ -150,7 +150,7 @@ class Sandbox:
         running = self.operator is not None
         self.stop_the_operator()
         self.kube.stop()
-        self.kube = self.kube_factory(self.crds or [crd_module.crd()], self.namespaces, self.workdir).start()
+        self.kube = self.kube_factory(self.crds or crd_module.all_crds(), self.namespaces, self.workdir).start()
         self.kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig")
         for namespace in self.namespaces:
             self.put_credentials(namespace)

@@ -23,6 +23,8 @@ from rbac_check import (
 pytestmark = pytest.mark.usefixtures("helm_tools")
 
 MPG = ("clickhouse.cloud", "v1alpha1", "managedpostgreses")
+ROLES = ("clickhouse.cloud", "v1alpha1", "postgresroles")
+DATABASES = ("clickhouse.cloud", "v1alpha1", "postgresdatabases")
 SECRETS = ("", "v1", "secrets")
 EVENTS = ("", "v1", "events")
 NEW_EVENTS = ("events.k8s.io", "v1", "events")
@@ -47,6 +49,11 @@ def contract_calls(ns: str = "shop") -> list[Any]:
         call("patch", SECRETS, ns, "orders-db-connection"),
         call("create", EVENTS, ns),
         call("list", CRDS), call("watch", CRDS),
+        # PostgresRole / PostgresDatabase: read, finalizer, status; their role Secrets as above.
+        call("list", ROLES), call("watch", ROLES), call("get", ROLES, ns, "orders-reader"),
+        call("patch", ROLES, ns, "orders-reader"), call("patch", ROLES, ns, "orders-reader", "status"),
+        call("list", DATABASES), call("watch", DATABASES), call("get", DATABASES, ns, "orders"),
+        call("patch", DATABASES, ns, "orders"), call("patch", DATABASES, ns, "orders", "status"),
     ]
 
 
@@ -80,6 +87,10 @@ def test_calls_outside_the_rules_are_violations(cluster_wide: list[dict[str, Any
         call("create", CRDS),
         call("deletecollection", SECRETS, "shop"),
         call("patch", ("kopf.dev", "v1", "clusterkopfpeerings"), None, "mpg-operator"),  # peering is off
+        # The operator never creates, updates or deletes PostgresRole / PostgresDatabase objects.
+        call("delete", ROLES, "shop", "orders-reader"), call("create", ROLES, "shop"),
+        call("update", DATABASES, "shop", "orders"), call("delete", DATABASES, "shop", "orders"),
+        call("update", ROLES, "shop", "orders-reader", "status"),
     ]
     assert violations(contract_calls() + bad, cluster_wide) == [as_call(c) for c in bad]
 
@@ -97,7 +108,9 @@ def test_namespace_scoped_render_with_a_recorded_cluster_wide_run(namespaced: li
     assert unused_grants(calls, namespaced, ["shop", "billing"]) == []
     # Not expanded, the cluster-wide list/watch calls are exactly what a namespaced install forbids.
     assert {(c.verb, c.resource) for c in violations(calls, namespaced)} == {
-        ("list", "managedpostgreses"), ("watch", "managedpostgreses"), ("list", "secrets"), ("watch", "secrets")}
+        ("list", "managedpostgreses"), ("watch", "managedpostgreses"), ("list", "secrets"), ("watch", "secrets"),
+        ("list", "postgresroles"), ("watch", "postgresroles"), ("list", "postgresdatabases"),
+        ("watch", "postgresdatabases")}
 
 
 def test_namespace_scoped_render_confines_secrets(namespaced: list[dict[str, Any]]) -> None:

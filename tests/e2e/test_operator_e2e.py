@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 
 import psycopg
 import pytest
@@ -30,28 +29,11 @@ pytestmark = [
 NS = "shop"
 
 
-class _Collect(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        try:
-            self.lines.append(self.format(record))
-        except Exception:  # noqa: BLE001
-            pass
-
-
 @pytest.fixture(scope="module")
 def all_logs():
-    """Every log record of the module (operator, kopf, httpx, simulator, emulator), at DEBUG."""
-    root = logging.getLogger()
-    handler, level = _Collect(), root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield handler.lines
-    root.removeHandler(handler)
-    root.setLevel(level)
+    """Every log record of the module (operator, kopf, HTTP clients, psycopg, simulator, emulator), at DEBUG."""
+    with e2e.collected_logs() as lines:
+        yield lines
 
 
 @pytest.fixture(scope="module")
@@ -475,7 +457,13 @@ def test_rbac_of_the_chart_allows_exactly_the_calls_the_operator_made(sandbox):
     calls = list(sandbox.kube.calls)
     assert calls, "the audit log holds no call of the operator"
     assert [c for c in calls if c.code == 403] == []
-    rbac_check.assert_rbac_covers(calls, [{"watchNamespaces": [NS]}])
+    # No PostgresRole or PostgresDatabase is made in this module (kopf only lists and watches them):
+    # their other grants are exercised, and checked, by tests/e2e/test_sql_roles_e2e.py.
+    rbac_check.assert_rbac_covers(
+        calls,
+        [{"watchNamespaces": [NS]}],
+        allow_unused=lambda g: g.resource.split("/")[0] in ("postgresroles", "postgresdatabases"),
+    )
 
 
 def test_api_faults_neither_duplicate_nor_lose_anything(sandbox):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
@@ -153,3 +154,31 @@ def sandbox_with_console(
         sandbox.mutations = MutationLog(accepted_only=True)  # type: ignore[attr-defined]
         sandbox.simulator.add_observer(sandbox.mutations)  # type: ignore[attr-defined]
         yield sandbox
+
+
+class LogCollector(logging.Handler):
+    """Every log record, formatted (the leak scans of the end-to-end modules read them all)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # noqa: BLE001 -- a record that cannot be formatted is not collected
+            pass
+
+
+@contextmanager
+def collected_logs() -> Iterator[list[str]]:
+    """Every log record of the block (operator, kopf, HTTP clients, psycopg, simulator, emulator) at DEBUG."""
+    root = logging.getLogger()
+    handler, level = LogCollector(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield handler.lines
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)

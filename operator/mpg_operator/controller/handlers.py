@@ -31,9 +31,11 @@ from mpg_operator.controller.metrics import OperatorMetrics, serve_metrics
 from mpg_operator.controller.observer import Observer
 from mpg_operator.controller.relay import MetricsRelay
 from mpg_operator.controller.settings import OperatorSettings
+from mpg_operator.controller.sqlresources import SqlReconciler
 from mpg_operator.controller.wakeup import Wakeup
 from mpg_operator.reconcile.connection import ANNOTATION_PREFIX, LABEL_MANAGED_BY, MANAGED_BY
 from mpg_operator.resource import ANNOTATION_PAUSED, ANNOTATION_ROTATE_PASSWORD, GROUP, PLURAL, VERSION
+from mpg_operator.resource_sql import DATABASE_PLURAL, ROLE_PLURAL
 
 FINALIZER = f"{GROUP}/mpg-operator"
 log = logging.getLogger("mpg_operator")
@@ -52,6 +54,7 @@ class Runtime:
     snapshots: ServiceSnapshots
     executor: Executor
     metrics: OperatorMetrics
+    sql: SqlReconciler
     wakeups: dict[str, Wakeup] = field(default_factory=dict)
     generations: dict[str, tuple[int, str | None, str | None]] = field(default_factory=dict)
     """uid -> what a pass acts on besides status: generation, pause and rotation annotations."""
@@ -117,7 +120,7 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
     snapshots = ServiceSnapshots()
     post_event = metrics.counting_events(_post_event)
     executor = Executor(kube=kube, settings=settings, clients=clients, snapshots=snapshots, post_event=post_event)
-    runtime = Runtime(settings, kube, clients, snapshots, executor, metrics)
+    runtime = Runtime(settings, kube, clients, snapshots, executor, metrics, SqlReconciler(kube, settings, post_event))
     snapshots.on_change = runtime.wake_changed
     runtime.observer = Observer(
         snapshots,
@@ -313,3 +316,105 @@ async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         raise kopf.TemporaryError(message, delay=runtime.executor.finalize_retry_after(meta.get("uid", "")))
     await runtime.executor.release_credentials(current)
     runtime.metrics.on_deleted(current, message)
+
+
+# --- PostgresRole and PostgresDatabase: over SQL, never through the ClickHouse Cloud API -------------------
+
+
+def _sql_seen(body: kopf.Body) -> tuple[int, str | None, str | None]:
+    meta = body.get("metadata", {})
+    annotations = meta.get("annotations") or {}
+    return (
+        int(meta.get("generation") or 0),
+        annotations.get(ANNOTATION_PAUSED),
+        annotations.get(ANNOTATION_ROTATE_PASSWORD),
+    )
+
+
+@kopf.on.event(GROUP, VERSION, ROLE_PLURAL)
+@kopf.on.event(GROUP, VERSION, DATABASE_PLURAL)
+async def sql_spec_changed(type: str, body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    """Wake the object's loop when its spec or rotation annotation changes (not on status writes)."""
+    if "runtime" not in memo or type == "DELETED":
+        return
+    runtime = _runtime(memo)
+    seen = _sql_seen(body)
+    if runtime.generations.get(uid) != seen:
+        runtime.generations[uid] = seen
+        runtime.wakeup(uid).set()
+
+
+async def _sql_loop(
+    kind: str, name: str, namespace: str, uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: Any
+) -> None:
+    runtime = _runtime(memo)
+    wake = runtime.wakeup(uid)
+    sql = runtime.sql
+    run = sql.role_pass if kind == ROLE_PLURAL else sql.database_pass
+    failures = 0
+    stop_watch = wake.ring_when_stopped(stopped)
+    try:
+        while not stopped:
+            wake.clear()
+            try:
+                async with sql.lock(uid):
+                    result = await run(namespace, name)
+                delay = result.requeue_after
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # Kubernetes API trouble or a bug: back off, keep looping
+                failures += 1
+                delay = min(runtime.settings.poll_interval, runtime.settings.poll_interval_active * 2**failures)
+                logger.error(f"{kind} pass failed ({type(e).__name__}); retrying in {delay:.0f}s")
+            await wake.sleep(delay)
+    finally:
+        stop_watch.cancel()
+        runtime.wakeups.pop(uid, None)
+        runtime.generations.pop(uid, None)
+
+
+@kopf.daemon(GROUP, VERSION, ROLE_PLURAL, id="sql", initial_delay=lambda **_: random.uniform(0, 0.5),
+             cancellation_timeout=10.0)  # fmt: skip
+async def role_loop(
+    name: str, namespace: str | None, uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: Any, **_: Any
+) -> None:
+    """Reconcile one PostgresRole until it is deleted or the operator stops."""
+    assert namespace is not None
+    await _sql_loop(ROLE_PLURAL, name, namespace, uid, stopped, memo, logger)
+
+
+@kopf.daemon(GROUP, VERSION, DATABASE_PLURAL, id="sql", initial_delay=lambda **_: random.uniform(0, 0.5),
+             cancellation_timeout=10.0)  # fmt: skip
+async def database_loop(
+    name: str, namespace: str | None, uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: Any, **_: Any
+) -> None:
+    """Reconcile one PostgresDatabase until it is deleted or the operator stops."""
+    assert namespace is not None
+    await _sql_loop(DATABASE_PLURAL, name, namespace, uid, stopped, memo, logger)
+
+
+async def _sql_finalize(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
+    runtime = _runtime(memo)
+    meta = body.get("metadata", {})
+    fresh = await runtime.kube.get_object(kind, meta.get("namespace"), meta.get("name"))
+    current = fresh or dict(body)
+    sql = runtime.sql
+    finalize = sql.finalize_role if kind == ROLE_PLURAL else sql.finalize_database
+    async with sql.lock(meta.get("uid", "")):
+        done, message = await finalize(current)
+    if not done:
+        raise kopf.TemporaryError(message, delay=sql.waiting_requeue)
+    sql.forget(meta.get("uid", ""))
+
+
+@kopf.on.delete(GROUP, VERSION, ROLE_PLURAL, id="finalize-sql")
+async def finalize_role(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Drop the role (refusing or reassigning what it owns); kopf removes the finalizer when this returns."""
+    await _sql_finalize(ROLE_PLURAL, body, memo)
+
+
+@kopf.on.delete(GROUP, VERSION, DATABASE_PLURAL, id="finalize-sql")
+async def finalize_database(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Forget (Retain) or drop (Delete) the database; kopf removes the finalizer when this returns."""
+    await _sql_finalize(DATABASE_PLURAL, body, memo)

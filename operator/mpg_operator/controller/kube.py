@@ -103,6 +103,25 @@ class KubeApi:
         items: list[dict[str, Any]] = answer.get("items") or []
         return items
 
+    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """An object of one of the operator's kinds (``plural``), as stored now; ``None``: not found."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace, safe='')}/{plural}/{quote(name, safe='')}"
+        try:
+            found: dict[str, Any] = await self._request("GET", path)
+            return found
+        except KubeApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def patch_object_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch the status of an object of one of the operator's kinds (``plural``)."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace, safe='')}/{plural}/{quote(name, safe='')}/status"
+        stored: dict[str, Any] = await self._request("PATCH", path, {"status": status}, content_type=MERGE_PATCH)
+        return stored
+
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the status subresource (``None`` values remove fields); returns the object."""
         path = _resource_path(namespace, name) + "/status"
@@ -154,7 +173,7 @@ class KubeApi:
         meta = owner["metadata"]
         return {
             "apiVersion": API_VERSION,
-            "kind": KIND,
+            "kind": owner.get("kind") or KIND,
             "name": meta["name"],
             "uid": meta["uid"],
             "controller": True,

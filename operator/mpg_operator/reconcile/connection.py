@@ -118,6 +118,8 @@ class Endpoint:
     username: str
     ca_pem: str
     port: int = PORT
+    database: str = DATABASE
+    """The database the Secret names (a PostgresRole's Secret names its application's database)."""
 
 
 @dataclass(frozen=True)
@@ -285,18 +287,19 @@ def secret_data(endpoint: Endpoint, password: str | None, key_prefix: str = "") 
     user = quote(endpoint.username, safe="")
     credentials = f"{user}:{quote(password, safe='')}" if password is not None else user
     host = endpoint.hostname
+    database = endpoint.database
     data = {
         "host": host,
         "port": str(endpoint.port),
         "username": endpoint.username,
-        "database": DATABASE,
+        "database": database,
         "sslmode": SSLMODE,
-        "uri": f"postgresql://{credentials}@{host}:{endpoint.port}/{DATABASE}?sslmode={SSLMODE}",
-        "jdbcUrl": f"jdbc:postgresql://{host}:{endpoint.port}/{DATABASE}?sslmode={SSLMODE}",
+        "uri": f"postgresql://{credentials}@{host}:{endpoint.port}/{database}?sslmode={SSLMODE}",
+        "jdbcUrl": f"jdbc:postgresql://{host}:{endpoint.port}/{database}?sslmode={SSLMODE}",
         "ca.crt": endpoint.ca_pem,
         "poolerHost": host,
         "poolerPort": str(POOLER_PORT),
-        "poolerUri": f"postgresql://{credentials}@{host}:{POOLER_PORT}/{DATABASE}?sslmode={SSLMODE}",
+        "poolerUri": f"postgresql://{credentials}@{host}:{POOLER_PORT}/{database}?sslmode={SSLMODE}",
     }
     if password is not None:
         data[PASSWORD_KEY] = password
