@@ -21,6 +21,8 @@ from typing import Any
 
 import kubernetes
 
+from kubeemu.handler import ApiCall
+
 
 def client(kubeconfig: Path) -> kubernetes.client.ApiClient:
     configuration = kubernetes.client.Configuration()
@@ -207,18 +209,12 @@ def operator_identity(
 
 
 @dataclass(frozen=True)
-class AuditedCall:
-    """One request the API server answered, from its audit log (fields as the emulator's ``ApiCall``)."""
+class AuditedCall(ApiCall):
+    """One request the API server answered, from its audit log: the emulator's ``ApiCall`` (RBAC verb
+    and resource) with who asked and the answer."""
 
-    verb: str
-    api_group: str
-    version: str
-    resource: str
-    subresource: str | None
-    namespace: str | None
-    name: str | None
-    user: str
-    code: int
+    user: str = ""
+    code: int = 0
     message: str = ""
 
     @property
