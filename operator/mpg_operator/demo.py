@@ -16,6 +16,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 EXAMPLE = {
     "apiVersion": "clickhouse.cloud/v1alpha1",
@@ -49,16 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _mask(key: str, value: str) -> str:
-    if key == "password":
-        return "*" * 8
-    if key == "uri":
-        head, _, tail = value.partition("@")
-        scheme, _, rest = head.partition("://")
-        user = rest.split(":", 1)[0]
-        return f"{scheme}://{user}:********@{tail}"
+def _mask(key: str, value: str, password: str) -> str:
+    """A Secret value fit to print: the password masked wherever it stands (``uri``, ``poolerUri``, any
+    key a later version adds, URL-encoded too), the CA shortened."""
     if key == "ca.crt":
         return value.splitlines()[0] + " ... (" + str(len(value)) + " bytes)"
+    if not password:
+        return value
+    for form in (password, quote(password, safe="")):
+        value = value.replace(form, "*" * 8)
     return value
 
 
@@ -126,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
         secret = sb.secret(status["connectionSecretName"], ns)
         step(f"Secret {ns}/{status['connectionSecretName']} (password masked):")
         for key in sorted(secret):
-            print(f"    {key:<9} {_mask(key, secret[key])}")
+            print(f"    {key:<9} {_mask(key, secret[key], secret.get('password', ''))}")
 
         import psycopg
 
