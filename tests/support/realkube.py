@@ -259,10 +259,13 @@ class AuditLog:
         return found
 
 
+SANDBOX_LABEL = "mpg-operator.clickhouse.cloud/test-sandbox"
+
+
 class RealKube:
     """What :class:`mpg_operator.sandbox.Sandbox` needs of its Kubernetes side (``apply``, ``get``,
     ``list``, ``delete``, ``patch_status``, ``write_kubeconfig``, ``calls``, ``server_errors``), served by
-    a real API server: the sandbox's namespaces (created afresh; ``default`` reused), the CRDs, and
+    a real API server: the sandbox's namespaces (created afresh, labelled; never ``default``), the CRDs, and
     the operator's identity (the chart's ServiceAccount and RBAC scoped to those namespaces). Errors
     are raised as :class:`kubeemu.ApiError` with the real server's code, reason and message, so a test
     reads both servers alike. ``calls`` are the operator's own requests from the audit log."""
@@ -285,18 +288,17 @@ class RealKube:
         self._operator_kubeconfig: Path | None = None
         audit = admin_kubeconfig.parent / "audit.log"
         self.audit = AuditLog(audit) if audit.exists() else None
+        if "default" in namespaces:
+            raise ValueError("a sandbox on a real server has namespaces of its own, not default")
         self.api = client(admin_kubeconfig)
         self.reader = Reader(self.api)
         self.url = self.api.configuration.host
-        self._default_secrets: set[str] = set()
 
     def start(self) -> RealKube:
         for crd in self.crds:
             ensure_crd(self.api, crd)
         for namespace in self.namespaces:
             self._fresh_namespace(namespace)
-        core = kubernetes.client.CoreV1Api(self.api)
-        self._default_secrets = {s.metadata.uid for s in core.list_namespaced_secret("default").items}
         self._operator_kubeconfig, self.operator_user = operator_identity(
             self.admin_kubeconfig, self.workdir, self.release, self.release_namespace, self.namespaces
         )
@@ -304,19 +306,11 @@ class RealKube:
 
     def stop(self) -> None:
         """Leave nothing behind: the resources (finalizers dropped: the operator has stopped), the
-        namespaces but ``default`` (there: what the sandbox created), the operator's identity."""
+        namespaces, the operator's identity."""
         core = kubernetes.client.CoreV1Api(self.api)
         for namespace in self.namespaces:
             self._empty(namespace)
-            if namespace == "default":
-                for secret in core.list_namespaced_secret(namespace).items:
-                    if secret.metadata.uid not in self._default_secrets:
-                        _delete_ignoring_absent(
-                            lambda n=secret.metadata.name: core.delete_namespaced_secret(n, "default")
-                        )
-                self._delete_role("default")
-            else:
-                _delete_ignoring_absent(lambda ns=namespace: core.delete_namespace(ns))
+            _delete_ignoring_absent(lambda ns=namespace: core.delete_namespace(ns))
         rbac = kubernetes.client.RbacAuthorizationV1Api(self.api)
         for name in (f"{self.release}-mpg-operator-cluster", f"{self.release}-mpg-operator"):
             _delete_ignoring_absent(lambda n=name: rbac.delete_cluster_role_binding(n))
@@ -439,11 +433,9 @@ class RealKube:
         return answer
 
     def _fresh_namespace(self, namespace: str, timeout: float = 90) -> None:
-        """``namespace`` existing and empty of what an earlier sandbox left: a leftover is deleted and
-        awaited (``default`` is only reused)."""
+        """``namespace`` created afresh (labelled as the tests'). A leftover of an earlier sandbox (the
+        label) is emptied, deleted and awaited; a namespace the tests did not make is never touched."""
         core = kubernetes.client.CoreV1Api(self.api)
-        if namespace == "default":
-            return
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -451,20 +443,16 @@ class RealKube:
             except kubernetes.client.ApiException as e:
                 if e.status != 404:
                     raise
-                core.create_namespace({"metadata": {"name": namespace}})
+                core.create_namespace({"metadata": {"name": namespace, "labels": {SANDBOX_LABEL: "true"}}})
                 return
+            if (current.metadata.labels or {}).get(SANDBOX_LABEL) != "true":
+                raise RuntimeError(f"namespace {namespace} exists and was not made by the tests: it is left alone")
             self._empty(namespace)  # an earlier sandbox's leftovers, their operator gone
             if current.metadata.deletion_timestamp is None:
                 core.delete_namespace(namespace)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"namespace {namespace} still terminating after {timeout:.0f} s")
             time.sleep(0.5)
-
-    def _delete_role(self, namespace: str) -> None:
-        rbac = kubernetes.client.RbacAuthorizationV1Api(self.api)
-        name = f"{self.release}-mpg-operator"
-        _delete_ignoring_absent(lambda: rbac.delete_namespaced_role_binding(name, namespace))
-        _delete_ignoring_absent(lambda: rbac.delete_namespaced_role(name, namespace))
 
     def _empty(self, namespace: str) -> None:
         """Delete the custom resources in ``namespace`` and drop every finalizer there (the operator
